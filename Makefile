@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test` (each runs ./setup.sh when .venv is absent).
+PY := .venv/bin/python
+.PHONY: setup demo test lint bench clean
+
+.venv/bin/python:
+	./setup.sh
+
+setup:
+	./setup.sh
+
+demo: .venv/bin/python
+	$(PY) tools/finetune.py --cfg demo.yaml
+
+test: .venv/bin/python
+	$(PY) -m pytest -n 2 -q tests
+
+lint: .venv/bin/python
+	$(PY) -m ruff check pointclora tools bench tests
+
+bench: .venv/bin/python
+	$(PY) bench/ops.py
+
+clean:
+	rm -rf .venv *.egg-info .pytest_cache

@@ -1,0 +1,26 @@
+"""Model variants and checkpoint loading: ``create_model``, ``load_pretrained``."""
+
+from .checkpoint import (
+    CheckpointError,
+    LoadResult,
+    convert_state_dict,
+    extract_state_dict,
+    load_pretrained,
+    safe_torch_load,
+    to_point_mae_layout,
+)
+from .registry import create_model, list_models, model_defaults, register_model
+
+__all__ = [
+    "CheckpointError",
+    "LoadResult",
+    "convert_state_dict",
+    "extract_state_dict",
+    "load_pretrained",
+    "safe_torch_load",
+    "to_point_mae_layout",
+    "create_model",
+    "list_models",
+    "model_defaults",
+    "register_model",
+]

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+for line in (ROOT / "pointclora" / "__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        exec(line, version)
+
+setup(
+    name="pointclora",
+    version=version["__version__"],
+    description="Collaborative low-rank adaptation (CLoRA) for pre-trained point-cloud transformers",
+    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    # Only the library is installed: top-level `datasets/`, `models/`, `configs/` are the user's shelf and would
+    # shadow Hugging Face `datasets` and others if they were packages.
+    packages=find_packages(include=["pointclora", "pointclora.*"]),
+    package_data={"pointclora": ["assets/*", "resources/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.21",
+        "einops>=0.6",
+        "h5py>=3.0",
+        "tensorboard>=2.10",
+        "pyyaml>=5.4",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pointclora-finetune=pointclora.cli:finetune",
+            "pointclora-evaluate=pointclora.cli:evaluate",
+            "pointclora-predict=pointclora.cli:predict",
+            "pointclora-fewshot=pointclora.cli:fewshot",
+            "pointclora-segment=pointclora.cli:segment",
+            "pointclora-pretrain=pointclora.cli:pretrain",
+            "pointclora-visualize=pointclora.cli:visualize",
+            "pointclora-count-params=pointclora.cli:count_params",
+            "pointclora-merge-adapter=pointclora.cli:merge_adapter",
+            "pointclora-plot-runs=pointclora.cli:plot_runs",
+        ]
+    },
+    classifiers=["Programming Language :: Python :: 3"],
+)
