@@ -151,8 +151,9 @@ def load_pretrained(
             f"{source}: no key matches the model (first checkpoint keys after conversion: {sample}); pass prefix= "
             "if the encoder lives under another name"
         )
-    result = model.load_state_dict({k: incoming[k] for k in loaded}, strict=False)
-    missing = sorted(result.missing_keys)
+    model.load_state_dict({k: incoming[k] for k in loaded}, strict=False)
+    # Computed here rather than taken from load_state_dict, which silently fills BN's num_batches_tracked.
+    missing = sorted(k for k in own if k not in incoming)
     unexpected = sorted(k for k in incoming if k not in own)
     if strict and (missing or unexpected):
         raise CheckpointError(f"{source}: strict load failed; missing {missing[:10]}, unexpected {unexpected[:10]}")

@@ -25,3 +25,15 @@ __all__ = [
     "farthest_point_sample_naive",
     "gather_points",
 ]
+
+from .chamfer import ChamferTerms, chamfer_distance, chamfer_distance_naive, chamfer_terms  # noqa: E402
+from .interpolate import three_nn_interpolate, three_nn_interpolate_naive  # noqa: E402
+
+__all__ += [
+    "ChamferTerms",
+    "chamfer_distance",
+    "chamfer_distance_naive",
+    "chamfer_terms",
+    "three_nn_interpolate",
+    "three_nn_interpolate_naive",
+]

@@ -1,4 +1,4 @@
-"""Device selection: ``auto`` picks CUDA when present, else CPU. No module ever calls ``.cuda()`` directly."""
+"""Device selection: ``auto`` picks CUDA when present, else CPU; no module hard-codes a CUDA device."""
 
 from __future__ import annotations
 

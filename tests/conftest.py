@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models and the location of the real data (POINTCLORA_REAL_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_root() -> Path:
+    """``$POINTCLORA_REAL_DATA`` or ``<repo>/../shared/data``."""
+    env = os.environ.get("POINTCLORA_REAL_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def real_data() -> Path:
+    root = real_data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data folder not found at {root}; set POINTCLORA_REAL_DATA to the shared/data folder")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield

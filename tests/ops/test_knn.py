@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from pointclora.ops import knn_gather, knn_points, knn_points_naive
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_matches_naive(dtype):
+    query, points = torch.randn(3, 20, 3, dtype=dtype), torch.randn(3, 200, 3, dtype=dtype)
+    fast = knn_points(query, points, 16)
+    ref = knn_points_naive(query, points, 16)
+    assert fast.idx.shape == (3, 20, 16) and fast.idx.dtype == torch.int64
+    assert torch.equal(fast.idx, ref.idx)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fast.dists, ref.dists, rtol=tol, atol=tol)
+
+
+def test_knn_sorted_and_includes_query_itself():
+    points = torch.randn(2, 300, 3) * 50  # a large scale, where the |q|²-2qp+|p|² expansion loses the self match
+    query = points[:, ::7]
+    out = knn_points(query, points, 8)
+    assert (out.dists[..., 1:] >= out.dists[..., :-1]).all()
+    self_idx = torch.arange(0, 300, 7)
+    assert torch.equal(out.idx[:, :, 0], self_idx.expand(2, -1))
+    assert (out.dists[:, :, 0] == 0).all()
+
+
+def test_knn_hand_made():
+    points = torch.tensor([[[0.0, 0, 0], [3, 0, 0], [1, 0, 0], [0, 2, 0]]])
+    out = knn_points(torch.tensor([[[0.0, 0, 0]]]), points, 3)
+    assert out.idx[0, 0].tolist() == [0, 2, 3]
+    assert out.dists[0, 0].tolist() == [0.0, 1.0, 4.0]
+
+
+def test_knn_duplicates_give_equal_distances():
+    points = torch.tensor([[[0.0, 0, 0], [1, 1, 1], [1, 1, 1], [5, 5, 5]]])
+    out = knn_points(torch.tensor([[[1.0, 1, 1]]]), points, 2)
+    assert sorted(out.idx[0, 0].tolist()) == [1, 2]
+    assert out.dists[0, 0].tolist() == [0.0, 0.0]
+
+
+def test_knn_lengths_exclude_padding():
+    points = torch.randn(2, 30, 3)
+    points[1, 10:] = 0.0  # padding right on top of the query
+    lengths = torch.tensor([30, 10])
+    query = torch.zeros(2, 1, 3)
+    out = knn_points(query, points, 5, lengths=lengths)
+    assert (out.idx[1] < 10).all()
+    assert torch.equal(out.idx[1], knn_points_naive(query[1:], points[1:, :10], 5).idx[0])
+
+
+def test_knn_errors():
+    with pytest.raises(ValueError, match=r"k=6 is larger than the number of points available \(5\)"):
+        knn_points(torch.randn(1, 2, 3), torch.randn(1, 5, 3), 6)
+    with pytest.raises(ValueError, match="batch size"):
+        knn_points(torch.randn(2, 2, 3), torch.randn(1, 5, 3), 2)
+
+
+def test_knn_gather_and_gradients():
+    x = torch.randn(2, 10, 4, requires_grad=True)
+    idx = torch.randint(0, 10, (2, 3, 5))
+    g = knn_gather(x, idx)
+    assert g.shape == (2, 3, 5, 4)
+    assert torch.equal(g[1, 2, 4], x[1, idx[1, 2, 4]])
+    g.sum().backward()
+    counts = torch.zeros(2, 10).scatter_add_(1, idx.reshape(2, -1), torch.ones(2, 15))
+    torch.testing.assert_close(x.grad, counts[..., None].expand(-1, -1, 4))
+
+
+def test_knn_distance_gradients():
+    query = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+    points = torch.randn(1, 20, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda q, p: knn_points(q, p, 3).dists, (query, points))
