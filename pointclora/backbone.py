@@ -88,7 +88,8 @@ class PointTransformerEncoder(nn.Module):
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, trans_dim))
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(trans_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rates[i]) for i in range(depth)
+            Block(trans_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rates[i])
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(trans_dim, eps=1e-5)
         self.apply(_trunc_normal_init)

@@ -30,6 +30,11 @@ class ClassificationHead(nn.Sequential):
                 nn.Linear(hidden_dim, num_classes),
             ]
         else:
-            layers = [nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes)]
+            layers = [
+                nn.Linear(in_dim, hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, num_classes),
+            ]
         super().__init__(*layers)
         self.num_classes = num_classes

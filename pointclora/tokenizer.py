@@ -50,7 +50,9 @@ class MiniPointNet(nn.Module):
         super().__init__()
         h1, h2, h3 = hidden_dims  # (128, 256, 512) in Point-MAE; smaller only for tiny test/demo backbones
         self.encoder_channel = encoder_channel
-        self.first_conv = nn.Sequential(nn.Conv1d(3, h1, 1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True), nn.Conv1d(h1, h2, 1))
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(3, h1, 1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True), nn.Conv1d(h1, h2, 1)
+        )
         self.second_conv = nn.Sequential(
             nn.Conv1d(2 * h2, h3, 1), nn.BatchNorm1d(h3), nn.ReLU(inplace=True), nn.Conv1d(h3, encoder_channel, 1)
         )

@@ -85,9 +85,7 @@ def _knn_torch(query: torch.Tensor, points: torch.Tensor, k: int, lengths: torch
     return KNN(torch.cat(dists, 1).to(query.dtype), torch.cat(idx, 1))
 
 
-def knn_points_naive(
-    query: torch.Tensor, points: torch.Tensor, k: int, lengths: Optional[torch.Tensor] = None
-) -> KNN:
+def knn_points_naive(query: torch.Tensor, points: torch.Tensor, k: int, lengths: Optional[torch.Tensor] = None) -> KNN:
     """Reference kNN: float64 distances, a full stable sort (ties to the lowest index). For tests only."""
     check_points("query", query)
     check_points("points", points)

@@ -35,7 +35,9 @@ def test_official_pretrain_layout_loads_with_exact_missing_and_unexpected(tmp_pa
     head = sorted(k for k in model.state_dict() if k.startswith("cls_head_finetune"))
     assert result.missing_keys == sorted(["cls_pos", "cls_token", *head])
     assert len(result.unexpected_keys) == 53
-    assert all(k.startswith(("mask_token", "decoder_pos_embed", "MAE_decoder", "increase_dim")) for k in result.unexpected_keys)
+    assert all(
+        k.startswith(("mask_token", "decoder_pos_embed", "MAE_decoder", "increase_dim")) for k in result.unexpected_keys
+    )
     assert len(result.loaded_keys) == 156
     torch.testing.assert_close(
         model.blocks[3].attn.qkv.weight, state["module.MAE_encoder.blocks.blocks.3.attn.qkv.weight"]
