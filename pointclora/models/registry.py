@@ -41,12 +41,15 @@ def _check_name(name: str) -> None:
 def create_model(name: str, num_classes: int = 40, **overrides: Any) -> nn.Module:
     """Build a named variant, e.g. ``create_model("point_mae_s", num_classes=15, num_groups=128)``.
 
-    The model records its name in ``model.variant`` (checkpoints and adapter files use it to refuse mismatches).
+    The model records its name in ``model.variant`` and its arguments in ``model.constructor_kwargs`` (checkpoints
+    and adapter files use them to rebuild the model and to refuse mismatches).
     """
     _check_name(name)
     kwargs = {**_VARIANTS[name], **overrides}
     model = _BUILDERS[name](num_classes=num_classes, **kwargs)
     model.variant = name
+    # Enough to rebuild the same architecture later (adapter files and checkpoints record it).
+    model.constructor_kwargs = {"name": name, "num_classes": num_classes, **overrides}
     return model
 
 

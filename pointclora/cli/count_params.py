@@ -1,0 +1,105 @@
+"""Trainable parameters (with / without the head) and GFLOPs (frozen, unmerged, merged) of a model + adapter.
+
+    python tools/count_params.py --model point_mae_s --num-classes 15 --npoints 2048 --peft clora [--json]
+
+Counts follow CLORA.md's "How we count": parameters each once (shared CLoRA banks once); GFLOPs at batch 1, one
+multiply-add = one FLOP, over Linear and Conv layers, adapters added analytically when unmerged;
+``gflops_frozen_with_attention`` adds the attention matmuls. With ``--json`` standard output holds one JSON object and
+nothing else; logs go to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Optional
+
+import torch
+
+logger = logging.getLogger("pointclora.count_params")
+
+METHODS = ("clora", "lora", "full", "linear", "none")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pointclora-count-params", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="point_mae_s", help="registered variant (default point_mae_s)")
+    p.add_argument("--num-classes", type=int, default=15)
+    p.add_argument("--npoints", type=int, default=2048, help="points per cloud for the GFLOPs forward")
+    p.add_argument("--num-groups", type=int, default=None, help="patches G (default npoints // 16: 128 at 2048)")
+    p.add_argument("--peft", default="clora", choices=METHODS)
+    p.add_argument("--r", type=int, default=None, help="adapter rank (clora/lora)")
+    p.add_argument("--num-bases", type=int, default=None, help="CLoRA p")
+    p.add_argument("--share", default=None, choices=("shape", "block"), help="CLoRA bank sharing")
+    p.add_argument("--no-split-qkv", action="store_true", help="one fused qkv LRM instead of q, k, v")
+    p.add_argument("--no-flops", action="store_true", help="parameters only")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def _peft_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {}
+    if args.peft in ("clora", "lora"):
+        if args.r is not None:
+            kwargs["r"] = args.r
+        if args.no_split_qkv:
+            kwargs["split_qkv"] = False
+    if args.peft == "clora":
+        if args.num_bases is not None:
+            kwargs["num_bases"] = args.num_bases
+        if args.share is not None:
+            kwargs["share"] = args.share
+    elif args.num_bases is not None or args.share is not None:
+        raise SystemExit(f"--num-bases/--share apply to --peft clora only, not {args.peft!r}")
+    return kwargs
+
+
+def count(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..flops import count_flops
+    from ..models import create_model
+    from ..peft import inject_adapters, make_peft_config, merge_adapters, trainable_parameter_summary
+
+    num_groups = args.num_groups or max(1, args.npoints // 16)
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=args.num_classes, num_groups=num_groups)
+    config = make_peft_config(args.peft, **_peft_kwargs(args))
+    inject_adapters(model, config)
+    result: Dict[str, Any] = dict(trainable_parameter_summary(model))
+    result.update(model=args.model, peft=config.to_dict(), num_classes=args.num_classes, npoints=args.npoints,
+                  num_groups=num_groups)
+    if not args.no_flops:
+        logger.info("counting FLOPs: %s at %d points / %d groups", args.model, args.npoints, num_groups)
+        unmerged = count_flops(model, args.npoints)
+        merge_adapters(model)
+        merged = count_flops(model, args.npoints)  # measured again, not assumed: must equal the frozen count
+        result.update(
+            gflops_frozen=unmerged.linear_conv / 1e9,
+            gflops_unmerged=unmerged.total() / 1e9,
+            gflops_merged=merged.total() / 1e9,
+            gflops_frozen_with_attention=(unmerged.linear_conv + unmerged.attention) / 1e9,
+        )
+    return result
+
+
+def _table(result: Dict[str, Any]) -> str:
+    lines = [f"{result['model']} + {result['peft']['method']}  ({result['num_classes']} classes, "
+             f"{result['npoints']} points / {result['num_groups']} groups)"]
+    for key in ("adapter_params", "trainable_params", "trainable_params_without_head", "total_params"):
+        lines.append(f"  {key:<32}{result[key]:>14,}  ({result[key] / 1e6:.3f} M)")
+    for key in ("gflops_frozen", "gflops_frozen_with_attention", "gflops_unmerged", "gflops_merged"):
+        if key in result:
+            lines.append(f"  {key:<32}{result[key]:>14.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    result = count(args)
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        print(_table(result))
+    return 0

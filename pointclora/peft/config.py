@@ -1,0 +1,275 @@
+"""Adapter configurations: one dataclass per method, validated on construction, round-tripping through JSON/YAML.
+
+Methods (``make_peft_config(method, **kwargs)``):
+
+- ``clora``  (default) collaborative LoRA: shared bases per shape group + per-layer ``Q`` (``CLoRAConfig``);
+- ``lora``   the like-for-like LoRA baseline on the same targets (``LoRAConfig``);
+- ``full``   full fine-tuning: every tensor trains, BatchNorm everywhere trains (``FullConfig``);
+- ``linear`` linear probing: only the classification head trains, ``cls_token``/``cls_pos`` stay frozen
+  (``LinearConfig``);
+- ``none``   everything frozen, for inference (``NoneConfig``).
+
+Target matching (``target_modules``, ``exclude_modules``, ``train_modules``): an entry ``e`` matches a module (or
+parameter) name ``n`` when ``n == e``, when ``n`` ends with ``"." + e`` (suffix: ``"attn.qkv"`` matches
+``"blocks.3.attn.qkv"``), or, for entries written ``"re:<pattern>"``, when ``re.fullmatch(pattern, n)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
+
+__all__ = [
+    "PeftConfig",
+    "CLoRAConfig",
+    "LoRAConfig",
+    "FullConfig",
+    "LinearConfig",
+    "NoneConfig",
+    "make_peft_config",
+    "peft_config_from_dict",
+    "DEFAULT_TARGET_MODULES",
+    "DEFAULT_TRAIN_MODULES",
+    "PEFT_METHODS",
+]
+
+#: CLORA.md defaults: q, k, v (split from ``attn.qkv``), ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` of every block.
+DEFAULT_TARGET_MODULES: Tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+#: Trained besides the adapters, as in every peer: the classification head and the cls token/position.
+DEFAULT_TRAIN_MODULES: Tuple[str, ...] = ("cls_head_finetune", "cls_token", "cls_pos")
+
+
+class PeftConfigError(ValueError):
+    """An adapter configuration value is invalid."""
+
+
+def _as_str_tuple(name: str, value: Any) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise PeftConfigError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}") from None
+    for item in out:
+        if not isinstance(item, str) or not item:
+            raise PeftConfigError(f"{name} must contain non-empty strings, got {item!r} in {list(out)!r}")
+        if item.startswith("re:"):
+            try:
+                re.compile(item[3:])
+            except re.error as err:
+                raise PeftConfigError(f"{name} entry {item!r} is not a valid regular expression: {err}") from None
+    return out
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PeftConfigError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise PeftConfigError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: Any, low: float, high: Optional[float] = None, high_open: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PeftConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    bad = value < low or (high is not None and (value >= high if high_open else value > high))
+    if bad or value != value:
+        bound = f"in [{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}"
+        raise PeftConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+@dataclass
+class PeftConfig:
+    """Base class. ``train_modules``: module/parameter names trained besides the adapters (see module docstring)."""
+
+    method: ClassVar[str] = ""
+    train_modules: Tuple[str, ...] = DEFAULT_TRAIN_MODULES
+
+    def __post_init__(self) -> None:
+        self.train_modules = _as_str_tuple("train_modules", self.train_modules)
+        self.validate()
+
+    def validate(self) -> None:
+        """Subclasses check their own fields; raise :class:`PeftConfigError` naming the key and the expectation."""
+
+    # --- serialisation ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON/YAML-safe dict with ``method`` first; tuples become lists."""
+        out: Dict[str, Any] = {"method": self.method}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PeftConfig:
+        """Inverse of :meth:`to_dict`. On the base class, dispatches on ``data['method']``."""
+        data = dict(data)
+        method = data.pop("method", None)
+        if cls is PeftConfig:
+            return make_peft_config(method or "clora", **data)
+        if method is not None and method != cls.method:
+            raise PeftConfigError(f"config has method={method!r} but {cls.__name__} is method {cls.method!r}")
+        return _construct(cls, data)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> PeftConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> PeftConfig:
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+
+@dataclass
+class _LowRankConfig(PeftConfig):
+    """Fields shared by CLoRA and LoRA."""
+
+    r: int = 8
+    alpha: Optional[float] = None
+    dropout: float = 0.0
+    target_modules: Tuple[str, ...] = DEFAULT_TARGET_MODULES
+    exclude_modules: Tuple[str, ...] = ()
+    split_qkv: bool = True
+
+    def validate(self) -> None:
+        _check_int("r", self.r, 1)
+        if self.alpha is None:
+            self.alpha = float(self.r)  # CLORA.md: alpha = r, so the scaling s = alpha / r = 1
+        self.alpha = _check_float("alpha", self.alpha, 0.0)
+        if self.alpha == 0.0:
+            raise PeftConfigError("alpha must be > 0 (scaling s = alpha / r would switch the adapter off), got 0")
+        self.dropout = _check_float("dropout", self.dropout, 0.0, 1.0)
+        self.target_modules = _as_str_tuple("target_modules", self.target_modules)
+        if not self.target_modules:
+            raise PeftConfigError("target_modules must name at least one layer, got an empty list")
+        self.exclude_modules = _as_str_tuple("exclude_modules", self.exclude_modules)
+        if not isinstance(self.split_qkv, bool):
+            raise PeftConfigError(f"split_qkv must be true or false, got {self.split_qkv!r}")
+
+    @property
+    def scaling(self) -> float:
+        """``s = alpha / r``."""
+        return float(self.alpha) / self.r
+
+
+@dataclass
+class CLoRAConfig(_LowRankConfig):
+    """Collaborative LoRA (CLORA.md).
+
+    Args:
+        r: rank of each base pair (A_h: r×in, B_h: out×r, Q_h^j: r×r).
+        num_bases: p, the number of shared (A_h, B_h) pairs per shape group (>= 1).
+        alpha: scaling numerator, ``s = alpha / r``; ``None`` means ``alpha = r`` (s = 1).
+        dropout: dropout on the adapter input.
+        target_modules / exclude_modules: which ``nn.Linear`` layers get an LRM (exact / suffix / ``re:`` regex).
+        split_qkv: treat a fused ``qkv`` Linear (out = 3·in) as three LRMs q, k, v of shape in×in.
+        share: ``"shape"`` one bank per (in, out) shape for the whole model; ``"block"`` one bank per shape per block.
+        sade_weight: λ of ``L = L_task + λ · L_SADE`` (0 turns SADE off); the trainer reads it.
+        train_modules: trained besides the adapters (default head, ``cls_token``, ``cls_pos``).
+    """
+
+    method: ClassVar[str] = "clora"
+    num_bases: int = 4
+    share: str = "shape"
+    sade_weight: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        _check_int("num_bases", self.num_bases, 1)
+        if self.share not in ("shape", "block"):
+            raise PeftConfigError(f"share must be 'shape' or 'block', got {self.share!r}")
+        self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
+
+
+@dataclass
+class LoRAConfig(_LowRankConfig):
+    """LoRA baseline on the same targets as CLoRA (q/k/v split, proj, fc1, fc2): ``ΔW = s · B A``, B zero-initialised.
+
+    Args: as :class:`CLoRAConfig` without ``num_bases``/``share``/``sade_weight``.
+    """
+
+    method: ClassVar[str] = "lora"
+
+
+@dataclass
+class FullConfig(PeftConfig):
+    """Full fine-tuning: every parameter trains and every BatchNorm updates its statistics. ``train_modules`` is
+    ignored (kept for a uniform interface)."""
+
+    method: ClassVar[str] = "full"
+    train_modules: Tuple[str, ...] = ()
+
+
+@dataclass
+class LinearConfig(PeftConfig):
+    """Linear probing: only the classification head (``cls_head_finetune``) trains; ``cls_token``/``cls_pos`` and the
+    whole backbone stay frozen, BN in the frozen backbone stays in eval mode."""
+
+    method: ClassVar[str] = "linear"
+    train_modules: Tuple[str, ...] = ("cls_head_finetune",)
+
+
+@dataclass
+class NoneConfig(PeftConfig):
+    """Everything frozen (inference); BatchNorm everywhere in eval mode even under ``model.train()``."""
+
+    method: ClassVar[str] = "none"
+    train_modules: Tuple[str, ...] = ()
+
+
+PEFT_METHODS: Dict[str, Type[PeftConfig]] = {
+    "clora": CLoRAConfig,
+    "lora": LoRAConfig,
+    "full": FullConfig,
+    "linear": LinearConfig,
+    "none": NoneConfig,
+}
+
+
+def _construct(cls: Type[PeftConfig], kwargs: Mapping[str, Any]) -> PeftConfig:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in kwargs:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PeftConfigError(
+                f"unknown option {key!r} for method {cls.method!r}{hint} Valid options: {', '.join(names)}"
+            )
+    return cls(**kwargs)
+
+
+def make_peft_config(method: str = "clora", **kwargs: Any) -> PeftConfig:
+    """Build the config for ``method`` (``clora`` | ``lora`` | ``full`` | ``linear`` | ``none``) from flat kwargs."""
+    if isinstance(method, PeftConfig):
+        if kwargs:
+            merged = {k: v for k, v in {**method.to_dict(), **kwargs}.items() if k != "method"}
+            return _construct(type(method), merged)
+        return method
+    key = str(method).lower()
+    if key not in PEFT_METHODS:
+        close = difflib.get_close_matches(key, PEFT_METHODS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PeftConfigError(f"unknown PEFT method {method!r}{hint} Choose one of: {', '.join(PEFT_METHODS)}")
+    return _construct(PEFT_METHODS[key], kwargs)
+
+
+def peft_config_from_dict(data: Mapping[str, Any]) -> PeftConfig:
+    """``{'method': 'clora', 'r': 8, ...}`` -> config (``method`` defaults to ``clora``)."""
+    return PeftConfig.from_dict(data)

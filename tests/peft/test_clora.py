@@ -1,0 +1,143 @@
+import pytest
+import torch
+from peft_helpers import randomize_adapters, tiny
+
+from pointclora.peft import (
+    CLoRAConfig,
+    CLoRALinear,
+    adapter_parameter_groups,
+    inject_adapters,
+    merge_adapters,
+    sade_loss,
+    sade_loss_naive,
+    trainable_parameter_summary,
+    unmerge_adapters,
+)
+
+
+def test_step0_output_equals_frozen(points):
+    frozen = tiny().eval()
+    model = inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=3)).eval()
+    with torch.no_grad():
+        assert torch.equal(model(points), frozen(points))
+
+
+def test_efficient_forward_equals_delta_weight():
+    """The einsum path computes exactly x ΔWᵀ with ΔW = s Σ_h B_h Q_h A_h built by hand from the stacked factors."""
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=3, alpha=6.0)))
+    layer = model.blocks[0].attn.qkv
+    assert isinstance(layer, CLoRALinear) and layer.n_splits == 3
+    bank, r = layer.bank, layer.r
+    x = torch.randn(2, 7, layer.in_features, dtype=torch.float64)
+    A, B, Q = bank.A.double(), bank.B.double(), layer.Q.double()
+    by_hand = torch.cat(
+        [sum(B[:, h * r:(h + 1) * r] @ Q[j, h] @ A[h * r:(h + 1) * r] for h in range(3)) for j in range(3)]
+    ) * (6.0 / 4)
+    assert torch.allclose(layer.delta_weight().double(), by_hand, atol=1e-6)
+    with torch.no_grad():
+        got = layer.adapter_delta(x.float()).double()
+    assert torch.allclose(got, x @ by_hand.T, atol=1e-5)
+
+
+def test_merge_equals_unmerged_and_unmerge_restores(points):
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))).eval()
+    base = {n: t.clone() for n, t in model.state_dict().items() if "base_layer" in n}
+    with torch.no_grad():
+        before = model(points)
+        merge_adapters(model)
+        assert all(m.merged for m in model.modules() if isinstance(m, CLoRALinear))
+        assert not torch.allclose(model.blocks[0].mlp.fc1.base_layer.weight, base["blocks.0.mlp.fc1.base_layer.weight"])
+        merged = model(points)
+        unmerge_adapters(model)
+        after = model(points)
+    assert torch.allclose(merged, before, atol=1e-5)
+    assert torch.allclose(after, before, atol=1e-6)
+    for n, t in base.items():
+        assert torch.allclose(model.state_dict()[n], t, atol=1e-6), n
+
+
+def test_banks_owned_once_and_shared_by_storage():
+    model = inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))
+    layers = [m for m in model.modules() if isinstance(m, CLoRALinear)]
+    assert len(layers) == 2 * 4  # 2 blocks × (qkv, proj, fc1, fc2)
+    by_key = {}
+    for layer in layers:
+        by_key.setdefault(layer.bank_key, []).append(layer)
+    assert set(by_key) == {"32x32", "32x128", "128x32"}
+    for key, group in by_key.items():
+        owner = model.clora_banks[key]
+        assert {layer.bank.A.data_ptr() for layer in group} == {owner.A.data_ptr()}
+        assert {layer.bank.B.data_ptr() for layer in group} == {owner.B.data_ptr()}
+    names = [n for n, _ in model.named_parameters()]
+    assert sum(n.endswith(".A") for n in names) == 3  # each bank tensor appears once in parameters()
+    assert sum(k.startswith("clora_banks.") for k in model.state_dict()) == 6
+    assert not any("bank" in n for n, _ in layers[0].named_parameters())
+
+
+@pytest.mark.parametrize("share", ["shape", "block"])
+@pytest.mark.parametrize("r, p", [(4, 2), (2, 3)])
+def test_trainable_counts_closed_form_per_shape_group(share, r, p):
+    model = inject_adapters(tiny(), CLoRAConfig(r=r, num_bases=p, share=share))
+    groups = adapter_parameter_groups(model)
+    C, H, depth = 32, 128, 2
+    shapes = {"32x32": (C, C, 4), "32x128": (C, H, 1), "128x32": (H, C, 1)}  # (in, out, LRMs per block)
+    expected_total = 0
+    for key, (i, o, per_block) in shapes.items():
+        blocks = [f"block{b}_" for b in range(depth)] if share == "block" else [""]
+        m_g = per_block * (1 if share == "block" else depth)
+        for prefix in blocks:
+            g = groups[prefix + key]
+            closed = p * r * (i + o) + m_g * p * r * r
+            assert (g["lrms"], g["params"]) == (m_g, closed)
+            expected_total += closed
+    summary = trainable_parameter_summary(model)
+    assert summary["adapter_params"] == expected_total
+    head = sum(t.numel() for t in model.cls_head_finetune.parameters())
+    assert summary["trainable_params"] == expected_total + 2 * C + head
+    assert summary["trainable_params_without_head"] == expected_total + 2 * C
+
+
+def test_point_mae_s_counts_match_clora_md():
+    from pointclora.models import create_model
+
+    torch.manual_seed(0)
+    model = inject_adapters(create_model("point_mae_s", num_classes=15, num_groups=128), CLoRAConfig())
+    s = trainable_parameter_summary(model)
+    assert (s["adapter_params"], s["trainable_params"], s["trainable_params_without_head"]) == (165888, 434191, 166656)
+    assert s["total_params"] == 22_093_327 + 165_888
+
+
+def test_sade_gram_form_equals_naive_float64():
+    model = inject_adapters(tiny(), CLoRAConfig(r=3, num_bases=4, share="block")).double()
+    randomize_adapters(model, scale=0.5)
+    fast, naive = sade_loss(model), sade_loss_naive(model)
+    assert fast.dtype == torch.float64 and fast.item() > 1e-3  # random factors are far from orthogonal
+    assert abs(fast.item() - naive.item()) <= 1e-9 * abs(naive.item())
+    # gradients agree too
+    params = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    g_fast = torch.autograd.grad(fast, params, allow_unused=True)
+    g_naive = torch.autograd.grad(sade_loss_naive(model), params, allow_unused=True)
+    for a, b in zip(g_fast, g_naive):
+        if a is None or b is None:
+            assert a is None or not a.any()
+            continue
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-12)
+
+
+def test_sade_finite_gradient_at_init_and_degenerate_cases():
+    model = inject_adapters(tiny(), CLoRAConfig())
+    loss = sade_loss(model)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sade_loss(inject_adapters(tiny(), CLoRAConfig(num_bases=1))).item() == 0.0
+    assert sade_loss(tiny()).item() == 0.0
+    # one identical pair of bases (B_1 Q_1 A_1 == B_2 Q_2 A_2) has squared cosine 1
+    m = inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=2, target_modules=["blocks.0.mlp.fc1"]))
+    bank = m.clora_banks["32x128"]
+    with torch.no_grad():
+        bank.A[2:] = bank.A[:2]
+        bank.B.normal_()
+        bank.B[:, 2:] = bank.B[:, :2]
+    assert sade_loss(m).item() == pytest.approx(1.0, abs=1e-5)

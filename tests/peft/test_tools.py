@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+from peft_helpers import randomize_adapters, tiny
+
+from pointclora.cli import count_params, merge_adapter
+from pointclora.models import create_model
+from pointclora.peft import CLoRAConfig, inject_adapters, save_adapter
+
+KEYS = {"adapter_params", "trainable_params", "trainable_params_without_head", "total_params", "gflops_frozen",
+        "gflops_unmerged", "gflops_merged", "gflops_frozen_with_attention"}
+
+
+def test_count_params_json_alone_on_stdout(capsys):
+    assert count_params.main(["--model", "point_mae_s", "--num-classes", "15", "--npoints", "2048", "--peft", "clora",
+                              "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)  # the whole of stdout is one JSON document
+    assert out.count("\n") == 1 and KEYS <= set(result)
+    assert (result["adapter_params"], result["trainable_params"], result["trainable_params_without_head"]) == (
+        165888, 434191, 166656)
+    assert result["num_groups"] == 128 and result["gflops_merged"] == result["gflops_frozen"]
+    assert result["gflops_unmerged"] > result["gflops_frozen"]
+
+
+@pytest.mark.parametrize("method, extra", [("lora", ["--r", "4"]), ("linear", []), ("full", [])])
+def test_count_params_methods_tiny(capsys, method, extra):
+    argv = ["--model", "point_mae_tiny", "--num-classes", "5", "--npoints", "256", "--peft", method, "--json"]
+    assert count_params.main(argv + extra) == 0
+    result = json.loads(capsys.readouterr().out)
+    head = sum(p.numel() for p in create_model("point_mae_tiny", num_classes=5).cls_head_finetune.parameters())
+    expected = {"lora": (8 * 4 * 64 + 4 * 4 * 160, 8 * 4 * 64 + 4 * 4 * 160 + 64 + head), "linear": (0, head),
+                "full": (0, result["total_params"])}[method]
+    assert (result["adapter_params"], result["trainable_params"]) == expected
+    assert result["num_groups"] == 16 and result["gflops_merged"] == result["gflops_frozen"]
+
+
+def test_count_params_table_and_errors(capsys):
+    count_params.main(["--model", "point_mae_tiny", "--num-classes", "5", "--npoints", "256", "--no-flops"])
+    assert "trainable_params_without_head" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        count_params.main(["--peft", "lora", "--num-bases", "2", "--model", "point_mae_tiny"])
+
+
+def test_merge_adapter_writes_plain_checkpoint(tmp_path, points):
+    base = tiny()
+    torch.save({"model": base.state_dict()}, tmp_path / "base.pth")
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))).eval()
+    save_adapter(model, tmp_path / "adapter")
+    out = tmp_path / "merged.pth"
+    assert merge_adapter.main(["--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "base.pth"),
+                               "--output", str(out)]) == 0
+    ckpt = torch.load(out, weights_only=True)  # plain tensors and containers only
+    assert ckpt["config"]["model"] == "point_mae_tiny" and ckpt["version"]
+    assert not any("base_layer" in k or "clora" in k or k.endswith(".Q") for k in ckpt["model"])
+    plain = create_model("point_mae_tiny", num_classes=5)
+    plain.load_state_dict(ckpt["model"], strict=True)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(points), model(points), atol=1e-5)
+    # a different base checkpoint is refused unless explicitly allowed
+    torch.save({"model": tiny(seed=9).state_dict()}, tmp_path / "other.pth")
+    from pointclora.peft import AdapterMismatchError
+
+    with pytest.raises(AdapterMismatchError, match="different pre-trained weights"):
+        merge_adapter.main(["--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "other.pth"),
+                            "--output", str(tmp_path / "x.pth")])
