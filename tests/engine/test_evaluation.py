@@ -1,0 +1,56 @@
+"""Accuracy, mean class accuracy, confusion matrix and voting."""
+
+import pytest
+import torch
+from torch import nn
+
+from pointclora.engine.evaluation import (
+    accuracy_from_confusion,
+    confusion_matrix,
+    evaluate,
+    mean_class_accuracy,
+    per_class_accuracy,
+    scale_translate,
+)
+
+
+def test_confusion_and_class_accuracies():
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    preds = torch.tensor([0, 0, 0, 1, 1, 0, 2])
+    cm = confusion_matrix(preds, targets, 4)
+    assert cm.tolist() == [[3, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert accuracy_from_confusion(cm) == pytest.approx(100 * 5 / 7)
+    assert per_class_accuracy(cm) == [75.0, 50.0, 100.0, None]  # class 3 absent: not counted in mAcc
+    assert mean_class_accuracy(cm) == pytest.approx(75.0)
+
+
+def test_scale_translate_ranges_and_determinism():
+    pts = torch.ones(64, 10, 3)
+    out = scale_translate(pts, generator=torch.Generator().manual_seed(0))
+    assert out.shape == pts.shape
+    assert out.min() >= 2 / 3 - 0.2 - 1e-6 and out.max() <= 1.5 + 0.2 + 1e-6
+    assert torch.equal(out, scale_translate(pts, generator=torch.Generator().manual_seed(0)))
+    per_sample = out[:, :, 0]
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample))  # one scale/shift per sample and axis
+
+
+class _SignOfMeanX(nn.Module):
+    """Class 1 when the cloud's mean x is positive: scale & translate can flip clouds near x = 0."""
+
+    def forward(self, points):
+        m = points[..., 0].mean(dim=1)
+        return torch.stack([-m, m], dim=-1) * 10
+
+
+def test_evaluate_with_and_without_voting():
+    xs = torch.tensor([-1.0, -0.5, -0.05, 0.05, 0.5, 1.0])
+    points = xs[:, None, None].expand(6, 8, 3).clone()
+    labels = torch.tensor([0, 0, 1, 0, 1, 1])  # the two near-zero clouds are labelled "wrong" for the model
+    loader = [{"points": points[:3], "label": labels[:3]}, {"points": points[3:], "label": labels[3:]}]
+    res = evaluate(_SignOfMeanX(), loader, 2, torch.device("cpu"), vote=10, vote_seed=0)
+    assert res["acc"] == pytest.approx(100 * 4 / 6) and res["num_samples"] == 6
+    assert res["confusion"] == [[2, 1], [1, 2]]
+    assert 0 <= res["vote_acc"] <= 100 and res["vote_views"] == 10
+    again = evaluate(_SignOfMeanX(), loader, 2, torch.device("cpu"), vote=10, vote_seed=0)
+    assert again["vote_acc"] == res["vote_acc"]  # one fixed pass, reproducible
+    assert sum(map(sum, res["vote_confusion"])) == 6

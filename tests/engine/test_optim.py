@@ -1,0 +1,48 @@
+"""The recipe's optimizer groups and the per-epoch cosine schedule with warm-up (timm CosineLRScheduler values)."""
+
+import math
+
+import pytest
+import torch
+
+from pointclora.engine.optim import CosineWarmupScheduler, build_optimizer, cosine_lr, param_groups
+from pointclora.models import create_model
+
+
+def test_cosine_with_warmup_matches_timm_formula():
+    base, E, W = 5e-4, 300, 10
+    assert cosine_lr(0, base, E, W) == pytest.approx(1e-6)
+    assert cosine_lr(5, base, E, W) == pytest.approx(1e-6 + 5 * (base - 1e-6) / 10)
+    # after warm-up the cosine is measured from epoch 0 (timm warmup_prefix=False)
+    assert cosine_lr(10, base, E, W) == pytest.approx(1e-6 + 0.5 * (base - 1e-6) * (1 + math.cos(math.pi * 10 / 300)))
+    assert cosine_lr(150, base, E, W) == pytest.approx(1e-6 + 0.5 * (base - 1e-6))
+    assert cosine_lr(300, base, E, W) == pytest.approx(1e-6)
+    lrs = [cosine_lr(e, base, E, W) for e in range(10, 300)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_no_weight_decay_on_norms_biases_and_tokens():
+    model = create_model("point_mae_tiny", num_classes=3)
+    groups = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)] for p in groups[0]["params"]}
+    no_decay = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+    assert {"cls_token", "cls_pos", "norm.weight", "blocks.0.attn.proj.bias"} <= no_decay
+    assert "blocks.0.attn.qkv.weight" in decay and "cls_head_finetune.0.weight" in decay
+    assert not any(n.endswith(".bias") for n in decay)
+    assert len(decay) + len(no_decay) == sum(1 for _ in model.parameters())
+
+
+def test_scheduler_sets_lr_per_epoch_and_round_trips():
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+    sched = CosineWarmupScheduler(opt, epochs=10, warmup_epochs=2)
+    sched.step(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)
+    sched.step(4)
+    expected = cosine_lr(4, 1e-3, 10, 2)
+    assert sched.get_last_lr() == [pytest.approx(expected)] * len(opt.param_groups)
+    other = CosineWarmupScheduler(build_optimizer(model, lr=0.5), epochs=1, warmup_epochs=0)
+    other.load_state_dict(sched.state_dict())
+    assert other.base_lrs == sched.base_lrs and other.last_epoch == 4 and other.epochs == 10
