@@ -11,8 +11,9 @@ setup:
 demo: .venv/bin/python
 	$(PY) tools/finetune.py --cfg demo.yaml
 
+# One thread per xdist worker: two workers with two OpenMP threads each on two cores slow torch down ~10x.
 test: .venv/bin/python
-	$(PY) -m pytest -n 2 -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q tests
 
 lint: .venv/bin/python
 	$(PY) -m ruff check pointclora tools bench tests

@@ -122,3 +122,35 @@ def test_drop_path_only_in_training():
     points = torch.randn(2, 128, 3)
     model.eval()
     torch.testing.assert_close(model(points), model(points))
+
+
+def _mini_pointnet_conv_reference(enc, neighborhood: torch.Tensor) -> torch.Tensor:
+    """Point-MAE's Encoder.forward written with real Conv1d calls on the (B·G, C, K) layout."""
+    import torch.nn.functional as F
+
+    def seq(block, x):
+        conv0, bn, _, conv3 = block
+        x = F.conv1d(x, conv0.weight, conv0.bias)
+        x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+        return F.conv1d(F.relu(x), conv3.weight, conv3.bias)
+
+    B, G, K, _ = neighborhood.shape
+    x = neighborhood.reshape(B * G, K, 3).transpose(2, 1)
+    feature = seq(enc.first_conv, x)
+    global_feature = torch.max(feature, dim=2, keepdim=True)[0]
+    feature = torch.cat([global_feature.expand(-1, -1, K), feature], dim=1)
+    feature = seq(enc.second_conv, feature)
+    return torch.max(feature, dim=2, keepdim=False)[0].reshape(B, G, -1)
+
+
+def test_mini_pointnet_equals_point_mae_conv_layout():
+    model = create_model("point_mae_s", num_classes=15).eval()
+    for bn in (model.encoder.first_conv[1], model.encoder.second_conv[1]):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    neighborhood = torch.randn(2, 8, 32, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.encoder(neighborhood), _mini_pointnet_conv_reference(model.encoder, neighborhood), rtol=1e-4, atol=1e-4
+        )
+    assert model.encoder.first_conv[0].weight.shape == (128, 3, 1)  # official Conv1d shapes and keys
