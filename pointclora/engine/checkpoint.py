@@ -54,6 +54,10 @@ def _atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb"
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would (0666 minus umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         # Any failure (including KeyboardInterrupt) leaves the previous file untouched and no stray temp file.

@@ -66,7 +66,7 @@ register_model(
     depth=4,
     num_heads=4,
     encoder_dims=128,
-    encoder_hidden_dims=(64, 128, 256),
+    encoder_hidden_dims=(32, 64, 128),
     num_groups=32,
     group_size=16,
     drop_path_rate=0.0,
