@@ -241,6 +241,10 @@ def _try_val_split(dcfg: Mapping[str, Any], transform: Any, data_root: Optional[
 
     try:
         return build_dataset(dict(dcfg), "val", transform=transform, root=data_root)
+    except FileNotFoundError:
+        # The train and test splits were found, so what is missing is only a val split (e.g. a folder dataset with
+        # train/ and test/ folders): carve one from train.
+        return None
     except (ValueError, KeyError) as err:
         if "split" in str(err).lower():  # this dataset has no val split: carve one
             return None

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from pointclora.ops import three_nn_interpolate, three_nn_interpolate_naive
+
+
+def test_hand_computed_weights():
+    source = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 2, 0], [10, 10, 10]]])
+    feats = torch.tensor([[[1.0], [2.0], [4.0], [100.0]]])
+    target = torch.tensor([[[0.0, 1, 0]]])
+    # squared distances to the 3 nearest: 1 (src0), 2 (src1), 1 (src2); weights 1, 1/2, 1 -> normalised 0.4, 0.2, 0.4
+    out = three_nn_interpolate(target, source, feats)
+    assert out.shape == (1, 1, 1)
+    assert out.item() == pytest.approx(0.4 * 1 + 0.2 * 2 + 0.4 * 4, rel=1e-6)
+
+
+def test_coincident_point_takes_source_features():
+    source = torch.randn(2, 6, 3)
+    feats = torch.randn(2, 6, 5)
+    out = three_nn_interpolate(source, source, feats)
+    torch.testing.assert_close(out, feats, rtol=1e-4, atol=1e-4)
+
+
+def test_matches_naive_and_weights_sum_to_one():
+    target, source, feats = torch.randn(2, 30, 3), torch.randn(2, 7, 3), torch.randn(2, 7, 4)
+    torch.testing.assert_close(
+        three_nn_interpolate(target, source, feats), three_nn_interpolate_naive(target, source, feats)
+    )
+    ones = three_nn_interpolate(target, source, torch.ones(2, 7, 1))
+    torch.testing.assert_close(ones, torch.ones(2, 30, 1))
+
+
+def test_few_sources():
+    target = torch.randn(1, 5, 3)
+    one = three_nn_interpolate(target, torch.zeros(1, 1, 3), torch.tensor([[[3.0, 4.0]]]))
+    assert one.shape == (1, 5, 2) and (one == torch.tensor([3.0, 4.0])).all()
+    two = three_nn_interpolate(target, torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+    assert two.shape == (1, 5, 3)
+
+
+def test_gradient_flows_to_features():
+    feats = torch.randn(1, 4, 3, requires_grad=True)
+    three_nn_interpolate(torch.randn(1, 10, 3), torch.randn(1, 4, 3), feats).sum().backward()
+    assert feats.grad is not None and torch.isfinite(feats.grad).all()
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="source_features"):
+        three_nn_interpolate(torch.randn(1, 5, 3), torch.randn(1, 4, 3), torch.randn(1, 3, 2))
