@@ -1,6 +1,7 @@
 """Trainable parameters (with / without the head) and GFLOPs (frozen, unmerged, merged) of a model + adapter.
 
     python tools/count_params.py --model point_mae_s --num-classes 15 --npoints 2048 --peft clora [--json]
+    python tools/count_params.py --cfg scanobjectnn.yaml [--peft lora] [--set peft.r=4] [--json]
 
 Counts follow CLORA.md's "How we count": parameters each once (shared CLoRA banks once); GFLOPs at batch 1, one
 multiply-add = one FLOP, over Linear and Conv layers, adapters added analytically when unmerged;
@@ -25,11 +26,13 @@ METHODS = ("clora", "lora", "full", "linear", "none")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointclora-count-params", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="point_mae_s", help="registered variant (default point_mae_s)")
-    p.add_argument("--num-classes", type=int, default=15)
-    p.add_argument("--npoints", type=int, default=2048, help="points per cloud for the GFLOPs forward")
+    p.add_argument("--cfg", default=None, help="experiment config: model, adapter and points are taken from it")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (with --cfg)")
+    p.add_argument("--model", default=None, help="registered variant (default point_mae_s)")
+    p.add_argument("--num-classes", type=int, default=None, help="default 15, or the config's dataset")
+    p.add_argument("--npoints", type=int, default=None, help="points per cloud for the GFLOPs forward (default 2048)")
     p.add_argument("--num-groups", type=int, default=None, help="patches G (default npoints // 16: 128 at 2048)")
-    p.add_argument("--peft", default="clora", choices=METHODS)
+    p.add_argument("--peft", default=None, choices=METHODS, help="default clora, or the config's peft section")
     p.add_argument("--r", type=int, default=None, help="adapter rank (clora/lora)")
     p.add_argument("--num-bases", type=int, default=None, help="CLoRA p")
     p.add_argument("--share", default=None, choices=("shape", "block"), help="CLoRA bank sharing")
@@ -56,15 +59,61 @@ def _peft_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     return kwargs
 
 
+#: Class counts of the datasets whose YAML does not say it (the official releases).
+_KNOWN_NUM_CLASSES = {"scanobjectnn": 15, "modelnet40": 40, "shapenet55": 55}
+
+
+def _num_classes_from_config(cfg: Dict[str, Any]) -> int:
+    dataset = cfg.get("dataset") or {}
+    for key in ("num_classes", "way", "num_categories"):
+        if dataset.get(key):
+            return int(dataset[key])
+    name = str(dataset.get("name", ""))
+    if name in _KNOWN_NUM_CLASSES:
+        return _KNOWN_NUM_CLASSES[name]
+    raise SystemExit(f"cannot tell the number of classes of dataset {name!r} from the config: pass --num-classes")
+
+
+def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """Fill unset arguments from ``--cfg``; returns the config's model constructor overrides."""
+    from ..config import load_config
+
+    cfg = load_config(args.cfg, args.set)
+    model_cfg = dict(cfg.get("model") or {})
+    for key in ("checkpoint", "checkpoint_prefix"):
+        model_cfg.pop(key, None)
+    args.model = args.model or model_cfg.pop("name", None)
+    model_cfg.pop("name", None)
+    args.npoints = args.npoints or int((cfg.get("data") or {}).get("num_points") or 2048)
+    args.num_classes = args.num_classes or _num_classes_from_config(cfg)
+    if args.num_groups is None and "num_groups" in model_cfg:
+        args.num_groups = int(model_cfg.pop("num_groups"))
+    model_cfg.pop("num_groups", None)
+    if args.peft is None:
+        peft = dict(cfg.get("peft") or {"method": "clora"})
+        args.peft = peft.pop("method", "clora")
+        args.peft_from_config = peft
+    return model_cfg
+
+
 def count(args: argparse.Namespace) -> Dict[str, Any]:
     from ..flops import count_flops
-    from ..models import create_model
+    from ..models import create_model, model_defaults
     from ..peft import inject_adapters, make_peft_config, merge_adapters, trainable_parameter_summary
 
-    num_groups = args.num_groups or max(1, args.npoints // 16)
+    model_overrides = _apply_config(args) if args.cfg else {}
+    args.model = args.model or "point_mae_s"
+    args.npoints = args.npoints or 2048
+    args.num_classes = args.num_classes or 15
+    args.peft = args.peft or "clora"
+    if args.num_groups is None and args.cfg and "num_groups" in model_defaults(args.model):
+        num_groups = int(model_defaults(args.model)["num_groups"])  # the variant's own choice, as training uses
+    else:
+        num_groups = args.num_groups or max(1, args.npoints // 16)
     torch.manual_seed(0)
-    model = create_model(args.model, num_classes=args.num_classes, num_groups=num_groups)
-    config = make_peft_config(args.peft, **_peft_kwargs(args))
+    model = create_model(args.model, num_classes=args.num_classes, num_groups=num_groups, **model_overrides)
+    peft_kwargs = {**getattr(args, "peft_from_config", {}), **_peft_kwargs(args)}
+    config = make_peft_config(args.peft, **peft_kwargs)
     inject_adapters(model, config)
     result: Dict[str, Any] = dict(trainable_parameter_summary(model))
     result.update(model=args.model, peft=config.to_dict(), num_classes=args.num_classes, npoints=args.npoints,

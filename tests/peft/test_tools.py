@@ -65,3 +65,18 @@ def test_merge_adapter_writes_plain_checkpoint(tmp_path, points):
     with pytest.raises(AdapterMismatchError, match="different pre-trained weights"):
         merge_adapter.main(["--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "other.pth"),
                             "--output", str(tmp_path / "x.pth")])
+
+
+def test_count_params_from_experiment_config(capsys):
+    # scanobjectnn.yaml: point_mae_s, 15 classes, 2048 points / 128 groups, CLoRA defaults -> CLORA.md's counts.
+    assert count_params.main(["--cfg", "scanobjectnn.yaml", "--no-flops", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["model"], result["num_classes"], result["npoints"], result["num_groups"]) == (
+        "point_mae_s", 15, 2048, 128
+    )
+    assert (result["adapter_params"], result["trainable_params"]) == (165_888, 434_191)
+    # Command-line arguments win over the config; --set edits it.
+    assert count_params.main(["--cfg", "scanobjectnn.yaml", "--peft", "lora", "--no-flops", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter_params"] == 663_552
+    assert count_params.main(["--cfg", "scanobjectnn.yaml", "--set", "peft.r=4", "--no-flops", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peft"]["r"] == 4
