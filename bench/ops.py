@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         ms = lambda s: "—" if s != s else f"{s * 1e3:.1f}"  # noqa: E731
         ratio = lambda a, b: "—" if a != a or b != b else f"{a / b:.2f}x"  # noqa: E731
         print(
-            f"| {n} | {num_groups} x {group_size} | {ms(ours_fps)} | {ms(fps_fp)} | {ms(naive)}{'*' if naive == naive else ''} "
+            f"| {n} | {num_groups} x {group_size} | {ms(ours_fps)} | {ms(fps_fp)} "
+            f"| {ms(naive)}{'*' if naive == naive else ''} "
             f"| {ratio(fps_fp, ours_fps)} | {ratio(naive, ours_fps)} | {ms(ours_group)} | {ms(group_fp)} "
             f"| {ratio(group_fp, ours_group)} |"
         )

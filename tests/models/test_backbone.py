@@ -151,6 +151,9 @@ def test_mini_pointnet_equals_point_mae_conv_layout():
     neighborhood = torch.randn(2, 8, 32, 3)
     with torch.no_grad():
         torch.testing.assert_close(
-            model.encoder(neighborhood), _mini_pointnet_conv_reference(model.encoder, neighborhood), rtol=1e-4, atol=1e-4
+            model.encoder(neighborhood),
+            _mini_pointnet_conv_reference(model.encoder, neighborhood),
+            rtol=1e-4,
+            atol=1e-4,
         )
     assert model.encoder.first_conv[0].weight.shape == (128, 3, 1)  # official Conv1d shapes and keys
