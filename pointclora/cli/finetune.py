@@ -53,21 +53,35 @@ def _adapter_section(method: str) -> Dict[str, Any]:
         return {"method": method}
 
 
+def load_cli_config(
+    cfg_path: str,
+    overrides: Sequence[str] = (),
+    method: Optional[str] = None,
+    ckpt: Optional[str] = None,
+    epochs: Optional[int] = None,
+) -> Dict[str, Any]:
+    """What every training tool does with its flags: load ``cfg_path`` (+ bases), swap in ``method``'s own adapter
+    defaults (not the old method's options), set the backbone checkpoint and epochs, then apply ``--set`` overrides
+    (checked against the schema)."""
+    cfg = load_config(cfg_path)
+    if method and method != cfg["peft"].get("method"):
+        cfg["peft"] = _adapter_section(method)
+    if ckpt:
+        cfg["model"]["checkpoint"] = ckpt
+    if epochs is not None:
+        cfg["schedule"]["epochs"] = epochs
+    return apply_overrides(cfg, overrides)
+
+
 def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """The resolved config: file (+ bases), then the flags, then ``--set`` overrides (checked against the schema)."""
-    cfg = load_config(args.cfg)
-    if args.peft and args.peft != cfg["peft"].get("method"):
-        cfg["peft"] = _adapter_section(args.peft)
-    if args.ckpt:
-        cfg["model"]["checkpoint"] = args.ckpt
+    cfg = load_cli_config(args.cfg, method=args.peft, ckpt=args.ckpt, epochs=args.epochs)
     if args.seed is not None:
         cfg["train"]["seed"] = args.seed
     if args.device:
         cfg["train"]["device"] = args.device
     if args.amp:
         cfg["train"]["amp"] = True
-    if args.epochs is not None:
-        cfg["schedule"]["epochs"] = args.epochs
     return apply_overrides(cfg, args.overrides)
 
 

@@ -524,20 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..config import ConfigError, apply_overrides, load_config
-    from .finetune import _adapter_section
+    from ..config import ConfigError
+    from .finetune import load_cli_config
 
     args = build_parser().parse_args(argv)
-    overrides = list(args.overrides)
-    if args.ckpt:
-        overrides.append(f"model.checkpoint={args.ckpt}")
-    if args.epochs is not None:
-        overrides.append(f"schedule.epochs={args.epochs}")
     try:
-        cfg = load_config(args.cfg)
-        if args.method and args.method != cfg["peft"].get("method"):
-            cfg["peft"] = _adapter_section(args.method)  # the method's own defaults, not the old method's options
-        cfg = apply_overrides(cfg, overrides)
+        cfg = load_cli_config(args.cfg, args.overrides, method=args.method, ckpt=args.ckpt, epochs=args.epochs)
         metrics = run_segmentation(
             cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet
         )
