@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 
 from ._backend import use_pytorch3d
@@ -73,7 +74,10 @@ def farthest_point_sample(
         # its own RNG, so only the deterministic start is delegated.
         _, idx = sample_farthest_points(points.float(), lengths=lengths, K=num_samples)
         return SampledPoints(gather_points(points, idx), idx)
-    idx = _fps_torch(points, num_samples, lengths, starts, skip_near_origin)
+    if points.device.type == "cpu" and points.shape[0] == 1:
+        idx = _fps_numpy_single(points, num_samples, lengths, starts, skip_near_origin)
+    else:
+        idx = _fps_torch(points, num_samples, lengths, starts, skip_near_origin)
     return SampledPoints(gather_points(points, idx), idx)
 
 
@@ -113,6 +117,33 @@ def _fps_torch(
         # argmax returns the first maximal index: ties go to the lowest index, as in the CUDA kernels.
         current = min_dist.argmax(dim=1)
     return idx
+
+
+def _fps_numpy_single(
+    points: torch.Tensor, num_samples: int, lengths: torch.Tensor, starts: torch.Tensor, skip_near_origin: bool
+) -> torch.Tensor:
+    """One cloud on the CPU (the per-sample transforms of data loaders): the same loop as :func:`_fps_torch` in
+    numpy, whose per-call overhead on an (N,) array is a fraction of torch's (~4x faster at 8192 -> 1200 points)."""
+    n = int(lengths[0])
+    dtype = np.float64 if points.dtype == torch.float64 else np.float32
+    planar = np.ascontiguousarray(points[0, :n].detach().numpy().astype(dtype).T)  # (3, n)
+    min_dist = np.full(n, np.inf, dtype=dtype)
+    if skip_near_origin:
+        min_dist[(planar**2).sum(0) <= NEAR_ORIGIN_SQ] = -1.0  # never picked: minimum() keeps -1 below any distance
+    dist, diff = np.empty_like(min_dist), np.empty_like(min_dist)
+    idx = np.empty(num_samples, dtype=np.int64)
+    current = int(starts[0])
+    for s in range(num_samples):
+        idx[s] = current
+        np.subtract(planar[0], planar[0, current], out=dist)
+        np.multiply(dist, dist, out=dist)
+        for c in (1, 2):
+            np.subtract(planar[c], planar[c, current], out=diff)
+            np.multiply(diff, diff, out=diff)
+            dist += diff
+        np.minimum(min_dist, dist, out=min_dist)
+        current = int(min_dist.argmax())  # first maximal index: ties to the lowest index
+    return torch.from_numpy(idx)[None]
 
 
 def farthest_point_sample_naive(

@@ -93,3 +93,16 @@ def test_fps_float16_input():
     half = farthest_point_sample(points.half(), 16)
     assert half.points.dtype == torch.float16
     assert torch.equal(half.idx, farthest_point_sample_naive(points.half().float(), 16).idx)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_single_cloud_cpu_path_equals_batched_path(skip):
+    # B == 1 on the CPU runs a numpy loop (data-loader transforms); B > 1 the batched torch loop. Same picks.
+    points = torch.rand(2, 300, 3) * 2 - 1
+    lengths = torch.tensor([300, 250])
+    batched = farthest_point_sample(points, 40, lengths=lengths, skip_near_origin=skip).idx
+    for b in range(2):
+        single = farthest_point_sample(points[b : b + 1], 40, lengths=lengths[b : b + 1], skip_near_origin=skip).idx
+        assert torch.equal(single[0], batched[b])
+    naive = farthest_point_sample_naive(points[1:, :250], 40, skip_near_origin=skip).idx
+    assert torch.equal(batched[1], naive[0])
