@@ -28,7 +28,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-"$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch first, pinned: on this machine pip resolves it to the CPU wheel on disk. GPU users who install the
 # package into their own environment keep their torch (setup.py asks only for torch>=2.1).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
