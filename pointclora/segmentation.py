@@ -218,8 +218,16 @@ def predict_parts(
     return (logits + mask[category.long()].unsqueeze(1)).argmax(dim=-1)
 
 
+def _encoder_defaults(classifier_variant: str) -> dict:
+    """A classification variant's constructor kwargs minus its classification-head options."""
+    from .models.registry import model_defaults
+
+    head_keys = ("head_hidden_dim", "head_dropout", "head_batch_norm")
+    return {k: v for k, v in model_defaults(classifier_variant).items() if k not in head_keys}
+
+
 def _register() -> None:
-    from .models.registry import model_defaults, register_model
+    from .models.registry import register_model
 
     seg = dict(builder=PointTransformerSeg, drop_path_rate=0.1)
     # Point-MAE ViT-S segmentation: 2048 points, 128 groups of 32 (the official recipe).
@@ -228,28 +236,13 @@ def _register() -> None:
     )
     # Same encoder as ``point_mae_demo`` (read from its registration, so the two never drift apart and its
     # pre-trained weights always load); 128 groups for 2048 points, head widths scaled to the 128-wide model.
-    demo = {
-        k: v
-        for k, v in model_defaults("point_mae_demo").items()
-        if k not in ("head_hidden_dim", "head_dropout", "head_batch_norm")
-    }
+    demo = _encoder_defaults("point_mae_demo")
     demo.update(num_groups=128, propagation_dims=(256, 256), head_dims=(256, 128))
     register_model("point_mae_demo_seg", builder=PointTransformerSeg, **demo)
-    register_model(
-        "point_mae_tiny_seg",
-        builder=PointTransformerSeg,
-        trans_dim=32,
-        depth=2,
-        num_heads=2,
-        encoder_dims=32,
-        encoder_hidden_dims=(16, 32, 64),
-        num_groups=16,
-        group_size=8,
-        drop_path_rate=0.0,
-        label_dim=8,
-        propagation_dims=(32, 32),
-        head_dims=(32, 16),
-    )
+    # The test-suite variant: point_mae_tiny's encoder with a tiny head.
+    tiny = _encoder_defaults("point_mae_tiny")
+    tiny.update(label_dim=8, propagation_dims=(32, 32), head_dims=(32, 16))
+    register_model("point_mae_tiny_seg", builder=PointTransformerSeg, **tiny)
 
 
 _register()

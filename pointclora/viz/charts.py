@@ -16,6 +16,16 @@ import numpy as np
 
 from .figures import figure_to_array, save_png
 
+
+def _finish_chart(fig, out) -> np.ndarray:
+    """Lay out ``fig``, rasterise it to ``(H, W, 3)`` uint8 and write it to ``out`` when given."""
+    fig.tight_layout()
+    img = figure_to_array(fig)
+    if out is not None:
+        save_png(img, out)
+    return img
+
+
 __all__ = [
     "read_history",
     "load_runs",
@@ -181,11 +191,7 @@ def plot_run_curves(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    img = figure_to_array(fig)
-    if out is not None:
-        save_png(img, out)
-    return img
+    return _finish_chart(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------ few-shot
@@ -265,11 +271,7 @@ def plot_fewshot(
     ax.grid(axis="y", alpha=0.3)
     if len(methods) > 1:
         ax.legend(fontsize=9)
-    fig.tight_layout()
-    img = figure_to_array(fig)
-    if out is not None:
-        save_png(img, out)
-    return img
+    return _finish_chart(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------ mIoU
@@ -321,8 +323,4 @@ def plot_miou(
     ax.grid(axis="y", alpha=0.3)
     if len(methods) > 1 or overall:
         ax.legend(fontsize=9)
-    fig.tight_layout()
-    img = figure_to_array(fig)
-    if out is not None:
-        save_png(img, out)
-    return img
+    return _finish_chart(fig, out)
