@@ -89,7 +89,7 @@ def _interleaved(steppers: List[Any], steps: int) -> List[float]:
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Child process: one method, returns step time, peak memory, parameter counts and GFLOPs."""
-    from pointclora.flops import count_flops
+    from pointclora.models.flops import count_flops
     from pointclora.peft import merge_adapters, trainable_parameter_summary
 
     device = spec["device"]

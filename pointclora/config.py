@@ -304,7 +304,7 @@ def _model_keys(model_name: Optional[str]) -> List[str]:
     """Keys a ``model`` section may hold: ours plus the variant's constructor keywords."""
     keys = set(DEFAULTS["model"])
     try:
-        from .backbone import PointTransformer, PointTransformerEncoder
+        from .models.backbone import PointTransformer, PointTransformerEncoder
         from .models import model_defaults
 
         for cls in (PointTransformer, PointTransformerEncoder):

@@ -97,7 +97,7 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def count(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..flops import count_flops
+    from ..models.flops import count_flops
     from ..models import create_model, model_defaults
     from ..peft import inject_adapters, make_peft_config, merge_adapters, trainable_parameter_summary
 

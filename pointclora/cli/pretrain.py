@@ -162,7 +162,7 @@ def _points(batch: Any) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_pretrain(model, loader: DataLoader, device: torch.device, seed: int = 0) -> float:
     """Mean Chamfer-L2 over ``loader`` with masks drawn from a fixed generator (comparable across epochs)."""
-    from ..pretrain import random_patch_mask
+    from ..models.mae import random_patch_mask
 
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -197,7 +197,7 @@ def run_pretrain(
     from ..engine.logging import RunLogger
     from ..engine.optim import CosineWarmupScheduler, build_optimizer
     from ..models.checkpoint import safe_torch_load
-    from ..pretrain import build_pretrain_model, export_encoder_state
+    from ..models.mae import build_pretrain_model, export_encoder_state
     from ..utils.device import resolve_device
 
     cfg = normalize_pretrain_config(cfg)

@@ -173,7 +173,7 @@ def build_seg_model(
     """
     from ..models import create_model, load_pretrained
     from ..peft import inject_adapters, make_peft_config
-    from ..segmentation import SEG_HEAD_MODULES
+    from ..models.segmentation import SEG_HEAD_MODULES
 
     mcfg = dict(cfg.get("model") or {})
     name = seg_variant(mcfg.pop("name", None) or "point_mae_s_seg")
@@ -236,7 +236,7 @@ class _WithCategory(nn.Module):
 def _seg_gflops(model: nn.Module, num_points: int) -> Dict[str, Optional[float]]:
     """GFLOPs at batch 1 with :func:`pointclora.flops.count_flops` (Linear + Conv multiply-adds, CLORA.md's rule):
     ``gflops`` for the deployed model (adapters merged: they add nothing) and ``gflops_unmerged`` as trained."""
-    from ..flops import count_flops
+    from ..models.flops import count_flops
 
     try:
         count = count_flops(_WithCategory(model), num_points)
@@ -318,7 +318,7 @@ def run_segmentation(
     sade_weight = (
         float(get_key(cfg, "peft.sade_weight", 0.1 if method == "clora" else 0.0)) if method == "clora" else 0.0
     )
-    from ..segmentation import SEG_HEAD_MODULES
+    from ..models.segmentation import SEG_HEAD_MODULES
 
     params = trainable_parameter_summary(model, head_modules=SEG_HEAD_MODULES)
     say(

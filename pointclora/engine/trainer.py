@@ -654,7 +654,7 @@ def _gflops(model: nn.Module, num_points: int, method: str) -> Dict[str, Any]:
     """GFLOPs at batch 1 (multiply-adds, Linear + Conv): the deployed model (adapters merged) and as trained."""
     import copy
 
-    from ..flops import count_gflops
+    from ..models.flops import count_gflops
 
     out: Dict[str, Any] = {"gflops_unmerged": count_gflops(model, num_points)}
     if method in ("clora", "lora"):

@@ -24,4 +24,4 @@ __all__ = [
     "model_defaults",
     "register_model",
 ]
-from .. import segmentation as _segmentation  # noqa: E402,F401  (registers the *_seg variants)
+from . import segmentation as _segmentation  # noqa: E402,F401  (registers the *_seg variants)

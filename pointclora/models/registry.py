@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List
 
 from torch import nn
 
-from ..backbone import PointTransformer
+from .backbone import PointTransformer
 
 __all__ = ["register_model", "create_model", "list_models", "model_defaults"]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pointclora.engine import checkpoint as ck
+from pointclora.utils import atomic
 
 
 def test_failure_mid_write_keeps_the_previous_file(tmp_path):
@@ -19,7 +20,7 @@ def test_failure_mid_write_keeps_the_previous_file(tmp_path):
         raise KeyboardInterrupt("simulated kill during the write")
 
     with pytest.raises(KeyboardInterrupt):
-        ck._atomic_write(path, torn_write)
+        atomic._atomic_write(path, torn_write)
     obj = torch.load(path, weights_only=True)
     assert obj["epoch"] == 0 and torch.equal(obj["w"], torch.arange(4.0))
     assert os.listdir(tmp_path) == ["last.pth"]  # no temporary file left behind

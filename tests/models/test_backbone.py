@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from pointclora.backbone import PointTransformer
-from pointclora.layers import Attention, Block
+from pointclora.models.backbone import PointTransformer
+from pointclora.models.layers import Attention, Block
 from pointclora.models import create_model, list_models, model_defaults
 
 

@@ -10,6 +10,7 @@ import torch
 from pointclora.cli.finetune import main
 from pointclora.engine import checkpoint as ck
 from pointclora.engine import trainer
+from pointclora.utils import atomic
 
 TINY = """\
 _base_: [adapters/clora.yaml]
@@ -120,7 +121,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint(tiny_cfg, tmp_p
                 f.write(data[: len(data) // 2])
                 raise KeyboardInterrupt("simulated kill in the middle of writing last.pth")
 
-            ck._atomic_write(path, half_then_die)
+            atomic._atomic_write(path, half_then_die)
         real_save(obj, path)
 
     monkeypatch.setattr(trainer, "atomic_save", torn_save)

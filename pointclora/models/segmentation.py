@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import PointTransformerEncoder
-from .ops.interpolate import three_nn_interpolate
+from ..ops.interpolate import three_nn_interpolate
 
 __all__ = [
     "PointTransformerSeg",
@@ -220,14 +220,14 @@ def predict_parts(
 
 def _encoder_defaults(classifier_variant: str) -> dict:
     """A classification variant's constructor kwargs minus its classification-head options."""
-    from .models.registry import model_defaults
+    from .registry import model_defaults
 
     head_keys = ("head_hidden_dim", "head_dropout", "head_batch_norm")
     return {k: v for k, v in model_defaults(classifier_variant).items() if k not in head_keys}
 
 
 def _register() -> None:
-    from .models.registry import register_model
+    from .registry import register_model
 
     seg = dict(builder=PointTransformerSeg, drop_path_rate=0.1)
     # Point-MAE ViT-S segmentation: 2048 points, 128 groups of 32 (the official recipe).

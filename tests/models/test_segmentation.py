@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from pointclora.models import create_model, load_pretrained
-from pointclora.segmentation import SEG_HEAD_MODULES, PointTransformerSeg, default_fetch_layers
+from pointclora.models.segmentation import SEG_HEAD_MODULES, PointTransformerSeg, default_fetch_layers
 
 
 def test_default_fetch_layers():

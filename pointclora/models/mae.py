@@ -20,11 +20,11 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional
 import torch
 from torch import nn
 
-from . import __version__
+from .. import __version__
 from .backbone import PointTransformerEncoder
 from .layers import Block
-from .ops.chamfer import chamfer_distance
-from .ops.sampling import gather_points
+from ..ops.chamfer import chamfer_distance
+from ..ops.sampling import gather_points
 
 __all__ = [
     "PointMAEPretrain",
@@ -189,7 +189,7 @@ class PointMAEPretrain(nn.Module):
 def encoder_kwargs_from_variant(name: str, **overrides: Any) -> Dict[str, Any]:
     """The encoder arguments of a registered classification variant (``point_mae_demo`` ...), head arguments dropped,
     so the pre-trained encoder has exactly the shapes :func:`pointclora.models.create_model(name)` expects."""
-    from .models.registry import model_defaults
+    from .registry import model_defaults
 
     kwargs = {**model_defaults(name), **overrides}
     for key in _HEAD_ONLY_KWARGS + ("builder",):
@@ -240,7 +240,7 @@ def export_encoder_state(
         if config is not None:
             obj["config"] = dict(config)
     elif layout == "point_mae":
-        from .models.checkpoint import to_point_mae_layout
+        from .checkpoint import to_point_mae_layout
 
         encoder = to_point_mae_layout(encoder_state_dict(state))["base_model"]
         others = {"module." + k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith("MAE_encoder.")}
@@ -253,7 +253,7 @@ def export_encoder_state(
         raise ValueError(f"layout must be 'ours' or 'point_mae', got {layout!r}")
     if extra:
         obj.update(dict(extra))
-    from .engine.checkpoint import atomic_save  # temp file + fsync + rename: a kill never leaves a torn file
+    from ..utils.atomic import atomic_save  # temp file + fsync + rename: a kill never leaves a torn file
 
     atomic_save(obj, path)
     return path

@@ -46,7 +46,7 @@ def count_flops(
     The model is run in eval mode and restored to its previous mode afterwards.
     """
     from .layers import Attention
-    from .peft.base import AdapterLinear
+    from ..peft.base import AdapterLinear
 
     count = FlopCount()
     handles = []

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pointclora.engine.segmentation_metrics import SegmentationMeter, format_category_table, shape_iou
-from pointclora.segmentation import predict_parts
+from pointclora.models.segmentation import predict_parts
 
 
 def test_shape_iou_hand_computed():

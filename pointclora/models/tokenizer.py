@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import Grouping, group_points
+from ..ops import Grouping, group_points
 
 __all__ = ["PointGrouper", "MiniPointNet", "PointwiseConv1d"]
 

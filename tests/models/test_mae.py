@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pointclora.models import create_model, load_pretrained
-from pointclora.pretrain import (
+from pointclora.models.mae import (
     PointMAEPretrain,
     build_pretrain_model,
     export_encoder_state,
