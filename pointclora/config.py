@@ -58,6 +58,7 @@ class ConfigError(ValueError):
 #: Every section and key a fine-tuning config may set, with its default. Keys equal the keyword names of the code that
 #: consumes them. ``None`` means "not set" (e.g. no pre-trained checkpoint: train from scratch).
 DEFAULTS: Dict[str, Any] = {
+    "task": "classification",  # classification | part_segmentation | mae_pretraining (pointclora.tasks)
     "name": None,  # experiment name (defaults to the config file stem); used for the default run directory
     "dataset": {},  # free-form: the datasets/*.yaml dict (name + constructor kwargs), built by build_dataset
     "model": {
@@ -103,6 +104,7 @@ DEFAULTS: Dict[str, Any] = {
         "amp": False,
         "amp_dtype": "auto",  # auto (bf16 on CPU, fp16 on CUDA) | bfloat16 | float16
         "eval_every": 1,
+        "eval_test": False,  # also score the test split at every validation (tracks best-on-test; costs time)
         "vote": 0,  # >0: after training, also score the selected model with N-view voting on the test split
         "deterministic": False,
         "log_every": 10,  # TensorBoard step scalars every N optimizer steps

@@ -1,94 +1,99 @@
-"""Top-k class labels for your own point clouds or meshes.
+"""Predict for your own point clouds or meshes: top-k class labels, or a part label per point.
 
 Examples::
 
     python tools/predict.py scan.ply chair.off cloud.npy --weights runs/demo/clora-seed0-... --topk 5
-    python tools/predict.py data/*.pcd --weights merged.pth --json
+    python tools/predict.py cow.txt --weights runs/seg --png cow_parts.png       # part segmentation (+ picture)
 
 Files are read with ``pointclora.datasets.io.read_point_cloud`` (.ply/.pcd/.off/.obj/.npy/.txt/.xyz; meshes are
-sampled), centred and scaled to the unit sphere (``--no-normalize`` keeps them as they are), farthest-point
-subsampled to the model's ``data.num_points``, and classified; labels are the checkpoint's class names.
+sampled), centred and scaled to the unit sphere (``--no-normalize`` keeps them as they are), subsampled to the
+model's ``data.num_points`` (farthest points), and passed to the model rebuilt from its weights folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+
+from .common import run_cli
 
 __all__ = ["main", "build_parser", "predict_files"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pointclora-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="pointclora-predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help="point clouds or meshes")
-    p.add_argument("--weights", required=True, help="run directory, checkpoint, merged checkpoint or adapter folder")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--weights", required=True, help="run folder or weights folder (best/, last/, merged)")
+    p.add_argument("--topk", type=int, default=5, help="classification: labels per file")
+    p.add_argument("--category", help="part segmentation: the object's category (when the model knows several)")
+    p.add_argument("--png", help="part segmentation: also draw the labelled points to this PNG (one file only)")
     p.add_argument("--num-points", type=int, help="points fed to the model (default: the config's data.num_points)")
     p.add_argument("--no-normalize", action="store_true", help="do not centre / scale to the unit sphere")
-    p.add_argument("--ckpt", help="pre-trained backbone, when the one recorded in the config moved")
+    p.add_argument("--ckpt", help="the backbone file, when the one recorded in the run moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 
 
 @torch.no_grad()
-def predict_files(
-    files: Sequence[str],
-    weights: str,
-    topk: int = 5,
-    num_points: Optional[int] = None,
-    normalize: bool = True,
-    device: str = "auto",
-    backbone: Optional[str] = None,
-) -> List[Dict[str, Any]]:
-    """``[{"file", "predictions": [{"label", "index", "prob"}, ...]}]`` for each file, best first."""
+def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points: Optional[int] = None,
+                  normalize: bool = True, device: str = "auto", backbone: Optional[str] = None,
+                  category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
+    """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
+    "labels": [part id per point], "points": N 3}`` (part segmentation)."""
     from ..datasets.base import pc_normalize
     from ..datasets.io import read_point_cloud
     from ..datasets.transforms import eval_transforms
-    from ..engine.inference import load_classifier
+    from ..engine.weights import load_weights
     from ..utils.device import resolve_device
 
     dev = resolve_device(device)
-    loaded = load_classifier(weights, dev, backbone=backbone)
-    n = num_points or int(loaded.config["data"]["num_points"])
+    run = load_weights(weights, backbone=backbone, device=dev)
+    n = num_points or int(run.manifest["config"]["data"]["num_points"])
     transform = eval_transforms(n)
-    k = max(1, min(topk, len(loaded.classes)))
     results = []
     for path in files:
         xyz = read_point_cloud(path, num_points=max(n, 2048))[:, :3].astype("float32")
         if normalize:
             xyz = pc_normalize(xyz).astype("float32")
-        points = transform({"points": torch.from_numpy(xyz)})["points"][None].to(dev)
-        probs = torch.softmax(loaded.model(points).float(), dim=-1)[0]
-        values, idx = probs.topk(k)
-        preds = [{"label": loaded.classes[int(i)], "index": int(i), "prob": float(v)} for v, i in zip(values, idx)]
-        results.append({"file": str(path), "predictions": preds})
+        points = transform({"points": torch.from_numpy(xyz)})["points"][:, :3].to(dev)
+        if run.task.name == "classification":
+            out = run.task.predict(run.model, points, topk=topk)
+        else:
+            out = {**run.task.predict(run.model, points, category=category), "points": points.cpu().tolist()}
+        results.append({"file": str(path), **out})
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ..config import ConfigError
+def _body(args: argparse.Namespace) -> int:
+    results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
+                            normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
+                            category=args.category)  # fmt: skip
+    if args.png:
+        if len(results) != 1 or "labels" not in results[0]:
+            raise ValueError("--png draws one part-segmentation result: give one FILE and a segmentation run")
+        from ..viz import render_segmentation
 
-    try:
-        results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
-                                normalize=not args.no_normalize, device=args.device, backbone=args.ckpt)  # fmt: skip
-    except (FileNotFoundError, ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        render_segmentation(results[0]["points"], results[0]["labels"], title=f"predicted parts "
+                            f"({results[0]['category']})", out=args.png)  # fmt: skip
     for r in results:
         if args.json:
-            print(json.dumps(r))
-            continue
-        ranked = ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"])
-        print(f"{r['file']}: {ranked}")
+            print(json.dumps({k: v for k, v in r.items() if k != "points"}))
+        elif "predictions" in r:
+            print(f"{r['file']}: " + ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"]))
+        else:
+            counts = ", ".join(f"part {p}: {c}" for p, c in r["counts"].items())
+            print(f"{r['file']} [{r['category']}]: {len(r['labels'])} points; {counts}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(_body, build_parser(), argv)
 
 
 if __name__ == "__main__":

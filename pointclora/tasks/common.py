@@ -1,0 +1,120 @@
+"""Pieces every task's model and data building shares: the backbone file, the adapted model, optional splits."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import get_key
+from ..models import create_model, load_pretrained
+
+__all__ = ["resolve_checkpoint_path", "ensure_backbone", "build_adapted_model", "tensor_fingerprint", "try_split"]
+
+Log = Callable[[str], None]
+
+
+def resolve_checkpoint_path(path: os.PathLike | str) -> Path:
+    """A relative checkpoint path is looked up in the current directory, then in the repository / install root."""
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.is_absolute():
+        return p
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / p).exists():
+            return root / p
+    return Path.cwd() / p
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("POINTCLORA_CACHE", Path.home() / ".cache" / "pointclora"))
+
+
+def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    """The pre-trained backbone file named by ``model.checkpoint``.
+
+    When it is missing and the config has a ``pretrain`` section (the demo), the backbone is pre-trained first with
+    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE`` or ``~/.cache/pointclora``), never into the
+    installed package, and that file is used.
+    """
+    ckpt = get_key(cfg, "model.checkpoint")
+    if not ckpt:
+        return None
+    path = resolve_checkpoint_path(ckpt)
+    if path.is_file():
+        return path
+    pcfg = cfg.get("pretrain")
+    if not pcfg:
+        raise FileNotFoundError(
+            f"model.checkpoint={ckpt!r} not found (looked in {Path.cwd()} and the repository root). Get the pre-trained "
+            "weights (see models/README.md), pass --ckpt PATH, or --set model.checkpoint=null to train from scratch."
+        )
+    target = (cache_dir or _default_cache()) / Path(ckpt).name
+    if target.is_file():
+        log(f"pre-trained backbone: {target} (made by an earlier demo run)")
+        return target
+    run_dir = target.parent / f"{target.stem}-pretrain-run"
+    log(f"pre-trained backbone {ckpt} not found: pre-training it first -> {target} (run folder {run_dir})")
+    from .mae_pretraining import pretrain_backbone
+
+    pretrain_backbone(dict(pcfg), run_dir=run_dir, export_to=target, log=log)
+    return target
+
+
+def tensor_fingerprint(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``keys`` (the tensors a backbone file provided)."""
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional[Path], log: Log,
+                        train_modules: Optional[Iterable[str]] = None, **model_kwargs: Any) -> nn.Module:  # fmt: skip
+    """``create_model`` + pre-trained backbone + adapters; records ``model.backbone_info``.
+
+    ``backbone_info = {"path", "fingerprint", "keys"}`` names every tensor the backbone file provided; the saved
+    weights of a run are exactly the other tensors (see :mod:`pointclora.engine.weights`), and the fingerprint lets a
+    reload refuse a different backbone.
+    """
+    from ..peft import inject_adapters, make_peft_config
+
+    mcfg = dict(cfg["model"])
+    for k in ("name", "checkpoint", "checkpoint_prefix"):
+        mcfg.pop(k, None)
+    model = create_model(variant, **{**mcfg, **model_kwargs})
+    keys: list = []
+    if backbone is not None:
+        result = load_pretrained(model, backbone, prefix=get_key(cfg, "model.checkpoint_prefix"), log=False)
+        keys = sorted(result.loaded_keys)
+        log(f"loaded {len(keys)} tensors from {backbone}; not in the file: {len(result.missing_keys)} "
+            f"({', '.join(result.missing_keys[:6])}{', ...' if len(result.missing_keys) > 6 else ''}); "
+            f"unused from the file: {len(result.unexpected_keys)}")  # fmt: skip
+    state = model.state_dict()
+    model.backbone_info = {
+        "path": None if backbone is None else str(backbone),
+        "fingerprint": tensor_fingerprint(state, keys) if keys else None,
+        "keys": keys,
+    }
+    peft = dict(cfg.get("peft") or {"method": "clora"})
+    if train_modules is not None and "train_modules" not in peft and peft.get("method") in ("clora", "lora", "linear"):
+        peft["train_modules"] = list(train_modules)
+    return inject_adapters(model, make_peft_config(**peft))
+
+
+def try_split(build: Callable[[], Dataset]) -> Optional[Dataset]:
+    """``build()`` or None when the dataset has no such split (a missing folder/list, or a reader that says so)."""
+    try:
+        return build()
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as err:
+        if "split" in str(err).lower():
+            return None
+        raise

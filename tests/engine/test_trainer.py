@@ -1,0 +1,145 @@
+"""The one Trainer, for every task: outputs, exact resume after a kill, torn writes, AMP + accumulation, refused
+resumes, the run-folder lock, and a failed start that leaves nothing behind."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from task_configs import TASKS, task_cfg  # noqa: E402
+
+from pointclora.engine import trainer as trainer_mod  # noqa: E402
+from pointclora.engine.runlock import RunLock, RunLockedError  # noqa: E402
+from pointclora.engine.trainer import ResumeError, Trainer  # noqa: E402
+from pointclora.utils import atomic  # noqa: E402
+
+MONITOR = {"classification": "acc", "part_segmentation": "instance_miou", "mae_pretraining": "loss"}
+
+
+def _state(run: Path):
+    return torch.load(run / "checkpoints" / "last.pth", weights_only=True)
+
+
+def _history(run: Path):
+    return [{k: v for k, v in json.loads(ln).items() if k != "time_s"}
+            for ln in (run / "history.jsonl").read_text().splitlines()]  # fmt: skip
+
+
+def _metrics(run: Path):
+    return {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k != "wall_time_s"}
+
+
+def _assert_same_run(a: Path, b: Path):
+    sa, sb = _state(a), _state(b)
+    assert sa["model"].keys() == sb["model"].keys()
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    assert _metrics(a) == _metrics(b)
+    assert _history(a) == _history(b)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_outputs_of_every_task(task, tmp_path):
+    run = tmp_path / "run"
+    m = Trainer(task_cfg(task, tmp_path), output=run, quiet=True).fit()
+    for rel in ("config.yaml", "log.txt", "history.jsonl", "metrics.json", "results.md", "checkpoints/last.pth",
+                "best/manifest.json", "best/weights.safetensors", "last/manifest.json"):  # fmt: skip
+        assert (run / rel).is_file(), rel
+    assert list((run / "tb").iterdir()), "TensorBoard events"
+    assert [h["epoch"] for h in _history(run)] == [1, 2]  # epochs count from 1, as the log lines
+    assert m["task"] == task and m["best_epoch"] in (1, 2) and MONITOR[task] in m or f"val_{MONITOR[task]}" in m
+    assert "loaded" in (run / "log.txt").read_text() or task == "mae_pretraining" or "trainable" in (
+        run / "log.txt").read_text()
+    manifest = json.loads((run / "best" / "manifest.json").read_text())
+    assert manifest["task"] == task and manifest["epoch"] == m["best_epoch"]
+    assert not (run / ".lock").exists()  # released
+    if task == "mae_pretraining":
+        assert (run / "encoder-best.pth").is_file() and (run / "encoder-last.pth").is_file()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    Trainer(task_cfg(task, tmp_path, epochs=3), output=full, quiet=True).fit()
+    real_save = trainer_mod.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "last.pth" and obj["epoch"] == 1:
+            raise KeyboardInterrupt("simulated kill right after epoch 1's checkpoint")
+
+    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, quiet=True).fit()
+    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    assert _state(killed)["epoch"] == 1 and not (killed / "metrics.json").exists()
+    torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must fix it
+    Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    cfg = task_cfg("classification", tmp_path)
+    Trainer(cfg, output=full, quiet=True).fit()
+    real_save = trainer_mod.atomic_save
+
+    def torn_save(obj, path):
+        if Path(path).name == "last.pth" and obj["epoch"] == 2:
+            data = torch.save(obj, "/dev/null") or b"PK\x03\x04 half a checkpoint"
+
+            def half_then_die(f):
+                f.write(data)
+                raise KeyboardInterrupt("simulated kill in the middle of writing last.pth")
+
+            atomic._atomic_write(path, half_then_die)
+        real_save(obj, path)
+
+    monkeypatch.setattr(trainer_mod, "atomic_save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, output=killed, quiet=True).fit()
+    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    assert _state(killed)["epoch"] == 1  # still loads: epoch 1's checkpoint, intact
+    assert [p.name for p in (killed / "checkpoints").iterdir()] == ["last.pth"]
+    Trainer(cfg, output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)  # history.jsonl's orphan epoch 2 was replaced, not duplicated
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_amp_and_accumulation_run_for_every_task(task, tmp_path):
+    cfg = task_cfg(task, tmp_path, epochs=1, amp=True)
+    cfg["optim"]["accumulation_steps"] = 2
+    m = Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    assert m["epochs"] == 1 and (tmp_path / "run" / "best" / "manifest.json").is_file()
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path):
+    run = tmp_path / "run"
+    Trainer(task_cfg("classification", tmp_path, epochs=1), output=run, quiet=True).fit()
+    with pytest.raises(ResumeError, match=r"schedule\.epochs: 1 -> 3"):
+        Trainer(task_cfg("classification", tmp_path, epochs=3), output=run, resume=True, quiet=True).fit()
+    with pytest.raises(ResumeError, match=r"peft\.method"):
+        Trainer(task_cfg("classification", tmp_path, epochs=1, method="lora"), output=run, resume=True).fit()
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    import os
+
+    run = tmp_path / "run"
+    lock = RunLock(run).acquire()
+    try:
+        with pytest.raises(RunLockedError, match=f"PID {os.getpid()}"):
+            Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
+    finally:
+        lock.release()
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path):
+    cfg = task_cfg("classification", tmp_path)
+    cfg["data"]["batch_size"] = 64  # more than the 24 training samples
+    with pytest.raises(ValueError, match="fewer than data.batch_size"):
+        Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    assert not (tmp_path / "run").exists()
