@@ -52,6 +52,5 @@ def fit_seeds(cfg: Mapping[str, Any], seeds: Sequence[int], output: Optional[str
     table = markdown_table(["config", "method", "seeds", *keys, "trainable params"], [row])
     atomic_write_json(summary, root / "summary.json")
     atomic_write_text(table + "\n", root / "summary.md")
-    if not quiet:
-        print(f"\n{table}\n\nper-seed runs and summary.json in {root}")
+    print(f"\n{table}\n\nper-seed runs and summary.json in {root}")  # the result: printed even when quiet
     return summary

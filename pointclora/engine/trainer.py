@@ -211,7 +211,9 @@ class Trainer:
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            unused = bool(getattr(self.task, "ddp_find_unused_parameters", False))
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                 find_unused_parameters=unused)  # fmt: skip
         from ..peft import trainable_parameter_summary
 
         self.params = trainable_parameter_summary(self.model, head_modules=self.task.head_modules(self.model))

@@ -125,6 +125,8 @@ class PartSegmentationTask(Task):
     name = "part_segmentation"
     monitor = "instance_miou"
     monitor_mode = "max"
+    #: with one category the label branch's BatchNorm output is constant and some head parameters get no gradient
+    ddp_find_unused_parameters = True
 
     def build_data(self, data_root: Optional[str] = None) -> TaskData:
         return build_segmentation_data(self.cfg, data_root)

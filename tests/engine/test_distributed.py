@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pointclora.cli.finetune import main
 
 CFG = """\
 _base_: [adapters/clora.yaml]
@@ -31,40 +30,61 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_torchrun_matches_single_process(tmp_path):
-    cfg = tmp_path / "ddp.yaml"
-    cfg.write_text(CFG)
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    assert main(["--cfg", str(cfg), "--output", str(single), "--device", "cpu", "--quiet"]) == 0
+# Linear probing (the segmentation head trains): at step 0 CLoRA's Q gets a ~0 gradient (B = 0) whose sign AdamW
+# turns into a whole lr step, so float summation order alone would decide it; the head compares real updates.
+SEG_CFG = """\
+_base_: [adapters/linear.yaml]
+task: part_segmentation
+dataset: {{name: synthetic_parts, num_samples: 24, num_points: 96, num_categories: 3}}
+model: {{name: point_mae_tiny, drop_path_rate: 0.0, head_dropout: 0.0}}
+data: {{num_points: 96, batch_size: 8, eval_batch_size: 8, augmentation: none, val_fraction: 0.2}}
+optim: {{lr: 0.01}}
+schedule: {{epochs: 2, warmup_epochs: 0}}
+"""
 
+
+@pytest.mark.parametrize("tool", ["finetune", "segment"])
+def test_two_process_torchrun_matches_single_process(tool, tmp_path):
+    """Classification: identical weights. Segmentation: the head's BatchNorm normalises each process's half batch,
+    so the single process runs the same halves as 2 accumulation steps; parameters and losses then agree."""
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(CFG if tool == "finetune" else SEG_CFG.format())
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    extra = [] if tool == "finetune" else ["--set", "optim.accumulation_steps=2"]
+    module = f"pointclora.cli.{tool}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    one = subprocess.run([sys.executable, "-m", module, "--cfg", str(cfg), "--output", str(single), "--device", "cpu",
+                          "--quiet", *extra], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "pointclora.cli.finetune", "--cfg", str(cfg), "--output", str(ddp),
-           "--device", "cpu", "--quiet"]  # fmt: skip
+           "-m", module, "--cfg", str(cfg), "--output", str(ddp), "--device", "cpu", "--quiet"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     a = torch.load(single / "checkpoints" / "last.pth", weights_only=True)
     b = torch.load(ddp / "checkpoints" / "last.pth", weights_only=True)
-    assert b["epoch"] == 1 and b["global_step"] == a["global_step"] == 4  # 2 epochs x 16 / 8
+    assert b["epoch"] == a["epoch"] and b["global_step"] == a["global_step"] > 0
     assert len(b["rng"]) == 2  # each process's RNG state is kept for resume
-    from pointclora.config import load_config
-    from pointclora.engine.trainer import build_model, seed_everything
-
-    seed_everything(0)  # the trainer builds the model right after seeding with train.seed
-    init = build_model(load_config(cfg), 3, log=lambda *_: None).state_dict()
-    moved = 0.0
+    buffers = {k for k in a["model"] if "running_" in k or "num_batches_tracked" in k}
+    agree, total = 0, 0
     for k, v in a["model"].items():
-        assert torch.allclose(v.float(), b["model"][k].float(), atol=1e-4, rtol=0), k
-        moved = max(moved, float((v.float() - init[k].float()).abs().max()))
-    assert moved > 1e-3  # training did change the weights, so the comparison means something
-    # the per-epoch loss (all-reduced over processes) agrees too
+        close = torch.isclose(v.float(), b["model"][k].float(), atol=1e-4, rtol=0)
+        if tool == "finetune":
+            assert bool(close.all()), k
+        elif k not in buffers:  # BN running statistics: each process keeps its own half-batch statistics
+            agree, total = agree + int(close.sum()), total + close.numel()
+    # Segmentation: AdamW's first step is ~lr * sign(grad); the head's BatchNorm (per-process half batches, one category
+    # per half in the label branch) leaves a few gradients at float-noise size, whose sign then flips by summation
+    # order. Everything else must agree.
+    assert tool == "finetune" or agree / total > 0.99, f"{agree}/{total} elements agree"
     import json
 
     ha = [json.loads(x) for x in (single / "history.jsonl").read_text().splitlines()]
     hb = [json.loads(x) for x in (ddp / "history.jsonl").read_text().splitlines()]
+    assert ha[0]["train_loss"] != ha[1]["train_loss"]  # training moved the model, so equality means something
     for ra, rb in zip(ha, hb):
-        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-4)
-        assert ra["val_acc"] == rb["val_acc"]
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-4 if tool == "finetune" else 1e-2)
+        if tool == "finetune":
+            assert ra["val_acc"] == rb["val_acc"]
     assert json.loads((ddp / "metrics.json").read_text())["world_size"] == 2
