@@ -427,7 +427,7 @@ class Trainer:
         on_test = self.data.val_is_test
         metrics: Dict[str, Any] = {
             "task": self.task.name, "config": self.cfg.get("name"), "method": self.method, "seed": self.seed,
-            **final,
+            **final, **self.task.manifest_meta(self.data.meta),
             "selection": "best_on_test" if on_test else "best_on_val",
             "selection_label": ("best on test (papers' protocol, optimistic)" if on_test
                                 else f"best on val [{self.data.val_source}]"),

@@ -69,7 +69,7 @@ def tensor_fingerprint(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -
     """sha256 over names, dtypes, shapes and bytes of ``keys`` (the tensors a backbone file provided)."""
     h = hashlib.sha256()
     for k in sorted(keys):
-        t = state[k].detach().cpu().contiguous()
+        t = state[k].detach().cpu().contiguous().reshape(-1)
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

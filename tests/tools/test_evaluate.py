@@ -1,88 +1,102 @@
-"""tools/evaluate.py on a run directory, its checkpoints, its adapter folder and a merged checkpoint."""
+"""tools/evaluate.py: every method's saved weights give back the run's own final numbers, in a fresh process; another
+backbone is refused; classes are mapped by name; segmentation runs score the same way."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from pointclora.cli.evaluate import RemapLabels, main
-from pointclora.cli.finetune import main as finetune
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from task_configs import task_cfg  # noqa: E402
 
-TINY = """\
-_base_: [adapters/clora.yaml]
-dataset: {name: synthetic, num_samples: 24, num_points: 96, num_classes: 4}
-model: {name: point_mae_tiny}
-data: {num_points: 64, batch_size: 8, eval_batch_size: 16}
-optim: {lr: 0.002}
-schedule: {epochs: 2, warmup_epochs: 1}
-"""
+from pointclora.cli.evaluate import main  # noqa: E402
+from pointclora.engine.trainer import Trainer  # noqa: E402
+from pointclora.engine.weights import WeightsError, load_weights  # noqa: E402
+from pointclora.models import create_model  # noqa: E402
+from pointclora.tasks.classification import RemapLabels  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from pointclora.models import create_model
-
-    folder = tmp_path_factory.mktemp("eval")
-    torch.manual_seed(7)  # a stand-in "pre-trained" backbone file, as a user's would be
-    torch.save({"model": create_model("point_mae_tiny", num_classes=4).state_dict()}, folder / "backbone.pth")
-    (folder / "tiny.yaml").write_text(TINY.replace("{name: point_mae_tiny}", "{name: point_mae_tiny, checkpoint: %s}"
-                                                   % (folder / "backbone.pth")))
-    out = folder / "run"
-    assert finetune(["--cfg", str(folder / "tiny.yaml"), "--output", str(out), "--device", "cpu", "--quiet"]) == 0
-    return out
+def backbone(tmp_path_factory):
+    """A 'pre-trained' backbone file: a seeded random point_mae_tiny encoder (no cls tokens, as Point-MAE's)."""
+    path = tmp_path_factory.mktemp("bb") / "backbone.pth"
+    torch.manual_seed(7)
+    state = {k: v for k, v in create_model("point_mae_tiny", num_classes=4).state_dict().items()
+             if not k.startswith(("cls_head_finetune", "cls_token", "cls_pos"))}  # fmt: skip
+    torch.save({"model": state}, path)
+    return path
 
 
-def test_run_directory_with_and_without_voting(run, capsys):
+def _fresh_process_eval(run: Path, out: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "pointclora.cli.evaluate", str(run), "--device", "cpu", "--quiet", "--output",
+           str(out), *extra]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("method", ["clora", "lora", "linear", "full"])
+def test_every_method_reproduces_its_final_accuracy_in_a_fresh_process(method, backbone, tmp_path):
+    cfg = task_cfg("classification", tmp_path, method=method)
+    cfg["model"]["checkpoint"] = str(backbone)
+    run = tmp_path / "run"
+    metrics = Trainer(cfg, output=run, quiet=True).fit()
+    res = _fresh_process_eval(run, tmp_path / "eval.json")
+    assert res["acc"] == metrics["acc"] and res["mean_class_acc"] == metrics["mean_class_acc"]
+    assert res["confusion"] == metrics["confusion"] and res["epoch"] == metrics["best_epoch"]
+    last = _fresh_process_eval(run, tmp_path / "last.json", "--which", "last")
+    assert last["acc"] == metrics["last_acc"]
+    if method == "linear":  # frozen random cls tokens travel with the weights (Point-MAE files have none)
+        saved = json.loads((run / "best" / "manifest.json").read_text())["tensors"]
+        assert "cls_token" in saved and "cls_pos" in saved
+
+
+def test_another_backbone_is_refused(backbone, tmp_path, capsys):
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["model"]["checkpoint"] = str(backbone)
+    run = tmp_path / "run"
+    Trainer(cfg, output=run, quiet=True).fit()
+    other = tmp_path / "other.pth"
+    state = torch.load(backbone, weights_only=True)
+    state["model"]["norm.weight"] = state["model"]["norm.weight"] + 1
+    torch.save(state, other)
+    with pytest.raises(WeightsError, match="another backbone"):
+        load_weights(run, backbone=other)
+    assert main([str(run), "--ckpt", str(other), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "another backbone" in err and "Traceback" not in err
+
+
+def test_voting_and_segmentation_runs(tmp_path, capsys):
+    run = tmp_path / "cls"
+    Trainer(task_cfg("classification", tmp_path, epochs=1), output=run, quiet=True).fit()
     assert main([str(run), "--vote", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "no voting" in out and "3-view vote" in out and "confusion matrix" in out and "sphere" in out
-    res = json.loads((run / "eval_test_vote3.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert res["acc"] == pytest.approx(metrics["acc"])  # the same best checkpoint, the same test split
-    assert res["confusion"] == metrics["confusion"]
-    assert res["vote_views"] == 3 and 0 <= res["vote_acc"] <= 100
-    assert sum(map(sum, res["vote_confusion"])) == res["num_samples"] == 24
-    assert set(res["per_class_acc"]) == {"sphere", "box", "cylinder", "cone"}
-    assert main([str(run), "--vote", "3", "--device", "cpu", "--quiet", "--output", str(run / "again.json")]) == 0
-    assert json.loads((run / "again.json").read_text())["vote_acc"] == res["vote_acc"]  # one reproducible pass
-
-
-def test_every_artifact_gives_the_same_numbers(run, tmp_path):
-    def score(target, *extra):
-        out = tmp_path / "r.json"
-        assert main([str(target), "--device", "cpu", "--quiet", "--output", str(out), *extra]) == 0
-        return json.loads(out.read_text())
-
-    best = score(run)
-    assert "model.checkpoint" not in str(best)
-    # best.pth of a PEFT run holds only what trained; the frozen weights come from the backbone file
-    stored = torch.load(run / "checkpoints" / "best.pth", weights_only=True)["model"]
-    assert not any(k.endswith("base_layer.weight") for k in stored)
-    assert score(run / "checkpoints" / "best.pth")["confusion"] == best["confusion"]
-    assert score(run / "best_adapter")["confusion"] == best["confusion"]
-    last = score(run, "--which", "last", "--split", "val")
-    assert last["split"] == "val" and last["num_samples"] == 24
-
-    # a merged checkpoint: adapters folded into plain weights, config and class names recorded
-    from pointclora.engine.inference import load_classifier
-    from pointclora.peft import merge_and_unload
-
-    loaded = load_classifier(str(run))
-    merged = merge_and_unload(loaded.model)
-    path = tmp_path / "merged.pth"
-    torch.save({"model": merged.state_dict(), "config": (run / "config.yaml").read_text(),
-                "classes": loaded.classes}, path)  # fmt: skip
-    assert score(path)["acc"] == pytest.approx(best["acc"])
+    assert "3-view vote" in out and "confusion matrix" in out
+    seg = tmp_path / "seg"
+    metrics = Trainer(task_cfg("part_segmentation", tmp_path, epochs=1), output=seg, quiet=True).fit()
+    assert main([str(seg), "--device", "cpu", "--quiet", "--output", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["instance_miou"] == metrics["instance_miou"] and res["task"] == "part_segmentation"
 
 
 def test_labels_are_mapped_by_class_name():
-    ds = [{"points": torch.zeros(4, 3), "label": 0}, {"points": torch.zeros(4, 3), "label": 1}]
-    remapped = RemapLabels(ds, ["box", "sphere"], ["sphere", "box", "cone"])
-    assert [remapped[i]["label"] for i in range(2)] == [1, 0]
-    with pytest.raises(ValueError, match="not trained on.*torus"):
-        RemapLabels(ds, ["box", "torus"], ["sphere", "box"])
+    data = [{"points": None, "label": i} for i in range(3)]
+    remapped = RemapLabels(data, ["c", "a", "b"], ["a", "b", "c"])
+    assert [remapped[i]["label"] for i in range(3)] == [2, 0, 1]
+    with pytest.raises(ValueError, match="not trained on"):
+        RemapLabels(data, ["a", "z"], ["a", "b"])
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+def test_missing_or_foreign_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--device", "cpu"]) == 2
-    assert "nope" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--device", "cpu"]) == 2
+    assert "neither a weights folder" in capsys.readouterr().err

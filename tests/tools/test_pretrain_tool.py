@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.cli.pretrain import main, normalize_pretrain_config, run_pretrain, split_train_val
+from pointclora.cli.pretrain import main
+from pointclora.engine.data import carve_indices
+from pointclora.tasks.mae_pretraining import pretrain_backbone
 from pointclora.config import ConfigError
 from pointclora.models import create_model, load_pretrained
 
@@ -38,11 +40,11 @@ def _cfg_text(root, epochs=2):
     )
 
 
-def test_split_train_val_is_deterministic_and_disjoint():
-    tr, va = split_train_val(20, 0.25, seed=3)
+def test_the_one_validation_carve_is_deterministic_and_disjoint():
+    tr, va = carve_indices(20, 0.25, seed=3)
     assert len(va) == 5 and not set(tr) & set(va) and sorted(tr + va) == list(range(20))
-    assert split_train_val(20, 0.25, seed=3) == (tr, va)
-    assert split_train_val(3, 0.01, seed=0)[1] != []  # at least one validation shape
+    assert carve_indices(20, 0.25, seed=3) == (tr, va)
+    assert carve_indices(3, 0.01, seed=0)[1] != []  # at least one validation shape
 
 
 def test_pretrain_on_point_cloud_folder_then_finetune_loads(tmp_path, capsys):
@@ -50,12 +52,12 @@ def test_pretrain_on_point_cloud_folder_then_finetune_loads(tmp_path, capsys):
     cfg = tmp_path / "pre.yaml"
     cfg.write_text(_cfg_text(data))
     run = tmp_path / "run"
-    assert main(["--cfg", str(cfg), "--run-dir", str(run)]) == 0
-    ckpt = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"]
+    assert main(["--cfg", str(cfg), "--output", str(run), "--quiet"]) == 0
+    ckpt = run / "encoder-best.pth"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["train_shapes"] == 9 and metrics["val_shapes"] == 3  # 12 shapes, 25 % held out
+    assert metrics["val_source"].startswith("3 of 12")  # 12 shapes, 25 % held out
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1] and all(np.isfinite(h["val_loss"]) for h in history)
+    assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["val_loss"]) for h in history)
 
     model = create_model("point_mae_tiny", num_classes=2)
     result = load_pretrained(model, ckpt, log=False)
@@ -65,21 +67,8 @@ def test_pretrain_on_point_cloud_folder_then_finetune_loads(tmp_path, capsys):
     assert saved["variant"] == "point_mae_tiny" and "model" in saved
 
 
-def test_resume_continues_from_last_checkpoint(tmp_path):
-    data = _folder(tmp_path / "mn")
-    cfg = tmp_path / "pre.yaml"
-    cfg.write_text(_cfg_text(data, epochs=1))
-    run = tmp_path / "run"
-    assert main(["--cfg", str(cfg), "--run-dir", str(run)]) == 0
-    first = torch.load(run / "ckpt-last.pth", weights_only=True)
-    assert main(["--cfg", str(cfg), "--run-dir", str(run), "--epochs", "2"]) == 0
-    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 not repeated
-    assert int(torch.load(run / "ckpt-last.pth", weights_only=True)["epoch"]) == 1 and int(first["epoch"]) == 0
-
-
 def test_official_layout_and_finetune_demo_entry_point(tmp_path):
-    # engine.trainer.ensure_backbone passes the free-form `pretrain` section plus `output_checkpoint`.
+    # The demo path: a fine-tuning config's `pretrain` section is a whole pre-training config.
     data = _folder(tmp_path / "mn")
     section = {
         "dataset": {"name": "folder", "root": str(data), "num_points": 96},
@@ -87,19 +76,20 @@ def test_official_layout_and_finetune_demo_entry_point(tmp_path):
         "data": {"num_points": 64, "batch_size": 4, "val_fraction": 0.25},
         "schedule": {"epochs": 1, "warmup_epochs": 0},
         "train": {"device": "cpu"},
-        "pretrain": {"layout": "point_mae", "decoder_depth": 1, "run_dir": str(tmp_path / "r")},
-        "output_checkpoint": str(tmp_path / "enc.pth"),
+        "pretrain": {"layout": "point_mae", "decoder_depth": 1},
     }
-    path = run_pretrain(section, log=lambda m: None)
-    assert path == str(tmp_path / "enc.pth")
+    path = pretrain_backbone(section, run_dir=tmp_path / "r", export_to=tmp_path / "enc.pth", log=lambda m: None)
+    assert path == tmp_path / "enc.pth"
     keys = torch.load(path, weights_only=True)["base_model"]
     assert "module.MAE_encoder.blocks.blocks.0.attn.qkv.weight" in keys and "module.mask_token" in keys
     result = load_pretrained(create_model("point_mae_tiny", num_classes=3), path, log=False)
     assert [k for k in result.missing_keys if not k.startswith(HEAD)] == []
 
 
-def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="pretrain.mask_ratoi.*mask_ratio"):
-        run_pretrain({"dataset": {"name": "synthetic"}, "pretrain": {"mask_ratoi": 0.5}}, log=lambda m: None)
-    with pytest.raises(ConfigError, match="optim"):
-        normalize_pretrain_config({"optimm": {}})
+def test_config_errors_name_the_key(tmp_path, capsys):
+    data = _folder(tmp_path / "mn")
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text(_cfg_text(data).replace("mask_ratio", "mask_ratoi"))
+    assert main(["--cfg", str(cfg), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain.mask_ratoi" in err and "mask_ratio" in err and "Traceback" not in err

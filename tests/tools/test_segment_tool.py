@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.cli.segment import build_seg_datasets, build_seg_model, main, seg_variant
+from pointclora.cli.segment import main
+from pointclora.tasks.part_segmentation import PartSegmentationTask, build_segmentation_data, seg_variant
 from pointclora.config import DEFAULTS, merge
 
 
@@ -34,6 +35,7 @@ def _cfg(root, method="clora", epochs=2):
     return merge(DEFAULTS, {
         "name": "seg_tiny",
         "dataset": {"name": "shapenetpart", "root": str(root)},
+        "task": "part_segmentation",
         "model": {"name": "point_mae_tiny", "checkpoint": None},
         "peft": {"method": method, **({"r": 2, "num_bases": 2} if method == "clora" else {})},
         "data": {"num_points": 96, "batch_size": 4, "eval_batch_size": 8, "val_fraction": 0.2},
@@ -44,14 +46,15 @@ def _cfg(root, method="clora", epochs=2):
 
 
 def test_parts_and_categories_come_from_the_data(tmp_path):
-    info = build_seg_datasets(_cfg(_cattle_like(tmp_path / "d")))
-    assert info["categories"] == ["Cattle"] and info["category_parts"] == {"Cattle": [50, 51, 52, 53]}
-    assert info["num_parts"] == 54 and info["num_categories"] == 1
-    assert len(info["train"]) + len(info["val"]) == 6 and len(info["test"]) == 3  # empty val list -> carved
-    assert "carved" in info["val_source"]
+    data = build_segmentation_data(_cfg(_cattle_like(tmp_path / "d")))
+    meta = data.meta
+    assert meta["categories"] == ["Cattle"] and meta["category_parts"] == {"Cattle": [50, 51, 52, 53]}
+    assert meta["num_parts"] == 54
+    assert len(data.train) + len(data.val) == 6 and len(data.test) == 3  # empty val list -> carved
+    assert "carved" in data.val_source
     # Carved validation shapes are drawn identically on every evaluation.
-    assert torch.equal(info["val"][0]["points"], info["val"][0]["points"])
-    model = build_seg_model(_cfg(tmp_path / "d"), info, log=lambda m: None)
+    assert torch.equal(data.val[0]["points"], data.val[0]["points"])
+    model = PartSegmentationTask(_cfg(tmp_path / "d")).build_model(meta, None, log=lambda m: None)
     assert model.convs3.out_channels == 54 and model.num_categories == 1
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert {"label_conv", "propagation_0", "convs1", "convs3"} <= trainable  # the head trains under CLoRA
@@ -73,7 +76,7 @@ def test_segment_runs_and_writes_metrics(tmp_path, method, capsys):
     cfg_path = tmp_path / "seg.yaml"
     cfg = _cfg(root, method="clora")
     cfg_path.write_text(
-        yaml.safe_dump({k: cfg[k] for k in ("dataset", "model", "peft", "data", "optim", "schedule", "train")})
+        yaml.safe_dump({k: cfg[k] for k in ("task", "dataset", "model", "peft", "data", "optim", "schedule", "train")})
     )
     out = tmp_path / "run"
     # --peft swaps the whole peft section (CLoRA's r / num_bases would be invalid options for linear).
@@ -90,14 +93,13 @@ def test_segment_runs_and_writes_metrics(tmp_path, method, capsys):
     assert "| Cattle | 3 |" in table and "instance mIoU" in table
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all("val_instance_miou" in h for h in history)
-    # Resume: one more epoch continues from the checkpoint instead of starting over.
-    assert main(["--cfg", str(cfg_path), "--output", str(out), "--resume", "--epochs", "3", "--quiet", *extra]) == 0
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1, 2]
+    # A resume that changes the schedule is refused with the changed key named, in one line.
+    assert main(["--cfg", str(cfg_path), "--output", str(out), "--resume", "--epochs", "3", "--quiet", *extra]) == 2
+    assert "schedule.epochs: 2 -> 3" in capsys.readouterr().err
 
 
 def test_one_optimizer_step_per_iteration(tmp_path, monkeypatch):
-    from pointclora.cli import segment
+    from pointclora.engine.trainer import Trainer
 
     steps = []
     orig = torch.optim.AdamW.step
@@ -107,9 +109,9 @@ def test_one_optimizer_step_per_iteration(tmp_path, monkeypatch):
         return orig(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counting)
-    cfg = _cfg(_cattle_like(tmp_path / "d", n_train=7), epochs=1)
-    segment.run_segmentation(cfg, output=str(tmp_path / "r"), quiet=True)
-    # 6 training shapes (7 minus 1 carved for val), batch 4 -> 2 iterations, 2 steps (the reference would do 4).
+    cfg = _cfg(_cattle_like(tmp_path / "d", n_train=10), epochs=1)
+    Trainer(cfg, output=tmp_path / "r", quiet=True).fit()
+    # 8 training shapes (10 minus 2 carved for val), batch 4 -> 2 iterations, 2 steps (the reference would do 4).
     assert len(steps) == 2
 
 
@@ -118,8 +120,8 @@ def test_real_cattle_scans_metadata(real_data):
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     cfg = _cfg(root)
-    info = build_seg_datasets(cfg)
-    assert info["categories"] == ["Cattle"] and info["category_parts"]["Cattle"] == [50, 51, 52, 53]
-    assert len(info["train"]) == 70 and len(info["val"]) == 10 and len(info["test"]) == 20
-    sample = info["test"][0]
+    data = build_segmentation_data(cfg)
+    assert data.meta["categories"] == ["Cattle"] and data.meta["category_parts"]["Cattle"] == [50, 51, 52, 53]
+    assert len(data.train) == 70 and len(data.val) == 10 and len(data.test) == 20
+    sample = data.test[0]
     assert sample["points"].shape == (96, 3) and set(sample["seg"].tolist()) <= {50, 51, 52, 53}
