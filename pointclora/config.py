@@ -111,8 +111,9 @@ DEFAULTS: Dict[str, Any] = {
     },
 }
 
-#: Sections whose keys are not checked here (their builders check them).
-FREE_SECTIONS = ("dataset", "peft", "pretrain")
+#: Sections whose keys are not checked here: a fine-tuning config's ``pretrain`` is a whole pre-training config (the
+#: demo), a pre-training config's holds the MAE options; the task that reads it checks it.
+FREE_SECTIONS = ("pretrain",)
 
 #: Folders searched for a bare ``_base_`` name, in order, after the folder matching the including key.
 _SHELVES = ("configs", "datasets", "models")
@@ -303,13 +304,15 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str], validate: boo
 
 
 def _model_keys(model_name: Optional[str]) -> List[str]:
-    """Keys a ``model`` section may hold: ours plus the variant's constructor keywords."""
+    """Keys a ``model`` section may hold: ours plus the constructor keywords of every model a task builds from it
+    (classifier, segmentation model, MAE pre-training model) and of the variant."""
     keys = set(DEFAULTS["model"])
     try:
-        from .models.backbone import PointTransformer, PointTransformerEncoder
         from .models import model_defaults
+        from .models.backbone import PointTransformer, PointTransformerEncoder
+        from .models.segmentation import PointTransformerSeg
 
-        for cls in (PointTransformer, PointTransformerEncoder):
+        for cls in (PointTransformer, PointTransformerEncoder, PointTransformerSeg):
             keys.update(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_classes"))
         keys.discard("encoder_kwargs")
         if model_name:
@@ -319,6 +322,27 @@ def _model_keys(model_name: Optional[str]) -> List[str]:
     return sorted(keys)
 
 
+def _dataset_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """The dataset class's constructor keywords (``name`` picks the class), plus ``name`` / ``train_split``."""
+    section = cfg.get("dataset") if isinstance(cfg.get("dataset"), Mapping) else {}
+    name = section.get("name")
+    if not name:
+        return None  # no dataset named yet (a base may add it); build_dataset checks the final section
+    from .datasets.builder import dataset_constructor_keys
+
+    keys = dataset_constructor_keys(str(name))
+    return None if keys is None else sorted({"name", "train_split", "_replace_", *keys})
+
+
+def _peft_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """The PEFT method's config fields (``method`` picks the method)."""
+    section = cfg.get("peft") if isinstance(cfg.get("peft"), Mapping) else {}
+    from .peft.config import peft_option_names
+
+    names = peft_option_names(str(section.get("method", "clora")))
+    return None if names is None else sorted({"method", "_replace_", *names})
+
+
 def _valid_keys(cfg: Mapping[str, Any], prefix: Sequence[str]) -> Optional[List[str]]:
     """Valid child keys below ``prefix`` or None when that section is free-form."""
     if prefix and prefix[0] in FREE_SECTIONS:
@@ -326,6 +350,12 @@ def _valid_keys(cfg: Mapping[str, Any], prefix: Sequence[str]) -> Optional[List[
     if list(prefix) == ["model"]:
         name = (cfg.get("model") or {}).get("name") if isinstance(cfg.get("model"), Mapping) else None
         return _model_keys(name)
+    if list(prefix) == ["dataset"]:
+        return _dataset_keys(cfg)
+    if list(prefix) == ["peft"]:
+        return _peft_keys(cfg)
+    if len(prefix) > 1 and prefix[0] in ("dataset", "peft", "model"):
+        return None  # values of those keys (lists, mappings) are checked by their builders
     node: Any = DEFAULTS
     for k in prefix:
         if not isinstance(node, Mapping) or k not in node:
@@ -388,7 +418,7 @@ def dump_config(cfg: Mapping[str, Any]) -> str:
 
 
 def save_config(cfg: Mapping[str, Any], path: PathLike) -> None:
-    from .engine.checkpoint import atomic_write_text
+    from .utils.atomic import atomic_write_text
 
     atomic_write_text(dump_config(cfg), path)
 

@@ -12,7 +12,18 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..config import ConfigError, apply_overrides, load_config, load_yaml, resolve_config_path
 
-__all__ = ["add_config_args", "add_training_args", "load_cli_config", "config_from_args", "run_cli", "peft_choices"]
+__all__ = ["ToolParser", "add_config_args", "add_training_args", "load_cli_config", "config_from_args", "run_cli", "peft_choices"]
+
+
+class ToolParser(argparse.ArgumentParser):
+    """argparse with the tools' error style: one line ``error: ...`` and exit code 2 (no usage dump)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def peft_choices() -> list:

@@ -97,8 +97,8 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def count(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..models.flops import count_flops
     from ..models import create_model, model_defaults
+    from ..models.flops import count_flops
     from ..peft import inject_adapters, make_peft_config, merge_adapters, trainable_parameter_summary
 
     model_overrides = _apply_config(args) if args.cfg else {}

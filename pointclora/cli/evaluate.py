@@ -19,14 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from torch.utils.data import DataLoader
 
-from .common import run_cli
+from .common import ToolParser, run_cli
 
 __all__ = ["main", "build_parser", "evaluate_run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pointclora-evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = ToolParser(prog="pointclora-evaluate", description=__doc__)  # fmt: skip
     p.add_argument("weights", metavar="RUN_OR_WEIGHTS", help="run folder or weights folder (best/, last/, merged)")
     p.add_argument("--data-root", help="dataset folder (overrides the config's root)")
     p.add_argument("--split", default="test", help="split to score (default test)")

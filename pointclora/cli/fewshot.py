@@ -12,14 +12,13 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from .common import add_config_args, add_training_args, config_from_args, run_cli
+from .common import ToolParser, add_config_args, add_training_args, config_from_args, run_cli
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pointclora-fewshot", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = ToolParser(prog="pointclora-fewshot", description=__doc__)  # fmt: skip
     add_config_args(p, "config file or bare name in configs/ (e.g. fewshot.yaml)")
     add_training_args(p)
     p.add_argument("--ways", type=int, nargs="+", default=[5, 10])

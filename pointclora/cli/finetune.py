@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import add_config_args, add_training_args, config_from_args, run_cli
+from .common import ToolParser, add_config_args, add_training_args, config_from_args, run_cli
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ToolParser(prog=prog, description=doc)
     add_config_args(p, "experiment config: a path or a bare name found in configs/")
     add_training_args(p)
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed and report mean ± std")

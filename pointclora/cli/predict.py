@@ -18,14 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from .common import run_cli
+from .common import ToolParser, run_cli
 
 __all__ = ["main", "build_parser", "predict_files"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pointclora-predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = ToolParser(prog="pointclora-predict", description=__doc__)  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help="point clouds or meshes")
     p.add_argument("--weights", required=True, help="run folder or weights folder (best/, last/, merged)")
     p.add_argument("--topk", type=int, default=5, help="classification: labels per file")
@@ -47,7 +46,6 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
     """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
     "labels": [part id per point], "points": N 3}`` (part segmentation)."""
     from ..datasets.base import pc_normalize
-    from ..datasets.io import read_point_cloud
     from ..datasets.transforms import eval_transforms
     from ..engine.weights import load_weights
     from ..utils.device import resolve_device
@@ -58,7 +56,7 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
     transform = eval_transforms(n)
     results = []
     for path in files:
-        xyz = read_point_cloud(path, num_points=max(n, 2048))[:, :3].astype("float32")
+        xyz = _read(path, max(n, 2048))
         if normalize:
             xyz = pc_normalize(xyz).astype("float32")
         points = transform({"points": torch.from_numpy(xyz)})["points"][:, :3].to(dev)
@@ -68,6 +66,35 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
             out = {**run.task.predict(run.model, points, category=category), "points": points.cpu().tolist()}
         results.append({"file": str(path), **out})
     return results
+
+
+def _read(path: str, num_points: int):
+    """``read_point_cloud`` with any reader failure turned into a ValueError naming the file; native readers'
+    own stderr chatter (Open3D's RPly) is silenced so the tool's one error line stays the only one."""
+    import os
+
+    import numpy as np
+
+    from ..datasets.io import read_point_cloud
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            xyz = read_point_cloud(path, num_points=num_points)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as err:  # a corrupt file must not look like a bug of ours
+        raise ValueError(f"{path}: cannot read this point cloud ({type(err).__name__}: {err})") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 2 or xyz.shape[0] == 0 or xyz.shape[1] < 3:
+        raise ValueError(f"{path}: expected N x 3 points, got an array of shape {xyz.shape}")
+    return xyz[:, :3].astype("float32")
 
 
 def _body(args: argparse.Namespace) -> int:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import add_config_args, add_training_args, config_from_args, run_cli
+from .common import ToolParser, add_config_args, add_training_args, config_from_args, run_cli
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pointclora-pretrain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = ToolParser(prog="pointclora-pretrain", description=__doc__)  # fmt: skip
     add_config_args(p, "config file or bare name in configs/ (e.g. pretrain_shapenet.yaml)")
     add_training_args(p, with_peft=False)
     p.add_argument("--layout", choices=["ours", "point_mae"], help="exported checkpoint layout (pretrain.layout)")

@@ -14,7 +14,7 @@ from .shapenet55 import ShapeNet55
 from .shapenetpart import ShapeNetPart
 from .synthetic import Synthetic, SyntheticParts
 
-__all__ = ["DATASETS", "build_dataset", "dataset_names", "register_dataset"]
+__all__ = ["DATASETS", "build_dataset", "dataset_names", "register_dataset", "dataset_constructor_keys"]
 
 #: name -> class. Names are matched case-insensitively; the reference's NAMEs are aliases.
 DATASETS: Dict[str, Callable[..., Any]] = {
@@ -48,6 +48,14 @@ def dataset_names() -> List[str]:
 def _closest(word: str, options) -> str:
     m = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def dataset_constructor_keys(name: str) -> Optional[List[str]]:
+    """The config keys dataset ``name`` accepts (its constructor's keywords), or None for an unknown name."""
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in DATASETS:
+        return None
+    return [p for p in inspect.signature(DATASETS[key]).parameters if p not in ("self", "split", "transform")]
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str, transform: Optional[Callable] = None, root: Optional[str] = None):

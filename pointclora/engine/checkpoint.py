@@ -9,17 +9,14 @@ the new one, never a torn one. Checkpoints hold only tensors, numbers, strings, 
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..utils.atomic import atomic_save, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "atomic_write_bytes",

@@ -50,7 +50,7 @@ class RunLogger:
             return
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
         kept = [ln for ln in lines if json.loads(ln).get("epoch", -1) <= last_epoch]
-        from .checkpoint import atomic_write_text
+        from ..utils.atomic import atomic_write_text
 
         atomic_write_text("".join(ln + "\n" for ln in kept), path)
 

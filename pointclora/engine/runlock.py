@@ -32,7 +32,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.held = False
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = f"{os.getpid()} {socket.gethostname()}\n"
         for _ in range(2):

@@ -21,7 +21,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 __all__ = [
     "PeftConfig",
@@ -268,6 +268,12 @@ def make_peft_config(method: str = "clora", **kwargs: Any) -> PeftConfig:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise PeftConfigError(f"unknown PEFT method {method!r}{hint} Choose one of: {', '.join(PEFT_METHODS)}")
     return _construct(PEFT_METHODS[key], kwargs)
+
+
+def peft_option_names(method: str) -> Optional[List[str]]:
+    """The config fields method ``method`` accepts, or None for an unknown method (reported when it is built)."""
+    cls = PEFT_METHODS.get(str(method).lower())
+    return None if cls is None else [f.name for f in dataclasses.fields(cls)]
 
 
 def peft_config_from_dict(data: Mapping[str, Any]) -> PeftConfig:

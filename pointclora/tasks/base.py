@@ -22,7 +22,7 @@ __all__ = ["Task", "register_task", "get_task", "list_tasks", "StepResult"]
 
 Log = Callable[[str], None]
 
-_TASKS: Dict[str, Type["Task"]] = {}
+_TASKS: Dict[str, Type[Task]] = {}
 
 
 class StepResult(Dict[str, Any]):

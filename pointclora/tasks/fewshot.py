@@ -219,17 +219,17 @@ def run_fewshot(
             stub.
         num_query: query shapes per class in generated episodes (20 in the protocol).
     """
-    from ..engine.checkpoint import atomic_write_json, atomic_write_text
+    from ..utils.atomic import atomic_write_json, atomic_write_text
 
     cfg = json.loads(json.dumps(cfg))
     method = str((cfg.get("peft") or {}).get("method", "clora"))
     out = Path(output) if output else Path("runs") / str(cfg.get("name") or "fewshot") / f"fewshot-{method}"
-    out.mkdir(parents=True, exist_ok=True)
     ways, shots, folds = [int(w) for w in ways], [int(s) for s in shots], [int(f) for f in folds]
     if not ways or not shots or not folds:
         raise ValueError(f"need at least one way, shot and fold; got ways={ways} shots={shots} folds={folds}")
     runner = runner or default_runner
     root, source = prepare_episodes(cfg, ways, shots, folds, out, seed, episodes_root, data_root, log, num_query)
+    out.mkdir(parents=True, exist_ok=True)  # only once the episodes exist: a failed start leaves no folder
     results: List[Dict[str, Any]] = []
     total = len(ways) * len(shots) * len(folds)
     done = 0

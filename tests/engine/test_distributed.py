@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 CFG = """\
 _base_: [adapters/clora.yaml]
 dataset: {name: synthetic, num_samples: 16, num_points: 64, num_classes: 3}

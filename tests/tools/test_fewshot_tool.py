@@ -6,8 +6,8 @@ import math
 import pytest
 
 from pointclora.cli.fewshot import main
-from pointclora.tasks.fewshot import aggregate_results, format_fewshot_table, run_fewshot
 from pointclora.config import DEFAULTS, merge
+from pointclora.tasks.fewshot import aggregate_results, format_fewshot_table, run_fewshot
 
 WAYS, SHOTS, FOLDS = [2, 3], [2], [0, 1, 2]
 

@@ -3,14 +3,12 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from pointclora.cli.pretrain import main
 from pointclora.engine.data import carve_indices
-from pointclora.tasks.mae_pretraining import pretrain_backbone
-from pointclora.config import ConfigError
 from pointclora.models import create_model, load_pretrained
+from pointclora.tasks.mae_pretraining import pretrain_backbone
 
 HEAD = ("cls_head_finetune", "cls_token", "cls_pos")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pointclora.cli.segment import main
-from pointclora.tasks.part_segmentation import PartSegmentationTask, build_segmentation_data, seg_variant
 from pointclora.config import DEFAULTS, merge
+from pointclora.tasks.part_segmentation import PartSegmentationTask, build_segmentation_data, seg_variant
 
 
 def _cattle_like(root, n_train=6, n_test=3, points=150):
