@@ -230,50 +230,10 @@ def run_fewshot(
     runner = runner or default_runner
     root, source = prepare_episodes(cfg, ways, shots, folds, out, seed, episodes_root, data_root, log, num_query)
     out.mkdir(parents=True, exist_ok=True)  # only once the episodes exist: a failed start leaves no folder
-    results: List[Dict[str, Any]] = []
-    total = len(ways) * len(shots) * len(folds)
-    done = 0
     t0 = time.time()
-    for w in ways:
-        for s in shots:
-            for f in folds:
-                done += 1
-                edir = episode_dir(out, w, s, f)
-                rpath = edir / "result.json"
-                prev = _read_result(rpath)
-                if prev is not None:
-                    results.append(prev)
-                    log(
-                        f"[fewshot] {done}/{total} {w}-way {s}-shot fold {f}: done before ({prev['acc']:.2f}%), skipped"
-                    )
-                    continue
-                ecfg = copy.deepcopy(cfg)
-                ecfg["name"] = f"{cfg.get('name') or 'fewshot'}-{setting_key(w, s)}-fold{f}"
-                ecfg.setdefault("data", {})["val_split"] = "test"
-                datasets = _episode_datasets(root, w, s, f, ecfg)
-                run_dir = edir / "run"
-                resume = (run_dir / "checkpoints" / "last.pth").is_file()
-                te = time.time()
-                metrics = runner(ecfg, datasets, run_dir, resume)
-                acc = metrics.get("best_test_acc", metrics.get("acc"))
-                if acc is None:
-                    raise KeyError(f"runner returned no 'best_test_acc' or 'acc' for {w}-way {s}-shot fold {f}")
-                result = {
-                    "way": w,
-                    "shot": s,
-                    "fold": f,
-                    "acc": float(acc),
-                    "last_acc": metrics.get("last_acc"),
-                    "best_epoch": metrics.get("best_test_epoch", metrics.get("best_epoch")),
-                    "trainable_params": metrics.get("trainable_params"),
-                    "wall_time_s": round(time.time() - te, 1),
-                    "resumed": resume,
-                    "episodes": str(root),
-                }
-                atomic_write_json(result, rpath)
-                results.append(result)
-                took = result["wall_time_s"]
-                log(f"[fewshot] {done}/{total} {w}-way {s}-shot fold {f}: {result['acc']:.2f}% ({took:.0f}s)")
+    settings = [(w, s, f) for w in ways for s in shots for f in folds]
+    results = [_run_episode(cfg, root, out, w, s, f, i + 1, len(settings), runner, log)
+               for i, (w, s, f) in enumerate(settings)]  # fmt: skip
     summary = {
         "method": method,
         "config": cfg.get("name"),
@@ -290,6 +250,39 @@ def run_fewshot(
     atomic_write_text(table + "\n", out / "results.md")
     log("\n" + table + f"\n\nresults: {out}")
     return summary
+
+
+def _run_episode(cfg: Mapping[str, Any], root: Path, out: Path, w: int, s: int, f: int, done: int, total: int,
+                 runner: Runner, log: Callable[[str], None]) -> Dict[str, Any]:  # fmt: skip
+    """One episode: its result.json when finished before, else fine-tune (resuming a killed run) and record it."""
+    from ..utils.atomic import atomic_write_json
+
+    edir = episode_dir(out, w, s, f)
+    rpath = edir / "result.json"
+    prev = _read_result(rpath)
+    if prev is not None:
+        log(f"[fewshot] {done}/{total} {w}-way {s}-shot fold {f}: done before ({prev['acc']:.2f}%), skipped")
+        return prev
+    ecfg = copy.deepcopy(dict(cfg))
+    ecfg["name"] = f"{cfg.get('name') or 'fewshot'}-{setting_key(w, s)}-fold{f}"
+    ecfg.setdefault("data", {})["val_split"] = "test"
+    datasets = _episode_datasets(root, w, s, f, ecfg)
+    run_dir = edir / "run"
+    resume = (run_dir / "checkpoints" / "last.pth").is_file()
+    te = time.time()
+    metrics = runner(ecfg, datasets, run_dir, resume)
+    acc = metrics.get("best_test_acc", metrics.get("acc"))
+    if acc is None:
+        raise KeyError(f"runner returned no 'best_test_acc' or 'acc' for {w}-way {s}-shot fold {f}")
+    result = {
+        "way": w, "shot": s, "fold": f, "acc": float(acc), "last_acc": metrics.get("last_acc"),
+        "best_epoch": metrics.get("best_test_epoch", metrics.get("best_epoch")),
+        "trainable_params": metrics.get("trainable_params"), "wall_time_s": round(time.time() - te, 1),
+        "resumed": resume, "episodes": str(root),
+    }  # fmt: skip
+    atomic_write_json(result, rpath)
+    log(f"[fewshot] {done}/{total} {w}-way {s}-shot fold {f}: {result['acc']:.2f}% ({result['wall_time_s']:.0f}s)")
+    return result
 
 
 def fold_ids(folds: Optional[int], fold_ids: Optional[Sequence[int]]) -> List[int]:
