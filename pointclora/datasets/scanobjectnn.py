@@ -70,6 +70,9 @@ class ScanObjectNN(ClassificationDataset):
     ``classes`` overrides the 15 standard names (e.g. for a re-labelled release).
     """
 
+    #: Axis pointing up in the stored clouds (the rotation augmentation of the PEFT papers spins about y, the vertical); ``visualize`` uses it by default.
+    up_axis = "y"
+
     def __init__(
         self,
         root: Union[str, os.PathLike],
