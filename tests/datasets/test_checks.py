@@ -114,13 +114,15 @@ def test_txt_default_is_the_official_fps_of_8192(real_data, tmp_path):
     root = real_data / "modelnet40_normal_resampled"
     ds = ModelNet40(root, "test", split_file="present_{split}.txt", use_normals=True, shuffle=False, cache_dir=tmp_path)
     assert ds.sampling == "fps" and ds.num_points == 8192
-    for i in (0, 57, 128):  # airplane, another class, the last shape
+    # one shape in full; two more through the first 512 picks (an FPS order's prefix is the smaller FPS)
+    for i, npoint in ((0, 8192), (57, 512), (128, 512)):
         full = np.loadtxt(ds.paths[i], delimiter=",").astype(np.float32)
         assert full.shape == (10000, 6)
         start = official_fps_start(ds.shape_ids[i], len(full), 0)
-        expected = full[reference_fps(full[:, :3], 8192, start)]
+        expected = full[reference_fps(full[:, :3], npoint, start)]
         got = ds.raw_points(i)
-        np.testing.assert_array_equal(got, expected)
+        assert got.shape == (8192, 6)
+        np.testing.assert_array_equal(got[:npoint], expected)
         assert len(np.unique(got, axis=0)) == 8192
         # the old "first rows" differ from the official cloud in a large share of points
         first = {r.tobytes() for r in full[:8192]}
