@@ -22,7 +22,7 @@ from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
 from .shapenet55 import ShapeNet55
 from .shapenetpart import ShapeNetPart
 from .synthetic import Synthetic, SyntheticParts
-from .transforms import eval_transforms, seed_worker, train_transforms
+from .transforms import eval_transforms, seed_worker, train_transforms, vote_eval_transforms
 from .validation import (
     DatasetValidationError,
     SplitOverlapError,
@@ -70,4 +70,5 @@ __all__ = [
     "eval_transforms",
     "seed_worker",
     "train_transforms",
+    "vote_eval_transforms",
 ]
