@@ -405,7 +405,8 @@ class ModelNet40(ClassificationDataset):
         return to_sample(pts, label=int(self.labels[index]))
 
     def extra_repr(self) -> str:
-        return f"source={self.source!r}, num_points={self.num_points}, use_normals={self.use_normals}"
+        extra = f", sampling={self.sampling!r}, fps_seed={self.fps_seed}" if self.source == "txt" else ""
+        return f"source={self.source!r}, num_points={self.num_points}, use_normals={self.use_normals}{extra}"
 
 
 def write_fps_cache(
