@@ -6,8 +6,8 @@ Classification samples are ``{"points": float32 (N, 3|6), "label": int}``; part 
 
 from . import transforms
 from .base import ClassificationDataset, PointCloudDataset, pc_normalize
-from .cache import default_cache_dir
 from .builder import DATASETS, build_dataset, dataset_names, register_dataset
+from .cache import default_cache_dir
 from .fewshot import ModelNetFewShot, generate_fewshot_episodes
 from .folder import PointCloudFolder
 from .io import (

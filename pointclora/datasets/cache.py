@@ -34,7 +34,7 @@ def resolve_cache_dir(cache_dir: Optional[PathLike], *parts: str) -> Path:
 
 
 def stable_digest(*items: Any, length: int = 16) -> str:
-    """Hex digest of the ``repr`` of ``items`` (paths resolved by the caller): a cache key that is stable across runs."""
+    """Hex digest of the ``repr`` of ``items`` (paths resolved by the caller): a cache key stable across runs."""
     h = hashlib.sha1()
     for item in items:
         h.update(repr(item).encode("utf-8", "surrogateescape"))

@@ -102,7 +102,7 @@ class PointCloudFolder(ClassificationDataset):
                 )
         idx = self.class_to_idx
         self.samples: List[Tuple[Path, int]] = []
-        for name, d in sorted(pairs):
+        for name, _ in sorted(pairs):
             self.samples += [(p, idx[name]) for p in files_of[name]]
         if not self.samples:
             raise missing_dataset(

@@ -148,7 +148,8 @@ def read_text_points(path: PathLike, delimiter: Optional[str] = None, usecols: O
         # numpy >= 1.23's C parser: ~5x faster than a Python split for the 10k-row ModelNet files.
         arr = np.loadtxt(io.BytesIO(raw), delimiter=delimiter, dtype=np.float32, ndmin=2, usecols=usecols, comments="#")
     except ValueError as e:
-        raise DataFormatError(f"{p}: {_first_bad_line(raw, delimiter, usecols) or f'malformed text row ({e})'}") from None
+        why = _first_bad_line(raw, delimiter, usecols) or f"malformed text row ({e})"
+        raise DataFormatError(f"{p}: {why}") from None
     if arr.size == 0:
         raise DataFormatError(f"{p}: empty point cloud (no data rows)")
     return arr

@@ -70,7 +70,7 @@ class ScanObjectNN(ClassificationDataset):
     ``classes`` overrides the 15 standard names (e.g. for a re-labelled release).
     """
 
-    #: Axis pointing up in the stored clouds (the rotation augmentation of the PEFT papers spins about y, the vertical); ``visualize`` uses it by default.
+    #: Axis pointing up (the PEFT papers' rotation augmentation spins about y, the vertical); ``visualize`` uses it.
     up_axis = "y"
 
     def __init__(

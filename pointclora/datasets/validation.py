@@ -234,7 +234,9 @@ def _check_sample(base: Any, index: int) -> Dict[str, Any]:
     if "seg" in sample:
         seg = sample["seg"]
         if not isinstance(seg, torch.Tensor) or seg.shape[0] != pts.shape[0]:
-            return {"error": f"'seg' must hold one part id per point ({pts.shape[0]}), got {getattr(seg, 'shape', seg)}"}
+            return {
+                "error": f"'seg' must hold one part id per point ({pts.shape[0]}), got {getattr(seg, 'shape', seg)}"
+            }
     return {"n": int(pts.shape[0]), "c": int(pts.shape[1])}
 
 

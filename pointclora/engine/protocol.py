@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -61,14 +61,27 @@ _ALL = TASKS
 
 #: Every choice ``--protocol point-mae`` makes, with its official source.
 CHOICES: Tuple[ProtocolChoice, ...] = (
-    ProtocolChoice("protocol", "point-mae", "ours", _ALL, "-", "label written into config.yaml, metrics.json and every printed result"),
     ProtocolChoice(
-        "data.val_split", "test", "auto (val split, else 10 % of train carved off)", _CLS,
+        "protocol",
+        "point-mae",
+        "ours",
+        _ALL,
+        "-",
+        "label written into config.yaml, metrics.json and every printed result",
+    ),
+    ProtocolChoice(
+        "data.val_split",
+        "test",
+        "auto (val split, else 10 % of train carved off)",
+        _CLS,
         "Point-MAE cfgs/finetune_*.yaml (dataset.val = the test subset); tools/runner_finetune.py run_net",
         "trains on 100 % of train; the best epoch is chosen on the test set (ckpt-best by test accuracy)",
     ),
     ProtocolChoice(
-        "schedule.stepping", "official", "before_epoch", ("classification", "fewshot", "pretrain", "segmentation"),
+        "schedule.stepping",
+        "official",
+        "before_epoch",
+        ("classification", "fewshot", "pretrain", "segmentation"),
         "tools/builder.py build_opti_sche (timm CosineLRScheduler t_initial=epochs, warmup_t=10, warmup_lr_init=1e-6, "
         "lr_min=1e-6, cycle_limit=1, t_in_epochs); runner_finetune.py / runner_pretrain.py "
         "(for epoch in range(start, max_epoch + 1), scheduler.step(epoch) after the epoch); segmentation/main.py "
@@ -77,52 +90,85 @@ CHOICES: Tuple[ProtocolChoice, ...] = (
         "(classification, pre-training), 300 for segmentation",
     ),
     ProtocolChoice(
-        "train.vote", 10, "0 (no voting)", ("classification",),
+        "train.vote",
+        10,
+        "0 (no voting)",
+        ("classification",),
         "tools/runner_finetune.py test / test_vote (times=10)",
         "10 views, each a fresh draw of npoints of the point_all FPS points, then PointcloudScaleAndTranslate",
     ),
     ProtocolChoice(
-        "train.vote_mode", "max_over_repeats", "single (one seeded pass)", ("classification",),
+        "train.vote_mode",
+        "max_over_repeats",
+        "single (one seeded pass)",
+        ("classification",),
         "tools/runner_finetune.py test: for time in range(1, 300) ... keep the max",
         "299 voting passes, the best accuracy reported (optimistic; reported beside the single pass)",
     ),
-    ProtocolChoice("train.vote_repeats", 299, "-", ("classification",), "tools/runner_finetune.py test: range(1, 300)",
-                   "299 repetitions (range(1, 300))"),
     ProtocolChoice(
-        "data.fps_skip_near_origin", True, False, _ALL,
+        "train.vote_repeats",
+        299,
+        "-",
+        ("classification",),
+        "tools/runner_finetune.py test: range(1, 300)",
+        "299 repetitions (range(1, 300))",
+    ),
+    ProtocolChoice(
+        "data.fps_skip_near_origin",
+        True,
+        False,
+        _ALL,
         "utils/misc.py fps -> pointnet2_ops furthest_point_sample (CUDA kernel)",
         "the data-level FPS (train point_all, evaluation, voting) skips points with |p|^2 <= 1e-3 after the first",
     ),
     ProtocolChoice(
-        "model.skip_near_origin", True, False, _ALL,
+        "model.skip_near_origin",
+        True,
+        False,
+        _ALL,
         "models/Point_MAE.py Group.forward -> misc.fps (pointnet2_ops)",
         "the tokenizer's FPS centres skip points near the origin; with it, centres match the official ones on all "
         "3,991 real ModelNet10 clouds (83 differ at 128 groups without it)",
     ),
     ProtocolChoice(
-        "optim.no_decay", "point-mae", "ours (1-D, *.bias, cls_token, cls_pos)", ("classification", "fewshot", "pretrain"),
+        "optim.no_decay",
+        "point-mae",
+        "ours (1-D, *.bias, cls_token, cls_pos)",
+        ("classification", "fewshot", "pretrain"),
         "tools/builder.py build_opti_sche add_weight_decay: no decay for 1-D, .bias, names containing 'token'",
         "cls_pos (shape (1, 1, C), no 'token' in its name) gets weight decay",
     ),
     ProtocolChoice(
-        "optim.grad_clip", 0.0, 10.0, ("pretrain",),
+        "optim.grad_clip",
+        0.0,
+        10.0,
+        ("pretrain",),
         "cfgs/pretrain.yaml (no grad_norm_clip); tools/runner_pretrain.py (no clip_grad_norm_ call)",
         "no gradient clipping in pre-training",
     ),
     ProtocolChoice(
-        "optim.grad_clip", 10.0, 10.0, _CLS,
+        "optim.grad_clip",
+        10.0,
+        10.0,
+        _CLS,
         "cfgs/finetune_*.yaml grad_norm_clip: 10; runner_finetune.py clip_grad_norm_(..., 10)",
         "clip the global norm at 10 (same as ours)",
     ),
     ProtocolChoice(
-        "model.init", "pytorch", "trunc_normal (std .02 on every Linear/Conv1d)", _CLS,
+        "model.init",
+        "pytorch",
+        "trunc_normal (std .02 on every Linear/Conv1d)",
+        _CLS,
         "tools/runner_finetune.py run_net (load_model_from_ckpt only when --ckpts is given, so _init_weights never "
         "runs from the runner); models/Point_MAE.py PointTransformer.__init__",
         "PyTorch's default init for every layer (cls_token / cls_pos trunc_normal .02); with a checkpoint the "
         "new head keeps PyTorch's default init",
     ),
     ProtocolChoice(
-        "optim.seg_double_step", True, False, ("segmentation",),
+        "optim.seg_double_step",
+        True,
+        False,
+        ("segmentation",),
         "segmentation/main.py training loop: loss.backward(); optimizer.step(); clip_grad_norm_(10); optimizer.step()",
         "two AdamW steps per batch on the same gradient: first unclipped, then clipped at norm 10",
     ),
@@ -253,7 +299,9 @@ def official_seg_step(
     ``zero_grad``. AdamW's state therefore advances twice per batch. Mixed precision with a GradScaler is refused
     (the scaler allows one step per update)."""
     if scaler is not None and getattr(scaler, "is_enabled", lambda: False)():
-        raise ValueError("the official segmentation double step cannot run under a float16 GradScaler: set train.amp false")
+        raise ValueError(
+            "the official segmentation double step cannot run under a float16 GradScaler: set train.amp false"
+        )
     optimizer.step()
     torch.nn.utils.clip_grad_norm_(list(params), max_norm, norm_type=2)
     optimizer.step()

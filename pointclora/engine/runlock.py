@@ -124,7 +124,7 @@ class RunLock:
         return then is not None and now is not None and then != now
 
     # -- acquire / release -------------------------------------------------------------------------------------
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.held:
             return self
         if not self.run_dir.exists():
@@ -138,9 +138,11 @@ class RunLock:
                 if rec is None:
                     continue  # released between our open and read
                 if rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname():
-                    raise RunLockedError(f"{self.run_dir} is already locked by this process (pid {os.getpid()})")
+                    raise RunLockedError(
+                        f"{self.run_dir} is already locked by this process (pid {os.getpid()})"
+                    ) from None
                 if not self.is_stale(rec):
-                    raise RunLockedError(self._held_message(rec))
+                    raise RunLockedError(self._held_message(rec)) from None
                 # Move the stale file aside atomically: of several takers only one rename succeeds.
                 aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
                 try:
@@ -197,7 +199,7 @@ class RunLock:
                 pass
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,15 +1,14 @@
 """Silent-error guards: per-split lists, split overlap, the official FPS text default, empty classes, validation."""
 
-import gzip
 import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_modelnet_h5, write_modelnet_txt
 from torch.utils.data import Subset
 
-from conftest import MN_CLASSES, write_modelnet_h5, write_modelnet_txt
 from pointclora.datasets import (
     DataFormatError,
     DatasetValidationError,
@@ -130,7 +129,9 @@ def test_txt_default_is_the_official_fps_of_8192(real_data, tmp_path):
     cached = list((tmp_path / "modelnet_fps").rglob("*.npz"))
     assert len(cached) == 3
     # served from the cache afterwards (a corrupted cache is recomputed, never trusted)
-    again = ModelNet40(root, "test", split_file="present_{split}.txt", use_normals=True, shuffle=False, cache_dir=tmp_path)
+    again = ModelNet40(
+        root, "test", split_file="present_{split}.txt", use_normals=True, shuffle=False, cache_dir=tmp_path
+    )
     np.testing.assert_array_equal(again.raw_points(0), ds.raw_points(0))
     target = [p for p in cached if p.name.startswith(ds.shape_ids[0] + ".")][0]
     target.write_bytes(b"garbage")
@@ -146,10 +147,12 @@ def test_fps_cache_tracks_the_source_file(tmp_path):
     ds = ModelNet40(tmp_path / "mn", "test", num_points=16, shuffle=False, cache_dir=tmp_path / "c")
     before = ds.raw_points(0)
     full = np.loadtxt(ds.paths[0], delimiter=",").astype(np.float32)
-    np.testing.assert_array_equal(before, full[reference_fps(full[:, :3], 16, official_fps_start(ds.shape_ids[0], 40))][:, :3])
+    np.testing.assert_array_equal(
+        before, full[reference_fps(full[:, :3], 16, official_fps_start(ds.shape_ids[0], 40))][:, :3]
+    )
     # rewrite the file with other coordinates: the cached order must not be reused
     new = full.copy()
-    new[:, :3] = -new[:, :3] ** 3
+    new[:, :3] = -(new[:, :3] ** 3)
     np.savetxt(ds.paths[0], new, fmt="%.6f", delimiter=",")
     os.utime(ds.paths[0], ns=(1, 1))
     new = np.loadtxt(ds.paths[0], delimiter=",").astype(np.float32)

@@ -15,7 +15,10 @@ class _Custom:
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b"version https://git-lfs.github.com/spec/v1\n", r"is not a PyTorch checkpoint: it is a text file \(starts with 'version https:/"),
+        (
+            b"version https://git-lfs.github.com/spec/v1\n",
+            r"is not a PyTorch checkpoint: it is a text file \(starts with 'version https:/",
+        ),
         (b"", r"is not a PyTorch checkpoint: it is an empty file \(0 bytes\)"),
         (b"<!DOCTYPE html><html><body>Sign in</body></html>", r"it is an HTML page"),
         (b"\x89HDF\r\n\x1a\n" + bytes(8), r"it is an HDF5 file"),

@@ -1,11 +1,10 @@
 """visualize draws each input with its dataset's up axis by default (ModelNet10 meshes/PCDs are z-up)."""
 
 import numpy as np
-import pytest
 from viz_helpers import sphere
 
 from pointclora.cli import visualize
-from pointclora.datasets import ModelNet40, PointCloudFolder, ShapeNetPart
+from pointclora.datasets import ModelNet40, ShapeNetPart
 
 SMALL = ["--width", "160", "--height", "120", "--backend", "matplotlib"]
 
