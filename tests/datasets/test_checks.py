@@ -251,3 +251,15 @@ def test_validate_dataset_with_workers_and_fixed_point_count(tmp_path):
     (root / "desk" / "flat.npy").unlink()
     ds = PointCloudFolder(root, split=None, num_points=8)
     assert validate_dataset(ds, num_workers=1).point_counts == [8, 8]
+
+
+def test_in_memory_datasets_are_not_read_again_unless_asked(tmp_path):
+    from pointclora.datasets import Synthetic
+
+    h5 = tmp_path / "h5"
+    write_modelnet_h5(h5)
+    ds = ModelNet40(h5, "train", source="h5")
+    rep = validate_dataset(ds, cache_dir=tmp_path / "c")
+    assert rep.skipped.startswith("held in memory") and rep.point_counts == []
+    rep = validate_dataset(Synthetic(num_samples=4, num_points=32), cache_dir=tmp_path / "c", full=True)
+    assert rep.skipped == "" and rep.point_counts == [32, 32] and rep.num_samples == 4
