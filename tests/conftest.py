@@ -25,6 +25,18 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Derived-data caches (ModelNet40 FPS orders, validation fingerprints) go to a temporary folder, never ~/.cache."""
+    old = os.environ.get("POINTCLORA_CACHE_DIR")
+    os.environ["POINTCLORA_CACHE_DIR"] = str(tmp_path_factory.mktemp("pointclora_cache"))
+    yield
+    if old is None:
+        os.environ.pop("POINTCLORA_CACHE_DIR", None)
+    else:
+        os.environ["POINTCLORA_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

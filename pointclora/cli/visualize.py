@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "CAMERA_PRESETS"]
+__all__ = ["main", "build_parser", "CAMERA_PRESETS", "default_up"]
 
 #: Named views (azimuth, elevation) around the up axis; "front" looks along -front at the cloud.
 CAMERA_PRESETS = {"iso": (45.0, 25.0), "front": (0.0, 0.0), "side": (90.0, 0.0), "top": (0.0, 89.9),
@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--height", type=int, default=480, help="height of each rendered panel in pixels (480)")
     view.add_argument("--point-size", type=float, default=4.0, help="point size in pixels (4)")
     view.add_argument("--colormap", default="viridis", help="matplotlib colormap for height colouring (viridis)")
-    view.add_argument("--up", choices=["x", "y", "z"], default="y",
-                      help="up axis: height colouring and camera orbit (y: ModelNet40/ShapeNet; z: raw meshes)")
+    view.add_argument("--up", choices=["x", "y", "z"], default=None,
+                      help="up axis: height colouring and camera orbit. Default: the dataset's convention (its "
+                           "up_axis: y for ModelNet40/ShapeNet/ScanObjectNN, z for folders of ModelNet10 meshes/PCDs); "
+                           "for a file, z for mesh and PCD/PLY files (.off .obj .ply .pcd: ModelNet meshes and scans), "
+                           "y for text and .npy clouds (ModelNet40 resampled, ShapeNetPart)")
     view.add_argument("--camera", default="iso",
                       help=f"view: a preset ({', '.join(CAMERA_PRESETS)}) or AZIMUTH,ELEVATION[,ZOOM] in degrees "
                            "(default iso = 45,25)")
@@ -117,6 +120,22 @@ def _dataset_cfg(path: str) -> Dict[str, Any]:
         return dict(load_config(wrapper, validate=False)["dataset"])
 
 
+#: Up axis of a point-cloud file by its format when no dataset says otherwise (see ``--up``).
+_FILE_UP = {".off": "z", ".obj": "z", ".ply": "z", ".pcd": "z", ".pcd.gz": "z"}
+
+
+def default_up(path: str, dataset: Any = None) -> str:
+    """The ``--up`` default: the dataset's ``up_axis``, else by file format (meshes and PCD z-up, text/npy y-up)."""
+    axis = getattr(dataset, "up_axis", None)
+    if axis in ("x", "y", "z"):
+        return axis
+    name = str(path).lower()
+    for ext, up in _FILE_UP.items():
+        if name.endswith(ext):
+            return up
+    return "y"
+
+
 def load_input(args) -> Dict[str, Any]:
     """``{"points", "labels" (or None), "true_label" (or None), "name", "part_names"}`` from a file or a dataset."""
     path = Path(args.input)
@@ -132,7 +151,7 @@ def load_input(args) -> Dict[str, Any]:
         labels = _label_column(table, args.label_column, path)
     name = path.name + (f" ({args.true_label})" if args.true_label else "")
     return {"points": table[:, :3], "labels": labels, "true_label": args.true_label, "name": name,
-            "part_names": None}  # fmt: skip
+            "part_names": None, "up": default_up(str(path))}  # fmt: skip
 
 
 def _label_column(table: np.ndarray, column: int, path: Path) -> np.ndarray:
@@ -180,7 +199,8 @@ def _load_sample(args) -> Dict[str, Any]:
             labels = seg.numpy() if hasattr(seg, "numpy") else np.asarray(seg)
         elif args.labels:
             raise ValueError(f"{args.input}: samples of this dataset have no per-point 'seg' labels (classification?)")
-    return {"points": points[:, :3], "labels": labels, "true_label": true_label, "name": name, "part_names": None}
+    return {"points": points[:, :3], "labels": labels, "true_label": true_label, "name": name, "part_names": None,
+            "up": default_up(args.input, ds)}  # fmt: skip
 
 
 def _read_point_labels(path: str, n: int) -> np.ndarray:
@@ -255,11 +275,12 @@ def _run(args) -> int:
     if args.show:
         require_display()  # fail before any work, with the reason
     az, el, zoom = parse_camera(args.camera)
-    opts = viz.RenderOptions(width=args.width, height=args.height, point_size=args.point_size,
-                             colormap=args.colormap, up=args.up, azimuth=az, elevation=el,
-                             zoom=args.zoom or zoom or 1.0, fov=args.fov, backend=args.backend)  # fmt: skip
     get_colormap(args.colormap)  # fail early on a typo, naming the colormap
     data = load_input(args)
+    up = args.up or data.get("up") or "y"
+    opts = viz.RenderOptions(width=args.width, height=args.height, point_size=args.point_size,
+                             colormap=args.colormap, up=up, azimuth=az, elevation=el,
+                             zoom=args.zoom or zoom or 1.0, fov=args.fov, backend=args.backend)  # fmt: skip
     points, labels = np.asarray(data["points"], dtype=np.float64), data["labels"]
     title = args.title if args.title is not None else data["name"]
     part_names = _part_names(args.part_names) if args.part_names else data["part_names"]
@@ -300,7 +321,8 @@ def _run(args) -> int:
     if args.out:
         out = viz.save_png(img, args.out)
         backend = viz.resolve_backend(opts.backend)
-        print(f"wrote {out} ({kind}, {img.shape[1]}x{img.shape[0]}, {len(points)} points, renderer: {backend})")
+        print(f"wrote {out} ({kind}, {img.shape[1]}x{img.shape[0]}, {len(points)} points, up axis {up}"
+              f"{'' if args.up else ' (default for this input; --up to change)'}, renderer: {backend})")  # fmt: skip
     if args.show:
         viz.show_layers(layers, title=title, opts=opts)
     return 0

@@ -7,6 +7,7 @@ Classification samples are ``{"points": float32 (N, 3|6), "label": int}``; part 
 from . import transforms
 from .base import ClassificationDataset, PointCloudDataset, pc_normalize
 from .builder import DATASETS, build_dataset, dataset_names, register_dataset
+from .cache import default_cache_dir
 from .fewshot import ModelNetFewShot, generate_fewshot_episodes
 from .folder import PointCloudFolder
 from .io import (
@@ -16,12 +17,20 @@ from .io import (
     read_point_cloud,
     safe_pickle_load,
 )
-from .modelnet import ModelNet40, fps_cache_path, write_fps_cache
+from .modelnet import ModelNet40, fps_cache_path, fps_order_numpy, official_fps_start, write_fps_cache
 from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
 from .shapenet55 import ShapeNet55
 from .shapenetpart import ShapeNetPart
 from .synthetic import Synthetic, SyntheticParts
-from .transforms import eval_transforms, seed_worker, train_transforms
+from .transforms import eval_transforms, seed_worker, train_transforms, vote_eval_transforms
+from .validation import (
+    DatasetValidationError,
+    SplitOverlapError,
+    ValidationReport,
+    check_disjoint_splits,
+    sample_keys,
+    validate_dataset,
+)
 
 __all__ = [
     "transforms",
@@ -42,6 +51,15 @@ __all__ = [
     "safe_pickle_load",
     "ModelNet40",
     "fps_cache_path",
+    "fps_order_numpy",
+    "official_fps_start",
+    "default_cache_dir",
+    "DatasetValidationError",
+    "SplitOverlapError",
+    "ValidationReport",
+    "check_disjoint_splits",
+    "sample_keys",
+    "validate_dataset",
     "write_fps_cache",
     "SCANOBJECTNN_CLASSES",
     "ScanObjectNN",
@@ -52,4 +70,5 @@ __all__ = [
     "eval_transforms",
     "seed_worker",
     "train_transforms",
+    "vote_eval_transforms",
 ]

@@ -38,6 +38,9 @@ class ModelNetFewShot(ClassificationDataset):
     ``<root>/modelnet40_shape_names.txt`` if present) is available, else ``"label_<original id>"``.
     """
 
+    #: Axis pointing up (clouds of the y-up ModelNet40 resampled release); ``visualize`` uses it by default.
+    up_axis = "y"
+
     def __init__(
         self,
         root: Union[str, os.PathLike],

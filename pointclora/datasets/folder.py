@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -36,6 +37,13 @@ class PointCloudFolder(ClassificationDataset):
         extensions: accepted file suffixes (case-insensitive).
         use_normals: return ``(N, 6)`` xyz + normals (mesh face normals, PCD ``normal_*`` fields, columns 3-5 of
             text/npy files); otherwise ``(N, 3)``.
+        empty_classes: what to do with a class folder that holds no file of this split (an empty folder, or in the
+            ``<class>/<split>/`` layout a class without this split's folder): ``"error"`` (default) refuses and names
+            the folder; ``"skip"`` warns and leaves it out of ``classes`` (then pass the training set's ``classes``
+            to the other splits, or their label ids differ). Ignored when ``classes`` is given: ids are fixed by it.
+        up_axis: the axis pointing up in these files (``"z"`` for the ModelNet meshes and most scanners); only the
+            viewer uses it.
+        cache_dir: unused (accepted so every dataset takes it).
     """
 
     def __init__(
@@ -49,8 +57,16 @@ class PointCloudFolder(ClassificationDataset):
         classes: Optional[Sequence[str]] = None,
         seed: int = 0,
         use_normals: bool = False,
+        empty_classes: str = "error",
+        up_axis: str = "z",
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
     ):
         super().__init__(root, split, transform)
+        if empty_classes not in ("error", "skip"):
+            raise ValueError(f"PointCloudFolder: empty_classes must be 'error' or 'skip', got {empty_classes!r}")
+        if up_axis not in ("x", "y", "z"):
+            raise ValueError(f"PointCloudFolder: up_axis must be 'x', 'y' or 'z', got {up_axis!r}")
+        self.up_axis = up_axis
         if num_points is not None and num_points < 1:
             raise ValueError(f"PointCloudFolder: num_points must be >= 1 or None, got {num_points}")
         self.num_points, self.normalize, self.seed, self.use_normals = num_points, normalize, seed, use_normals
@@ -58,6 +74,22 @@ class PointCloudFolder(ClassificationDataset):
         if not self.root.is_dir():
             raise missing_dataset("PointCloudFolder", root, [self.root], "your own scans", LAYOUT)
         pairs = self._class_dirs()
+        files_of = {name: self._files(d) for name, d in pairs}
+        empty = [(name, d) for name, d in pairs if not files_of[name]]
+        if empty and classes is None:
+            shown = ", ".join(str(d) for _, d in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            if empty_classes == "error":
+                raise DataFormatError(
+                    f"PointCloudFolder: {len(empty)} class folder(s) hold no {' '.join(self.extensions)} file for "
+                    f"split {split!r}: {shown}. An empty class would be recorded as a class the model never sees; "
+                    "add files, remove the folder, or pass empty_classes='skip' (and the training set's classes to "
+                    "the other splits)"
+                )
+            warnings.warn(
+                f"PointCloudFolder: skipping {len(empty)} empty class folder(s) (not recorded as classes): {shown}",
+                stacklevel=2,
+            )
+            pairs = [(name, d) for name, d in pairs if files_of[name]]
         found = sorted(name for name, _ in pairs)
         if classes is None:
             self.classes = found
@@ -70,9 +102,8 @@ class PointCloudFolder(ClassificationDataset):
                 )
         idx = self.class_to_idx
         self.samples: List[Tuple[Path, int]] = []
-        for name, d in sorted(pairs):
-            files = sorted(p for p in d.iterdir() if p.is_file() and p.name.lower().endswith(self.extensions))
-            self.samples += [(p, idx[name]) for p in files]
+        for name, _ in sorted(pairs):
+            self.samples += [(p, idx[name]) for p in files_of[name]]
         if not self.samples:
             raise missing_dataset(
                 f"PointCloudFolder (split={split!r})",
@@ -83,6 +114,15 @@ class PointCloudFolder(ClassificationDataset):
             )
         self.labels = np.asarray([lab for _, lab in self.samples], dtype=np.int64)
 
+    def _files(self, folder: Path) -> List[Path]:
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(self.extensions))
+
+    def sample_keys(self) -> List[str]:
+        """Resolved file paths: one identity per sample, for the split-overlap check."""
+        return [str(p.resolve()) for p, _ in self.samples]
+
     def _class_dirs(self) -> List[Tuple[str, Path]]:
         """``[(class name, folder holding its files)]`` for the detected layout."""
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -92,6 +132,16 @@ class PointCloudFolder(ClassificationDataset):
         if split_root.is_dir():  # <split>/<class>/
             return [(d.name, d) for d in sorted(split_root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
         pairs = [(d.name, d / self.split) for d in subdirs if (d / self.split).is_dir()]  # <class>/<split>/
+        if pairs:
+            # A class folder with other split folders but not this one is a class with no samples in this split
+            # (reported as empty), not a folder to ignore: ignoring it would shift every later label id.
+            split_like = {"train", "test", "val", "valid", "validation", self.split}
+            pairs += [
+                (d.name, d / self.split)
+                for d in subdirs
+                if not (d / self.split).is_dir() and any((d / s).is_dir() for s in split_like)
+            ]
+            pairs.sort()
         if not pairs:
             raise missing_dataset(
                 f"PointCloudFolder split {self.split!r}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zlib
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from .base import ClassificationDataset, check_labels, check_split, missing_dataset, pc_normalize, to_sample
+from .cache import resolve_cache_dir, stable_digest
 from .io import (
     DataFormatError,
     DatasetNotFoundError,
@@ -24,7 +26,7 @@ from .io import (
     safe_pickle_load,
 )
 
-__all__ = ["ModelNet40", "write_fps_cache", "fps_cache_path"]
+__all__ = ["ModelNet40", "write_fps_cache", "fps_cache_path", "fps_order_numpy", "official_fps_start"]
 
 WHERE = (
     "modelnet40_normal_resampled.zip (PointNet++ release, https://shapenet.cs.stanford.edu/media/"
@@ -46,6 +48,49 @@ def _class_of(shape_id: str) -> str:
     return "_".join(shape_id.split("_")[:-1])
 
 
+def _shape_id(path: Path) -> str:
+    name = path.name
+    for ext in (".txt.gz", ".txt"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def official_fps_start(shape_id: str, num_rows: int, seed: int = 0) -> int:
+    """Start index of the FPS of one shape: uniform in ``[0, num_rows)`` like the official ``np.random.randint(0, N)``
+    (which is unseeded), drawn from ``seed`` and the shape id so it does not depend on which other shapes are loaded."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(shape_id.encode("utf-8"))])
+    return int(rng.integers(0, num_rows))
+
+
+def fps_order_numpy(xyz: np.ndarray, num_points: int, start: int) -> np.ndarray:
+    """The official ModelNet loader's numpy FPS: ``xyz (N, 3)`` float32 -> ``(num_points,)`` int64 row indices.
+
+    Squared distances in the input precision (float32 for the text files, as the official ``astype(np.float32)``),
+    summed x, y, z in that order; the running minimum starts at 1e10; the next point is the first index of the
+    maximum (``np.argmax``), so ties go to the lowest index.
+    """
+    planar = np.ascontiguousarray(np.asarray(xyz).T)  # (3, N): one contiguous row per axis
+    n = planar.shape[1]
+    if not 1 <= num_points <= n:
+        raise ValueError(f"fps_order_numpy: num_points must be in [1, {n}], got {num_points}")
+    best = np.full(n, 1e10, dtype=planar.dtype)
+    dist, diff = np.empty_like(best), np.empty_like(best)
+    idx = np.empty(num_points, dtype=np.int64)
+    current = int(start)
+    for i in range(num_points):
+        idx[i] = current
+        np.subtract(planar[0], planar[0, current], out=dist)
+        np.multiply(dist, dist, out=dist)
+        for c in (1, 2):
+            np.subtract(planar[c], planar[c, current], out=diff)
+            np.multiply(diff, diff, out=diff)
+            dist += diff
+        np.minimum(best, dist, out=best)
+        current = int(best.argmax())
+    return idx
+
+
 def fps_cache_path(root: Union[str, os.PathLike], split: str, num_points: int = 8192, num_categories: int = 40) -> Path:
     """``<root>/modelnet{40}_{split}_{8192}pts_fps.dat`` (the Point-BERT/Point-MAE cache name)."""
     return Path(root) / f"modelnet{num_categories}_{split}_{num_points}pts_fps.dat"
@@ -60,12 +105,21 @@ class ModelNet40(ClassificationDataset):
         split: ``"train"`` or ``"test"``.
         source: ``"txt"`` official text files; ``"fps_cache"`` the ``*_8192pts_fps.dat`` pickles (read with the
             restricted unpickler; build them with :func:`write_fps_cache` or ``build_cache=True``); ``"h5"``.
-        num_points: points per sample. ``None``: 8192 (txt), the cache's count (fps_cache), all 2048 (h5). The text
-            source takes the first ``num_points`` rows, as the reference loader does; a file with fewer rows is an
-            error naming it.
+        num_points: points per sample. ``None``: 8192 (txt), the cache's count (fps_cache), all 2048 (h5). A text
+            file with fewer rows is an error naming it.
+        sampling: txt only. ``"fps"`` (default, the official loader's ``uniform=True``): farthest point sampling of
+            ``num_points`` of the file's rows on xyz, float32 distances, ties to the lowest index, from a start
+            index drawn uniformly as the official ``np.random.randint(0, N)`` but from ``fps_seed`` and the shape id,
+            so each shape's cloud is reproducible. The order is computed once per file and cached under
+            ``cache_dir`` (FPS of 8192 of 10,000 rows takes ~0.3 s). ``"first_rows"``: the first ``num_points``
+            rows (what older versions did; 16.8 % of the points differ from the official clouds).
+        fps_seed: seed of the FPS start indices (``sampling="fps"``).
+        cache_dir: where FPS orders are cached (default :func:`pointclora.datasets.cache.default_cache_dir`).
         use_normals: keep normals (columns 3-5) -> ``(N, 6)``.
         num_categories: 40, or 10 for the ``modelnet10_*`` lists in the same folder.
-        split_file: a list file (relative to ``root``) replacing ``modelnet{40}_{split}.txt``, e.g. a subset.
+        split_file: a list file (relative to ``root``) replacing ``modelnet{40}_{split}.txt``; it must contain
+            ``{split}`` (``"present_{split}.txt"``), because one list for both splits would make test = train.
+        train_split_file / test_split_file: the list file of one split (win over ``split_file``).
         shuffle: shuffle point order (default: in train only, as the reference).
         files / classes: h5 only: explicit h5 file names instead of ``{split}_files.txt``; class names instead of
             ``shape_names.txt``.
@@ -73,6 +127,9 @@ class ModelNet40(ClassificationDataset):
     """
 
     SOURCES = ("txt", "fps_cache", "h5")
+    SAMPLINGS = ("fps", "first_rows")
+    #: Axis pointing up in the stored clouds (ModelNet40 resampled / HDF5 releases are y-up); ``visualize`` uses it.
+    up_axis = "y"
 
     def __init__(
         self,
@@ -88,6 +145,11 @@ class ModelNet40(ClassificationDataset):
         files: Optional[Sequence[str]] = None,
         classes: Optional[Sequence[str]] = None,
         build_cache: bool = False,
+        train_split_file: Optional[str] = None,
+        test_split_file: Optional[str] = None,
+        sampling: str = "fps",
+        fps_seed: int = 0,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
     ):
         super().__init__(root, check_split(split, ("train", "test"), "ModelNet40"), transform)
         if source not in self.SOURCES:
@@ -96,7 +158,12 @@ class ModelNet40(ClassificationDataset):
             raise ValueError(f"ModelNet40: num_categories must be 40 or 10, got {num_categories}")
         if num_points is not None and num_points < 1:
             raise ValueError(f"ModelNet40: num_points must be >= 1, got {num_points}")
+        if sampling not in self.SAMPLINGS:
+            raise ValueError(f"ModelNet40: sampling must be one of {list(self.SAMPLINGS)}, got {sampling!r}")
         self.source, self.use_normals, self.num_categories = source, use_normals, num_categories
+        self.sampling, self.fps_seed = sampling, int(fps_seed)
+        self.cache_dir = cache_dir
+        split_file = self._split_file_for(split, split_file, train_split_file, test_split_file)
         self.shuffle = (split == "train") if shuffle is None else shuffle
         self._points: Optional[List[np.ndarray]] = None
         if not self.root.is_dir():
@@ -116,6 +183,42 @@ class ModelNet40(ClassificationDataset):
                     f"{self._h5_files[0]}: clouds hold {self._points[0].shape[0]} points, fewer "
                     f"than num_points={self.num_points}"
                 )
+
+    @staticmethod
+    def _split_file_for(
+        split: str, split_file: Optional[str], train_split_file: Optional[str], test_split_file: Optional[str]
+    ) -> Optional[str]:
+        own = train_split_file if split == "train" else test_split_file
+        if own is not None:
+            return own
+        if split_file is None:
+            return None
+        if "{split}" not in split_file:
+            raise ValueError(
+                f"ModelNet40: split_file={split_file!r} would be used for both the train and the test split, making "
+                "the test set equal the training set. Give a pattern with {split} (e.g. "
+                "split_file='present_{split}.txt') or one list per split (train_split_file='present_train.txt', "
+                "test_split_file='present_test.txt')"
+            )
+        return split_file.format(split=split)
+
+    def sample_keys(self) -> List[str]:
+        """One identity per sample (shape ids for the text source), used to check that splits do not overlap."""
+        if getattr(self, "shape_ids", None) is not None:
+            return list(self.shape_ids)
+        return []
+
+    def split_hint(self) -> str:
+        """A correct pair of split lists found in ``root`` (for the overlap error)."""
+        pairs = sorted(
+            p.name.replace("_train.txt", "_{split}.txt")
+            for p in self.root.glob("*_train.txt")
+            if (p.parent / p.name.replace("_train.txt", "_test.txt")).is_file()
+        )
+        if not pairs:
+            return "give each split its own list (train_split_file=..., test_split_file=...)"
+        shown = ", ".join(f"split_file={p!r}" for p in pairs[:4])
+        return f"lists found in {self.root} that form a train/test pair: {shown}"
 
     # -- sources ---------------------------------------------------------------------------------------------------
     def _names_file(self) -> Path:
@@ -146,8 +249,9 @@ class ModelNet40(ClassificationDataset):
         if absent:
             raise DatasetNotFoundError(
                 f"ModelNet40: {len(absent)} of {len(self.shape_ids)} shapes listed in {lst} are missing, e.g. "
-                f"{', '.join(str(a) for a in absent[:3])}. Complete the dataset ({WHERE}) or pass split_file= a list "
-                "of the ids you have (e.g. present_train.txt)."
+                f"{', '.join(str(a) for a in absent[:3])}. Complete the dataset ({WHERE}) or pass lists of the ids you "
+                "have, one per split (e.g. split_file='present_{split}.txt', or train_split_file=... and "
+                "test_split_file=...)."
             )
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -159,11 +263,42 @@ class ModelNet40(ClassificationDataset):
                 f"{path}: rows hold {arr.shape[1]} values, expected >= {need} "
                 f"({'x,y,z,nx,ny,nz' if self.use_normals else 'x,y,z'})"
             )
+        arr = check_finite(arr[:, :6], path)
         if num_points is not None:
             if arr.shape[0] < num_points:
                 raise DataFormatError(f"{path}: {arr.shape[0]} points, fewer than num_points={num_points}")
-            arr = arr[:num_points]
-        return check_finite(arr[:, :6], path)
+            if self.sampling == "fps":
+                arr = arr[self._fps_order(path, arr, num_points)]
+            else:
+                arr = arr[:num_points]
+        return arr
+
+    def _fps_cache_file(self, path: Path, num_points: int) -> Path:
+        folder = resolve_cache_dir(self.cache_dir, "modelnet_fps", stable_digest(str(self.root.resolve())))
+        return folder / f"{_shape_id(path)}.n{num_points}.s{self.fps_seed}.npz"
+
+    def _fps_order(self, path: Path, arr: np.ndarray, num_points: int) -> np.ndarray:
+        """FPS order of ``num_points`` rows of ``arr`` (the file at ``path``), from the on-disk cache when valid."""
+        st = path.stat()
+        stamp = np.array([st.st_size, st.st_mtime_ns, len(arr)], dtype=np.int64)
+        cache = self._fps_cache_file(path, num_points)
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if np.array_equal(z["stamp"], stamp):
+                    return z["idx"].astype(np.int64)
+        except (OSError, KeyError, ValueError, EOFError):
+            pass  # absent, torn or stale: recompute
+        start = official_fps_start(_shape_id(path), len(arr), self.fps_seed)
+        idx = fps_order_numpy(arr[:, :3], num_points, start)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, idx=idx.astype(np.uint16 if len(arr) <= 65535 else np.int32), stamp=stamp)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only cache folder only costs time
+        return idx
 
     def _init_cache(self, num_points: int, build: bool, split_file: Optional[str]) -> None:
         path = fps_cache_path(self.root, self.split, num_points, self.num_categories)
@@ -270,7 +405,8 @@ class ModelNet40(ClassificationDataset):
         return to_sample(pts, label=int(self.labels[index]))
 
     def extra_repr(self) -> str:
-        return f"source={self.source!r}, num_points={self.num_points}, use_normals={self.use_normals}"
+        extra = f", sampling={self.sampling!r}, fps_seed={self.fps_seed}" if self.source == "txt" else ""
+        return f"source={self.source!r}, num_points={self.num_points}, use_normals={self.use_normals}{extra}"
 
 
 def write_fps_cache(
@@ -282,18 +418,26 @@ def write_fps_cache(
     split_file: Optional[str] = None,
     out_path: Optional[Union[str, os.PathLike]] = None,
 ) -> Path:
-    """Write ``modelnet40_{split}_{num_points}pts_fps.dat`` from the text files with our FPS.
+    """Write ``modelnet40_{split}_{num_points}pts_fps.dat`` from the text files with the official FPS.
 
     Same format as the Point-BERT cache: a pickle of ``[list of np.float32 (num_points, 6), list of np.int32 (1,)]``;
-    FPS on xyz from a random start index (drawn from ``seed``, so the cache is reproducible). Written to a temporary
-    file and renamed, so an interrupted run never leaves a truncated cache behind.
+    the clouds are exactly those of ``ModelNet40(root, split, source="txt", sampling="fps", fps_seed=seed)``
+    (:func:`fps_order_numpy` from :func:`official_fps_start`). ``split_file``: the list of this split (a
+    ``{split}`` pattern is filled in). Written to a temporary file and renamed, so an interrupted run never leaves a
+    truncated cache behind.
     """
-    from ..ops import farthest_point_sample
-
+    if split_file is not None:
+        split_file = split_file.format(split=split)
     ds = ModelNet40(
-        root, split, source="txt", use_normals=True, num_categories=num_categories, shuffle=False, split_file=split_file
+        root,
+        split,
+        source="txt",
+        use_normals=True,
+        num_categories=num_categories,
+        shuffle=False,
+        sampling="first_rows",
+        **{f"{split}_split_file": split_file},
     )
-    gen = torch.Generator().manual_seed(seed)
     points, labels = [], []
     for i, path in enumerate(ds.paths):
         arr = ds._load_txt(path, None)
@@ -301,9 +445,8 @@ def write_fps_cache(
             raise DataFormatError(f"{path}: the FPS cache stores normals; rows hold only {arr.shape[1]} values")
         if len(arr) < num_points:
             raise DataFormatError(f"{path}: {len(arr)} points, fewer than num_points={num_points}")
-        t = torch.from_numpy(arr[None, :, :3].copy())
-        _, idx = farthest_point_sample(t, num_points, start="random", generator=gen)
-        points.append(np.ascontiguousarray(arr[idx[0].numpy()], dtype=np.float32))
+        idx = fps_order_numpy(arr[:, :3], num_points, official_fps_start(ds.shape_ids[i], len(arr), seed))
+        points.append(np.ascontiguousarray(arr[idx], dtype=np.float32))
         labels.append(np.array([ds.labels[i]], dtype=np.int32))
     out = Path(out_path) if out_path is not None else fps_cache_path(root, split, num_points, num_categories)
     tmp = out.with_name(out.name + ".tmp")

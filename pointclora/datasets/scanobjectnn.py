@@ -70,6 +70,9 @@ class ScanObjectNN(ClassificationDataset):
     ``classes`` overrides the 15 standard names (e.g. for a re-labelled release).
     """
 
+    #: Axis pointing up (the PEFT papers' rotation augmentation spins about y, the vertical); ``visualize`` uses it.
+    up_axis = "y"
+
     def __init__(
         self,
         root: Union[str, os.PathLike],

@@ -32,6 +32,9 @@ class ShapeNet55(ClassificationDataset):
     train (Point-BERT). Attributes ``taxonomy_ids`` and ``model_ids`` follow the file names.
     """
 
+    #: Axis pointing up in the stored clouds (ShapeNet models are y-up); ``visualize`` uses it by default.
+    up_axis = "y"
+
     def __init__(
         self,
         root: Union[str, os.PathLike],

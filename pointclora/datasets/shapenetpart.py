@@ -45,6 +45,9 @@ class ShapeNetPart(PointCloudDataset):
     ``num_categories``, ``items`` (``[(category, path)]``).
     """
 
+    #: Axis pointing up in the stored clouds (ShapeNet models are y-up); ``visualize`` uses it by default.
+    up_axis = "y"
+
     def __init__(
         self,
         root: Union[str, os.PathLike],

@@ -31,6 +31,7 @@ __all__ = [
     "train_transforms",
     "eval_transforms",
     "reference_point_all",
+    "vote_eval_transforms",
     "seed_worker",
 ]
 
@@ -128,10 +129,11 @@ class FarthestPointSubset:
     order, then repeats from the start cyclically (deterministic, so evaluation stays reproducible).
     """
 
-    def __init__(self, num_points: int):
+    def __init__(self, num_points: int, skip_near_origin: bool = False):
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
         self.num_points = int(num_points)
+        self.skip_near_origin = bool(skip_near_origin)  # pointnet2_ops' rule, as the reference's GPU FPS
 
     def __call__(self, sample: Sample) -> Sample:
         from ..ops import farthest_point_sample
@@ -139,7 +141,7 @@ class FarthestPointSubset:
         pts = _points(sample)
         n = pts.shape[0]
         k = min(n, self.num_points)
-        _, idx = farthest_point_sample(pts[None, :, :3].contiguous(), k)
+        _, idx = farthest_point_sample(pts[None, :, :3].contiguous(), k, skip_near_origin=self.skip_near_origin)
         idx = idx[0]
         if k < self.num_points:
             idx = idx[torch.arange(self.num_points) % k]
@@ -285,16 +287,17 @@ def train_transforms(
     augmentation: str = "scale_translate",
     fps_first: bool = True,
     generator: Optional[torch.Generator] = None,
+    skip_near_origin: bool = False,
 ) -> Compose:
     """Reference fine-tuning pipeline: FPS to ``point_all`` (if larger) -> random ``num_points`` -> augmentation.
 
     ``augmentation``: ``"scale_translate"`` (Point-MAE), ``"rotate"`` (random rotation about y, as IDPT/PPT/ReCon
     use for ScanObjectNN) or ``"none"``. ``fps_first=False`` skips the FPS step (cheaper on CPU; the reference runs
-    it on the GPU).
+    it on the GPU). ``skip_near_origin``: that FPS follows pointnet2_ops (``--protocol point-mae``).
     """
     steps: List[Callable] = []
     if fps_first:
-        steps.append(_FPSIfLarger(reference_point_all(num_points)))
+        steps.append(_FPSIfLarger(reference_point_all(num_points), skip_near_origin=skip_near_origin))
     steps.append(RandomSubset(num_points, generator=generator))
     if augmentation == "scale_translate":
         steps.append(ScaleAndTranslate(generator=generator))
@@ -305,9 +308,20 @@ def train_transforms(
     return Compose(steps)
 
 
-def eval_transforms(num_points: int) -> Compose:
+def eval_transforms(num_points: int, skip_near_origin: bool = False) -> Compose:
     """Reference evaluation: deterministic FPS to ``num_points``, no augmentation."""
-    return Compose([FarthestPointSubset(num_points)])
+    return Compose([FarthestPointSubset(num_points, skip_near_origin=skip_near_origin)])
+
+
+def vote_eval_transforms(num_points: int, skip_near_origin: bool = False) -> Compose:
+    """Evaluation clouds for voting: deterministic FPS to ``reference_point_all(num_points)`` (1200 for 1024).
+
+    The clouds come out in FPS order, so their first ``num_points`` are exactly :func:`eval_transforms`'s cloud
+    (FPS is greedy: a longer run starts with the shorter one); pass ``num_points`` to
+    :func:`pointclora.engine.evaluation.evaluate` and the plain pass uses those while each voting view re-draws
+    ``num_points`` of the ``point_all``, as the reference's ``validate_vote``.
+    """
+    return Compose([FarthestPointSubset(reference_point_all(num_points), skip_near_origin=skip_near_origin)])
 
 
 def seed_worker(worker_id: int) -> None:

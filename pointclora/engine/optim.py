@@ -8,7 +8,15 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "build_optimizer", "cosine_lr", "CosineWarmupScheduler"]
+__all__ = [
+    "param_groups",
+    "build_optimizer",
+    "cosine_lr",
+    "CosineWarmupScheduler",
+    "timm_cosine_lr",
+    "official_epoch_lrs",
+    "OfficialEpochScheduler",
+]
 
 
 def _no_decay_names(model: nn.Module) -> set:
@@ -117,3 +125,96 @@ class CosineWarmupScheduler:
         self.lr_min = float(state["lr_min"])
         self.base_lrs = [float(v) for v in state["base_lrs"]]
         self.last_epoch = int(state["last_epoch"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The official loop's schedule (``--protocol point-mae``)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def timm_cosine_lr(
+    t: int,
+    base_lr: float,
+    t_initial: int,
+    warmup_t: int = 10,
+    warmup_lr_init: float = 1e-6,
+    lr_min: float = 1e-6,
+    cycle_limit: int = 1,
+    decay_rate: float = 1.0,
+) -> float:
+    """timm's ``CosineLRScheduler._get_lr(t)`` as the Point-MAE builder configures it (``t_mul=1``,
+    ``warmup_prefix=False``, ``cycle_limit=1``; its ``decay_rate=0.1`` only acts from the second cycle, which
+    ``cycle_limit=1`` replaces by ``lr_min``)."""
+    if t < warmup_t:
+        return warmup_lr_init + t * (base_lr - warmup_lr_init) / warmup_t
+    i = t // t_initial
+    t_curr = t - t_initial * i
+    if cycle_limit == 0 or i < cycle_limit:
+        gamma = decay_rate**i
+        lo, hi = lr_min * gamma, base_lr * gamma
+        return lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * t_curr / t_initial))
+    return lr_min
+
+
+def official_epoch_lrs(
+    base_lr: float,
+    epochs: int = 300,
+    warmup_epochs: int = 10,
+    warmup_lr_init: float = 1e-6,
+    lr_min: float = 1e-6,
+    final_epoch: bool = True,
+) -> List[float]:
+    """The lr each epoch trains at in the official loops, which step the scheduler *after* each epoch.
+
+    timm sets ``warmup_lr_init`` when the scheduler is built (the optimizer's lr when ``warmup_epochs`` is 0), so
+    epoch 0 trains at it; ``scheduler.step(e)`` at the end of epoch ``e`` sets :func:`timm_cosine_lr` ``(e)`` for
+    epoch ``e + 1``. Hence epochs 0 and 1 both run at ``warmup_lr_init`` and every later lr comes one epoch late
+    compared with :func:`cosine_lr` stepped before each epoch.
+
+    ``final_epoch=True``: the classification and pre-training runners loop ``range(max_epoch + 1)``, i.e.
+    ``epochs + 1`` epochs (301 for 300); ``False``: the segmentation script's ``range(epoch)``.
+    Returns one lr per trained epoch.
+    """
+    n = int(epochs) + (1 if final_epoch else 0)
+    first = warmup_lr_init if warmup_epochs > 0 else base_lr
+    return [first] + [
+        timm_cosine_lr(e - 1, base_lr, epochs, warmup_epochs, warmup_lr_init, lr_min) for e in range(1, n)
+    ]
+
+
+class OfficialEpochScheduler(CosineWarmupScheduler):
+    """Drop-in for :class:`CosineWarmupScheduler` with the official per-epoch values (:func:`official_epoch_lrs`).
+
+    Same use: ``step(epoch)`` before epoch ``epoch`` trains. ``num_epochs`` is the number of epochs to run
+    (``epochs + 1`` with ``final_epoch``); stepping past it keeps the last value.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        epochs: int,
+        warmup_epochs: int = 10,
+        warmup_lr_init: float = 1e-6,
+        lr_min: float = 1e-6,
+        base_lrs: Optional[Iterable[float]] = None,
+        final_epoch: bool = True,
+    ) -> None:
+        super().__init__(optimizer, epochs, warmup_epochs, warmup_lr_init, lr_min, base_lrs)
+        self.final_epoch = bool(final_epoch)
+
+    @property
+    def num_epochs(self) -> int:
+        return self.epochs + (1 if self.final_epoch else 0)
+
+    def lr_at(self, epoch: int, base_lr: float) -> float:
+        if epoch <= 0:
+            return self.warmup_lr_init if self.warmup_epochs > 0 else base_lr
+        e = min(epoch, self.num_epochs - 1)
+        return timm_cosine_lr(e - 1, base_lr, self.epochs, self.warmup_epochs, self.warmup_lr_init, self.lr_min)
+
+    def state_dict(self) -> Dict:
+        return {**super().state_dict(), "final_epoch": self.final_epoch, "official": True}
+
+    def load_state_dict(self, state: Dict) -> None:
+        super().load_state_dict(state)
+        self.final_epoch = bool(state.get("final_epoch", True))

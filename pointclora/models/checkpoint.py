@@ -52,22 +52,80 @@ class LoadResult(NamedTuple):
     loaded_keys: List[str]
 
 
+def _file_kind(path: str) -> str:
+    """What a file looks like from its first bytes: ``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save or a
+    plain pickle) or a description of something that is no checkpoint at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"unreadable ({err})"
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        return "pickle"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a safetensors file (load it with safetensors.torch.load_file)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"binary data of an unknown format (first bytes {head[:8].hex(' ')})"
+    if text.lstrip().startswith(("<!DOCTYPE", "<html", "<HTML")):
+        return "an HTML page (a download that saved an error or login page?)"
+    return f"a text file (starts with {text[:16]!r})"
+
+
 def safe_torch_load(path: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that say what went wrong and never run pickled code."""
+    """``torch.load(path, weights_only=True)`` with errors that say what went wrong and never run pickled code.
+
+    A file that is no ``torch.save`` output at all (text, HTML, HDF5, truncated) is reported as such, naming what it
+    looks like; only a real checkpoint that needs arbitrary Python objects is refused as "pickled Python objects".
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    kind = _file_kind(path)
+    if kind not in ("zip", "pickle"):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: it is {kind}. Expected a file written by torch.save (a zip "
+            "archive, or the legacy pickle format): check the path and that the download completed"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Unsupported global" in str(err) or "GLOBAL" in str(err):
+            raise CheckpointError(
+                f"refusing to load {path}: it contains pickled Python objects that are not plain tensors/containers "
+                f"(torch.load(weights_only=True) said: {_global_line(str(err)) or first}). Loading it fully would "
+                "execute arbitrary code from the file. If you trust it, re-save just its state_dict with "
+                "torch.save({'model': sd}, out) in an environment where you accept that risk."
+            ) from None
         raise CheckpointError(
-            f"refusing to load {path}: it contains pickled Python objects that are not plain tensors/containers "
-            f"(torch.load(weights_only=True) said: {str(err).splitlines()[0]}). Loading it fully would execute "
-            "arbitrary code from the file. If you trust it, re-save just its state_dict with "
-            "torch.save({'model': sd}, out) in an environment where you accept that risk."
+            f"cannot read checkpoint {path}: it looks like a {'torch.save zip archive' if kind == 'zip' else 'pickle'} "
+            f"but does not load ({first}); the file may be truncated or corrupt"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError, ... for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(the file may be truncated or corrupt)"
+        ) from None
+
+
+def _global_line(message: str) -> str:
+    """The line of torch's weights-only error that names the refused global."""
+    for line in message.splitlines():
+        if "Unsupported global" in line or "GLOBAL" in line:
+            return line.strip()
+    return ""
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:

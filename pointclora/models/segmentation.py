@@ -138,13 +138,15 @@ class PointTransformerSeg(PointTransformerEncoder):
         return SEG_HEAD_MODULES
 
     def _category_onehot(self, category: torch.Tensor, batch: int) -> torch.Tensor:
+        # In the parameters' dtype, so a model cast with .double() (or .half()) runs end to end in that precision.
+        dtype = self.label_conv[0].weight.dtype
         if category.dim() == 2:
             if category.shape != (batch, self.num_categories):
                 raise ValueError(
                     f"category one-hot must be (B={batch}, num_categories={self.num_categories}), "
                     f"got {tuple(category.shape)}"
                 )
-            return category.float()
+            return category.to(dtype)
         category = category.reshape(-1).long()
         if category.shape[0] != batch:
             raise ValueError(f"category must hold one label per cloud (B={batch}), got {tuple(category.shape)}")
@@ -152,7 +154,7 @@ class PointTransformerSeg(PointTransformerEncoder):
             raise ValueError(
                 f"category ids must lie in [0, {self.num_categories}), got {sorted(set(category.tolist()))}"
             )
-        return F.one_hot(category, self.num_categories).float()
+        return F.one_hot(category, self.num_categories).to(dtype)
 
     def label_feature(self, onehot: torch.Tensor) -> torch.Tensor:
         """``label_conv`` on ``(B, num_categories)`` one-hots -> ``(B, label_dim)``.

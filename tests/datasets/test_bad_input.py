@@ -316,7 +316,7 @@ CASES = [
         "nan in text",
         lambda t: _mn_txt(t, lambda p: p.write_text(p.read_text().replace("\n", "\nnan,1,2,3,4,5\n", 1))),
         DataFormatError,
-        r"airplane_0001.txt: 1 row\(s\) with NaN/Inf coordinates \(first at row 1\)",
+        r"airplane_0001.txt: 1 row\(s\) with NaN/Inf coordinates \(first at row 1, line 2\)",
     ),
     ("inf in npy", _folder_nan, DataFormatError, r"s.npy: 1 row\(s\) with NaN/Inf coordinates \(first at row 4\)"),
     (
@@ -411,13 +411,13 @@ CASES = [
         "text row short",
         lambda t: _mn_txt(t, lambda p: p.write_text(p.read_text() + "1,2,3\n")),
         DataFormatError,
-        r"airplane_0001.txt: malformed text row",
+        r"airplane_0001.txt: line 41: 3 values, the first data row has 6 \('1,2,3'\)",
     ),
     (
         "text row not numeric",
         lambda t: _mn_txt(t, lambda p: p.write_text("a,b,c,d,e,f\n" + p.read_text())),
         DataFormatError,
-        r"airplane_0001.txt: malformed text row",
+        r"airplane_0001.txt: line 1, column 1: 'a' is not a number",
     ),
     (
         "pcd ascii row",

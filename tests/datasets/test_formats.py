@@ -47,8 +47,8 @@ def test_modelnet_txt(tmp_path, gz):
     assert s["points"].shape == (30, 3) and s["points"].dtype == torch.float32 and isinstance(s["label"], int)
     _norm_ok(s["points"])
     raw = np.loadtxt(ds.paths[0], delimiter=",")[:30]
-    # train shuffles point order; test keeps the file's first rows in order
-    t = ModelNet40(tmp_path, "test", num_points=30, use_normals=True)
+    # train shuffles point order; test keeps the sampled rows in order ("first_rows": the file's first rows)
+    t = ModelNet40(tmp_path, "test", num_points=30, use_normals=True, sampling="first_rows")
     assert t[0]["points"].shape == (30, 6)
     raw_t = np.loadtxt(t.paths[0], delimiter=",")[:30]
     np.testing.assert_allclose(t[0]["points"][:, 3:].numpy(), raw_t[:, 3:], rtol=1e-5)

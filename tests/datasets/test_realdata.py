@@ -24,8 +24,8 @@ MN40 = (
 
 def test_modelnet40_text_files(real_data):
     root = real_data / "modelnet40_normal_resampled"
-    tr = ModelNet40(root, "train", split_file="present_train.txt", use_normals=True)
-    te = ModelNet40(root, "test", split_file="present_test.txt")
+    tr = ModelNet40(root, "train", train_split_file="present_train.txt", use_normals=True)
+    te = ModelNet40(root, "test", split_file="present_{split}.txt")
     assert tr.classes == MN40 and len(tr) == 337 and len(te) == 129
     assert np.bincount(tr.labels, minlength=40)[0] + np.bincount(te.labels, minlength=40)[0] == 165  # airplane
     assert MN40.index("door") not in set(tr.labels) | set(te.labels)  # door is absent from this copy

@@ -1,0 +1,94 @@
+"""--protocol point-mae: the lr per epoch exactly as the official loop steps timm's CosineLRScheduler."""
+
+import math
+
+import pytest
+import torch
+
+from pointclora.engine.optim import OfficialEpochScheduler, cosine_lr, official_epoch_lrs, timm_cosine_lr
+
+
+class _TimmCosineAsBuilt:
+    """timm 0.4.5 CosineLRScheduler as Point-MAE's builder makes it (t_initial=epochs, lr_min=1e-6,
+    warmup_lr_init=1e-6, warmup_t=10, cycle_limit=1, t_in_epochs=True), restated from its formula: at
+    construction the groups get warmup_lr_init; step(epoch) sets _get_lr(epoch)."""
+
+    def __init__(self, optimizer, t_initial, warmup_t=10, warmup_lr_init=1e-6, lr_min=1e-6):
+        self.opt, self.T, self.W, self.init, self.min = optimizer, t_initial, warmup_t, warmup_lr_init, lr_min
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.warmup_steps = [(v - warmup_lr_init) / warmup_t for v in self.base]
+        for g in optimizer.param_groups:
+            g["lr"] = warmup_lr_init
+
+    def _get_lr(self, t):
+        if t < self.W:
+            return [self.init + t * s for s in self.warmup_steps]
+        i = t // self.T
+        t_curr = t - self.T * i
+        if i < 1:  # cycle_limit = 1
+            return [self.min + 0.5 * (v - self.min) * (1 + math.cos(math.pi * t_curr / self.T)) for v in self.base]
+        return [self.min for _ in self.base]
+
+    def step(self, epoch):
+        for g, v in zip(self.opt.param_groups, self._get_lr(epoch)):
+            g["lr"] = v
+
+
+def _official_loop_lrs(base_lr, max_epoch, final_epoch=True):
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
+    sched = _TimmCosineAsBuilt(opt, max_epoch)
+    seen = []
+    for epoch in range(0, max_epoch + (1 if final_epoch else 0)):  # runner_finetune: range(start, max_epoch + 1)
+        seen.append(opt.param_groups[0]["lr"])  # the lr every step of this epoch uses
+        sched.step(epoch)  # after the epoch
+    return seen
+
+
+def test_official_lr_per_epoch_table():
+    lrs = official_epoch_lrs(5e-4, epochs=300)
+    assert len(lrs) == 301
+    table = {  # epoch -> lr, from timm's formula: epoch e >= 1 trains at _get_lr(e - 1)
+        0: 1e-6,
+        1: 1e-6,
+        2: 5.09e-05,
+        10: 4.501e-04,
+        11: 4.986332128943842e-04,
+        151: 2.505e-04,
+        300: 1.0136802433047203e-06,
+    }
+    for epoch, value in table.items():
+        assert lrs[epoch] == pytest.approx(value, rel=1e-12, abs=1e-18), epoch
+    assert lrs == pytest.approx(_official_loop_lrs(5e-4, 300), rel=1e-12, abs=1e-18)
+
+
+@pytest.mark.parametrize("base,epochs,final", [(1e-3, 300, True), (2e-4, 300, False), (5e-4, 150, True)])
+def test_official_lr_matches_the_loop_for_pretrain_seg_and_fewshot(base, epochs, final):
+    assert official_epoch_lrs(base, epochs, final_epoch=final) == pytest.approx(
+        _official_loop_lrs(base, epochs, final), rel=1e-12, abs=1e-18
+    )
+
+
+def test_difference_to_our_default_is_one_epoch_of_delay():
+    base, peak = 5e-4, 5e-4
+    official = official_epoch_lrs(base, 300)
+    ours = [cosine_lr(e, base, 300) for e in range(300)]
+    assert official[1:] == pytest.approx(ours, rel=1e-12)  # the same values, one epoch later
+    gap = max(abs(a - b) for a, b in zip(official, ours))
+    assert 0.09 * peak < gap <= 0.1 * peak  # up to 10 % of the peak apart in an epoch (the warm-up steps)
+    assert sum(official) == pytest.approx(sum(ours) + 1e-6, rel=1e-12)  # equal in sum, plus the extra epoch
+
+
+def test_scheduler_sets_the_official_values_and_resumes():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sched = OfficialEpochScheduler(opt, epochs=300)
+    assert sched.num_epochs == 301
+    expected = official_epoch_lrs(5e-4, 300)
+    for epoch in (0, 1, 2, 11, 300):
+        sched.step(epoch)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected[epoch], rel=1e-12)
+    state = sched.state_dict()
+    other = OfficialEpochScheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), epochs=10)
+    other.load_state_dict(state)
+    other.step(11)
+    assert other.optimizer.param_groups[0]["lr"] == pytest.approx(expected[11], rel=1e-12)
+    assert timm_cosine_lr(300, 5e-4, 300) == 1e-6  # past the single cycle: lr_min
