@@ -59,12 +59,14 @@ class ConfigError(ValueError):
 #: consumes them. ``None`` means "not set" (e.g. no pre-trained checkpoint: train from scratch).
 DEFAULTS: Dict[str, Any] = {
     "task": "classification",  # classification | part_segmentation | mae_pretraining (pointclora.tasks)
+    "protocol": "ours",  # ours | point-mae (--protocol: the official runner's choices, docs/PROTOCOL.md)
     "name": None,  # experiment name (defaults to the config file stem); used for the default run directory
     "dataset": {},  # free-form: the datasets/*.yaml dict (name + constructor kwargs), built by build_dataset
     "model": {
         "name": "point_mae_s",  # a registered variant, see pointclora.models.list_models()
         "checkpoint": None,  # pre-trained backbone weights (Point-MAE pretrain.pth, Point-BERT, ours)
         "checkpoint_prefix": None,  # where the encoder lives inside a foreign checkpoint, when not auto-detected
+        "init": None,  # null: the model's own init (trunc normal); "pytorch": PyTorch defaults (official scratch runs)
         # ... plus any constructor keyword of the variant (num_groups, group_size, drop_path_rate, ...)
     },
     "peft": {"method": "clora"},  # free-form: keyword arguments of pointclora.peft.make_peft_config
@@ -82,6 +84,8 @@ DEFAULTS: Dict[str, Any] = {
         "val_split": "auto",
         "val_fraction": 0.1,
         "val_seed": 0,
+        "fps_skip_near_origin": False,  # data-level FPS skips |p|^2 <= 1e-3 after the first point (pointnet2_ops)
+        "validate": True,  # read every file once before training (cached fingerprint): bad rows fail before step 1
     },
     "optim": {
         "lr": 5e-4,
@@ -91,12 +95,15 @@ DEFAULTS: Dict[str, Any] = {
         "grad_clip": 10.0,  # max global grad norm; 0 or null disables
         "accumulation_steps": 1,
         "label_smoothing": 0.0,
+        "no_decay": "ours",  # ours (1-D, biases, cls_token, cls_pos) | point-mae (weight decay on cls_pos)
+        "seg_double_step": False,  # the official segmentation script's two optimizer steps per batch
     },
     "schedule": {
         "epochs": 300,
         "warmup_epochs": 10,
         "warmup_lr_init": 1e-6,
         "lr_min": 1e-6,
+        "stepping": "before_epoch",  # before_epoch (ours) | official (timm, stepped after each epoch: 301 epochs)
     },
     "train": {
         "seed": 0,
@@ -106,6 +113,9 @@ DEFAULTS: Dict[str, Any] = {
         "eval_every": 1,
         "eval_test": False,  # also score the test split at every validation (tracks best-on-test; costs time)
         "vote": 0,  # >0: after training, also score the selected model with N-view voting on the test split
+        "vote_mode": "single",  # single (one seeded pass) | max_over_repeats (the official best of vote_repeats)
+        "vote_repeats": 299,
+        "threads": None,  # main-process threads (default: the cores available minus data-loader workers)
         "deterministic": False,
         "log_every": 10,  # TensorBoard step scalars every N optimizer steps
     },

@@ -56,6 +56,9 @@ def add_training_args(p: argparse.ArgumentParser, with_peft: bool = True) -> Non
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (sets train.device)")
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 on CPU, fp16 (GradScaler) on CUDA")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (log.txt keeps them)")
+    p.add_argument("--protocol", choices=["ours", "point-mae"],
+                   help="point-mae: the official runner's protocol (train on all of train, best epoch on test, "
+                        "max-over-repeats voting, its lr stepping...; docs/PROTOCOL.md), labelled in every output")  # fmt: skip
 
 
 def _adapter_section(method: str) -> Dict[str, Any]:
@@ -83,12 +86,23 @@ def load_cli_config(cfg_path: str, overrides: Sequence[str] = (), method: Option
     return apply_overrides(cfg, overrides)
 
 
+#: tasks as ``engine.protocol`` names them
+_PROTOCOL_TASK = {"classification": "classification", "part_segmentation": "segmentation",
+                  "mae_pretraining": "pretrain"}  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace, task: Optional[str] = None) -> Dict[str, Any]:
-    """The resolved config: file (+ bases), then the flags, then ``--set`` overrides."""
+    """The resolved config: file (+ bases), then the flags, then ``--protocol``, then ``--set`` overrides (so an
+    explicit override wins over the protocol)."""
     if getattr(args, "resume", False) and not getattr(args, "output", None):
         raise ValueError("--resume needs --output RUN_DIR (the run to continue)")
     cfg = load_cli_config(args.cfg, method=getattr(args, "peft", None), ckpt=getattr(args, "ckpt", None),
                           epochs=args.epochs, task=task)  # fmt: skip
+    protocol = getattr(args, "protocol", None) or cfg.get("protocol")
+    if protocol and protocol != "ours":
+        from ..engine.protocol import apply_protocol
+
+        cfg = apply_protocol(cfg, protocol, _PROTOCOL_TASK.get(str(cfg.get("task")), "classification"))
     if getattr(args, "seed", None) is not None:
         cfg["train"]["seed"] = args.seed
     if getattr(args, "device", None):

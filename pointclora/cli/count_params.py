@@ -80,7 +80,7 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
 
     cfg = load_config(args.cfg, args.set)
     model_cfg = dict(cfg.get("model") or {})
-    for key in ("checkpoint", "checkpoint_prefix"):
+    for key in ("checkpoint", "checkpoint_prefix", "init"):
         model_cfg.pop(key, None)
     args.model = args.model or model_cfg.pop("name", None)
     model_cfg.pop("name", None)

@@ -55,11 +55,13 @@ def evaluate_run(weights: str, split: str = "test", data_root: Optional[str] = N
     run = load_weights(weights, which=which, backbone=backbone, device=dev)
     task, cfg = run.task, run.manifest["config"]
     dcfg = dict(load_yaml(resolve_config_path(dataset, key="dataset"))) if dataset else None
-    ds = task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg)
+    ds = (task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg, vote=vote > 0)
+          if task.name == "classification" else task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg))
     loader = DataLoader(ds, batch_size=batch_size or int(cfg["data"].get("eval_batch_size", 64)), shuffle=False)
     if task.name == "classification":
         classes = list(task.meta["classes"])
-        res = evaluate(run.model, loader, len(classes), dev, vote=vote, vote_seed=seed)
+        res = evaluate(run.model, loader, len(classes), dev, vote=vote, vote_seed=seed,
+                       num_points=int(cfg["data"]["num_points"]))  # fmt: skip
         res["per_class_acc"] = dict(zip(classes, res["per_class_acc"]))
         if vote:
             res["vote_per_class_acc"] = dict(zip(classes, res["vote_per_class_acc"]))

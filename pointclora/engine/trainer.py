@@ -144,6 +144,11 @@ class Trainer:
             device = torch.device("cuda", self.dist.local_rank)
         self.device, self.main = device, self.dist.is_main
         self.seed = int(tcfg["seed"])
+        from ..utils.threads import configure_threads
+
+        # One thread per loader worker and the rest for this process: 2 workers + 2 OpenMP threads on 2 cores ran
+        # epochs 3-6x slower than this.
+        self.threads = configure_threads(int(self.cfg["data"].get("num_workers", 0)), tcfg.get("threads"))
         if tcfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.t_start = time.time()
@@ -176,6 +181,7 @@ class Trainer:
     def _setup_data(self) -> None:
         data = self.prebuilt if self.prebuilt is not None else self.task.build_data(self.data_root)
         self.data, self.task.meta = data, data.meta
+        self._check_data(data)
         dcfg, ocfg = self.cfg["data"], self.cfg["optim"]
         self.accum = int(ocfg.get("accumulation_steps", 1))
         self.train_set = SeededDataset(data.train, self.seed)
@@ -183,19 +189,41 @@ class Trainer:
                                              self.dist.rank, self.accum, shuffle=True, seed=self.seed)  # fmt: skip
         self.loader_gen = torch.Generator().manual_seed(self.seed + self.dist.rank)
         workers = int(dcfg.get("num_workers", 0))
+        from ..utils.threads import make_worker_init
+
+        init = make_worker_init() if workers > 0 else None
         self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, num_workers=workers,
-                                       generator=self.loader_gen, pin_memory=self.device.type == "cuda")  # fmt: skip
+                                       generator=self.loader_gen, pin_memory=self.device.type == "cuda",
+                                       worker_init_fn=init)  # fmt: skip
         cache = bool(dcfg.get("cache_eval", True))
 
         def eval_loader(ds: Optional[Dataset]) -> Optional[DataLoader]:
             if ds is None:
                 return None
             ds = CachedDataset(ds) if cache else ds
-            return DataLoader(ds, batch_size=int(dcfg["eval_batch_size"]), shuffle=False, num_workers=workers)
+            return DataLoader(ds, batch_size=int(dcfg["eval_batch_size"]), shuffle=False, num_workers=workers,
+                              worker_init_fn=init)  # fmt: skip
 
         self.val_loader = eval_loader(data.val)
         self.test_loader = self.val_loader if data.val_is_test else eval_loader(data.test)
         self.eval_test = bool(get_key(self.cfg, "train.eval_test", False)) and data.test is not None
+
+    def _check_data(self, data: TaskData) -> None:
+        """Before the first step: train and test share no sample (a wrong split is corruption), and every file reads
+        (shape, finite values, parseable rows; the fingerprint is cached so unchanged data is read once)."""
+        from ..datasets.validation import check_disjoint_splits, validate_dataset
+
+        splits = {"train": data.train, "val": data.val}
+        if data.test is not None:
+            splits["test"] = data.test
+        self.split_check = check_disjoint_splits(splits)
+        if not self.main or not bool(self.cfg["data"].get("validate", True)):
+            return
+        seen: List[int] = []
+        for ds in splits.values():
+            if id(ds) not in seen:
+                seen.append(id(ds))
+                validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
 
     def _setup_model(self) -> None:
         from ..tasks.common import ensure_backbone
@@ -217,18 +245,34 @@ class Trainer:
         from ..peft import trainable_parameter_summary
 
         self.params = trainable_parameter_summary(self.model, head_modules=self.task.head_modules(self.model))
-        self.log(f"{self.task.name}: {self.cfg['model']['name']} + {self.method}: {self.params['trainable_params']:,} "
+        self.log(f"{self.task.name} [protocol {self.cfg.get('protocol', 'ours')}]: {self.cfg['model']['name']} + "
+                 f"{self.method}: {self.params['trainable_params']:,} "
                  f"trainable of {self.params['total_params']:,} parameters; {len(self.data.train)} train / "
                  f"{len(self.data.val)} val [{self.data.val_source}]"
                  + (f" / {len(self.data.test)} test" if self.data.test is not None else "") + " samples")  # fmt: skip
 
     def _setup_optimization(self) -> None:
         ocfg, scfg, tcfg = self.cfg["optim"], self.cfg["schedule"], self.cfg["train"]
-        self.optimizer = build_optimizer(self.model, float(ocfg["lr"]), float(ocfg["weight_decay"]), ocfg["betas"],
-                                         float(ocfg["eps"]))  # fmt: skip
-        self.epochs = int(scfg["epochs"])
-        self.scheduler = CosineWarmupScheduler(self.optimizer, self.epochs, int(scfg["warmup_epochs"]),
-                                               float(scfg["warmup_lr_init"]), float(scfg["lr_min"]))  # fmt: skip
+        lr, wd = float(ocfg["lr"]), float(ocfg["weight_decay"])
+        if ocfg.get("no_decay", "ours") == "point-mae":
+            from .protocol import official_param_groups
+
+            self.optimizer = torch.optim.AdamW(official_param_groups(self.model, wd), lr=lr, betas=tuple(ocfg["betas"]),
+                                               eps=float(ocfg["eps"]))  # fmt: skip
+        else:
+            self.optimizer = build_optimizer(self.model, lr, wd, ocfg["betas"], float(ocfg["eps"]))
+        sched_args = (self.optimizer, int(scfg["epochs"]), int(scfg["warmup_epochs"]), float(scfg["warmup_lr_init"]),
+                      float(scfg["lr_min"]))  # fmt: skip
+        if scfg.get("stepping", "before_epoch") == "official":
+            from .optim import OfficialEpochScheduler
+
+            # Classification and pre-training run max_epoch + 1 epochs there; segmentation runs max_epoch.
+            self.scheduler = OfficialEpochScheduler(*sched_args, final_epoch=self.task.name != "part_segmentation")
+            self.epochs = self.scheduler.num_epochs
+        else:
+            self.scheduler = CosineWarmupScheduler(*sched_args)
+            self.epochs = int(scfg["epochs"])
+        self.double_step = bool(ocfg.get("seg_double_step", False))
         self.autocast, amp_dtype = autocast_context(self.device, bool(tcfg["amp"]), str(tcfg["amp_dtype"]))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=bool(tcfg["amp"]) and amp_dtype == torch.float16)
         self.grad_clip = float(ocfg.get("grad_clip") or 0.0)
@@ -326,6 +370,12 @@ class Trainer:
         return sade_loss(self.model)
 
     def _optimizer_step(self, epoch: int, task_loss: float, aux: float, lr: float, bar: Any) -> None:
+        if self.double_step:  # --protocol point-mae, segmentation: step, clip, step again (official main.py)
+            from .protocol import official_seg_step
+
+            official_seg_step(self.optimizer, self.trainable, self.grad_clip or 10.0, self.scaler)
+            self.global_step += 1
+            return
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
@@ -426,8 +476,8 @@ class Trainer:
         monitor = self.task.monitor
         on_test = self.data.val_is_test
         metrics: Dict[str, Any] = {
-            "task": self.task.name, "config": self.cfg.get("name"), "method": self.method, "seed": self.seed,
-            **final, **self.task.manifest_meta(self.data.meta),
+            "task": self.task.name, "protocol": self.cfg.get("protocol", "ours"), "config": self.cfg.get("name"),
+            "method": self.method, "seed": self.seed, **final, **self.task.manifest_meta(self.data.meta),
             "selection": "best_on_test" if on_test else "best_on_val",
             "selection_label": ("best on test (papers' protocol, optimistic)" if on_test
                                 else f"best on val [{self.data.val_source}]"),
@@ -435,7 +485,8 @@ class Trainer:
             f"best_val_{monitor}": self.best.get(f"val_{monitor}"),
             **{f"last_{k}": v for k, v in last.items() if isinstance(v, (int, float))},
             "epochs": self.epochs, "num_points": int(self.cfg["data"]["num_points"]),
-            "world_size": self.dist.world_size, "device": str(self.device),
+            "world_size": self.dist.world_size, "device": str(self.device), "threads": self.threads,
+            "split_check": self.split_check,
             "wall_time_s": round(self.elapsed_before + time.time() - self.t_start, 1),
             **{k: int(v) for k, v in self.params.items()},
         }  # fmt: skip

@@ -28,16 +28,21 @@ __all__ = ["ClassificationTask", "build_classification_data"]
 def build_classification_data(cfg: Mapping[str, Any], data_root: Optional[str] = None) -> TaskData:
     """Train / val / test with the training and evaluation transforms of ``cfg['data']``; ``meta['classes']``."""
     from ..datasets import build_dataset
-    from ..datasets.transforms import eval_transforms, train_transforms
+    from ..datasets.transforms import eval_transforms, train_transforms, vote_eval_transforms
 
     dcfg, data = dict(cfg["dataset"]), cfg["data"]
-    n = int(data["num_points"])
-    transforms = {True: train_transforms(n, augmentation=data["augmentation"]), False: eval_transforms(n)}
+    n, skip = int(data["num_points"]), bool(data.get("fps_skip_near_origin", False))
+    transforms = {True: train_transforms(n, augmentation=data["augmentation"], skip_near_origin=skip),
+                  False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
+    # Voting re-draws num_points of the point_all FPS points per view, so the test split keeps point_all of them;
+    # plain passes use their first num_points (the FPS to num_points).
+    test_tf = vote_eval_transforms(n, skip_near_origin=skip) if int(get_key(cfg, "train.vote", 0)) else transforms[False]
 
     def build(split: str, train: bool):
+        tf = test_tf if split == "test" else transforms[train]
         if split == "val":
-            return try_split(lambda: build_dataset(dict(dcfg), split, transform=transforms[train], root=data_root))
-        return build_dataset(dict(dcfg), split, transform=transforms[train], root=data_root)
+            return try_split(lambda: build_dataset(dict(dcfg), split, transform=tf, root=data_root))
+        return build_dataset(dict(dcfg), split, transform=tf, root=data_root)
 
     out = split_with_validation(build, data)
     out.meta["classes"] = list(out.test.classes)
@@ -68,30 +73,42 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable) -> Dict[str, Any]:
-        return evaluate_classifier(model, loader, len(self.meta["classes"]), device, autocast=autocast)
+        return evaluate_classifier(model, loader, len(self.meta["classes"]), device, autocast=autocast,
+                                   num_points=int(self.cfg["data"]["num_points"]))  # fmt: skip
 
     def final_metrics(self, model: nn.Module, loaders: Mapping[str, DataLoader], device: torch.device,
                       autocast: Callable, meta: Mapping[str, Any]) -> Dict[str, Any]:  # fmt: skip
+        from ..engine.evaluation import vote_max_over_repeats
+
         vote = int(get_key(self.cfg, "train.vote", 0))
-        seed = int(get_key(self.cfg, "train.seed", 0))
+        seed, n = int(get_key(self.cfg, "train.seed", 0)), int(self.cfg["data"]["num_points"])
         res = evaluate_classifier(model, loaders["test"], len(meta["classes"]), device, vote=vote, vote_seed=seed,
-                                  autocast=autocast)  # fmt: skip
+                                  autocast=autocast, num_points=n)  # fmt: skip
         res["per_class_acc"] = dict(zip(meta["classes"], res["per_class_acc"]))
         res.pop("vote_per_class_acc", None)
         res.pop("vote_confusion", None)
+        if vote and get_key(self.cfg, "train.vote_mode", "single") == "max_over_repeats":
+            best = vote_max_over_repeats(model, loaders["test"], len(meta["classes"]), device, n, views=vote,
+                                         repeats=int(get_key(self.cfg, "train.vote_repeats", 299)), seed=seed,
+                                         autocast=autocast)  # fmt: skip
+            res.update(vote_max_acc=best["vote_max_acc"], vote_mean_acc=best["vote_mean_acc"],
+                       vote_repeats=best["repeats"], vote_max_label=best["protocol"])  # fmt: skip
         return res
 
     def results_table(self, metrics: Mapping[str, Any]) -> str:
         return results_table(metrics)
 
-    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None):
-        """``split`` of the run's dataset (or ``dataset_cfg``) with evaluation transforms, relabelled by class name
-        into the model's class order (never by folder order)."""
+    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None,
+                     vote: bool = False):  # fmt: skip
+        """``split`` of the run's dataset (or ``dataset_cfg``) with evaluation transforms (point_all FPS points for
+        voting), relabelled by class name into the model's class order (never by folder order)."""
         from ..datasets import build_dataset
-        from ..datasets.transforms import eval_transforms
+        from ..datasets.transforms import eval_transforms, vote_eval_transforms
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
-        ds = build_dataset(dcfg, split, transform=eval_transforms(int(self.cfg["data"]["num_points"])), root=data_root)
+        n, skip = int(self.cfg["data"]["num_points"]), bool(self.cfg["data"].get("fps_skip_near_origin", False))
+        tf = vote_eval_transforms(n, skip_near_origin=skip) if vote else eval_transforms(n, skip_near_origin=skip)
+        ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         names = [str(c) for c in getattr(ds, "classes", self.meta["classes"])]
         return ds if names == list(self.meta["classes"]) else RemapLabels(ds, names, self.meta["classes"])
 

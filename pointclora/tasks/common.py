@@ -14,7 +14,10 @@ from torch.utils.data import Dataset
 from ..config import get_key
 from ..models import create_model, load_pretrained
 
-__all__ = ["resolve_checkpoint_path", "ensure_backbone", "build_adapted_model", "tensor_fingerprint", "try_split"]
+#: Keys of the ``model`` section that are not constructor arguments.
+MODEL_META_KEYS = ("name", "checkpoint", "checkpoint_prefix", "init")
+
+__all__ = ["MODEL_META_KEYS", "resolve_checkpoint_path", "ensure_backbone", "build_adapted_model", "tensor_fingerprint", "try_split"]
 
 Log = Callable[[str], None]
 
@@ -86,9 +89,21 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
     from ..peft import inject_adapters, make_peft_config
 
     mcfg = dict(cfg["model"])
-    for k in ("name", "checkpoint", "checkpoint_prefix"):
+    init = mcfg.pop("init", None)
+    for k in MODEL_META_KEYS:
         mcfg.pop(k, None)
-    model = create_model(variant, **{**mcfg, **model_kwargs})
+    defaults: Dict[str, Any] = {}
+    if backbone is not None:  # official checkpoints default to pointnet2_ops' FPS (skip near-origin points)
+        from ..engine.protocol import model_overrides_for_checkpoint
+
+        defaults = model_overrides_for_checkpoint(backbone)
+    model = create_model(variant, **{**defaults, **mcfg, **model_kwargs})
+    if init == "pytorch":  # the official runner's from-scratch model: PyTorch's default initialisation
+        from ..engine.protocol import pytorch_default_init_
+
+        pytorch_default_init_(model)
+    elif init is not None:
+        raise ValueError(f"model.init must be null or 'pytorch', got {init!r}")
     keys: list = []
     if backbone is not None:
         result = load_pretrained(model, backbone, prefix=get_key(cfg, "model.checkpoint_prefix"), log=False)

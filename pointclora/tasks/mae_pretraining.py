@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..engine.data import TaskData, split_with_validation
 from .base import Log, StepResult, Task, register_task
-from .common import try_split
+from .common import MODEL_META_KEYS, try_split
 
 __all__ = ["MAEPretrainingTask", "PRETRAIN_KEYS", "pretrain_options", "pretrain_backbone"]
 
@@ -84,8 +84,9 @@ class MAEPretrainingTask(Task):
         dcfg, data = dict(self.cfg.get("dataset") or {}), self.cfg["data"]
         if not dcfg:
             raise ValueError("config has no 'dataset' section: say which point clouds to pre-train on")
-        n = int(data["num_points"])
-        tfs = {True: train_transforms(n, data.get("augmentation", "scale_translate")), False: eval_transforms(n)}
+        n, skip = int(data["num_points"]), bool(data.get("fps_skip_near_origin", False))
+        tfs = {True: train_transforms(n, data.get("augmentation", "scale_translate"), skip_near_origin=skip),
+               False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
 
         def build(split: str, train: bool):
             make = lambda: build_dataset(dict(dcfg), split, transform=tfs[train], root=data_root)  # noqa: E731
@@ -100,7 +101,7 @@ class MAEPretrainingTask(Task):
     def build_model(self, meta: Mapping[str, Any], backbone: Optional[Path], log: Log) -> nn.Module:
         from ..models.mae import build_pretrain_model
 
-        overrides = {k: v for k, v in self.cfg["model"].items() if k not in ("name", "checkpoint", "checkpoint_prefix")}
+        overrides = {k: v for k, v in self.cfg["model"].items() if k not in MODEL_META_KEYS}
         model_opts = {k: v for k, v in self.options.items() if k in _model_keys()}
         model = build_pretrain_model(self.cfg["model"]["name"], **model_opts, **overrides)
         model.backbone_info = {"path": None, "fingerprint": None, "keys": []}

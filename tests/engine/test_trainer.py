@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from task_configs import TASKS, task_cfg  # noqa: E402
 
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
-from pointclora.engine.runlock import RunLock, RunLockedError  # noqa: E402
+from pointclora.engine.runlock import RunLockedError  # noqa: E402
 from pointclora.engine.trainer import ResumeError, Trainer  # noqa: E402
 from pointclora.utils import atomic  # noqa: E402
 
@@ -127,14 +127,18 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     import os
+    import socket
+
+    from pointclora.engine import runlock
 
     run = tmp_path / "run"
-    lock = RunLock(run).acquire()
-    try:
-        with pytest.raises(RunLockedError, match=f"PID {os.getpid()}"):
-            Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
-    finally:
-        lock.release()
+    run.mkdir()
+    holder = os.getppid()  # a live process that is not this one: the "other writer"
+    (run / runlock.LOCK_NAME).write_text(json.dumps({"pid": holder, "host": socket.gethostname(),
+                                                     "proc_start": runlock._proc_start(holder), "command": "x"}))  # fmt: skip
+    with pytest.raises(RunLockedError, match=f"process {holder} "):
+        Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
+    assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path):
