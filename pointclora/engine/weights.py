@@ -31,7 +31,7 @@ from torch import nn
 from .. import __version__
 from ..utils.atomic import atomic_write_json
 
-__all__ = ["save_weights", "load_weights", "read_manifest", "WeightsError", "LoadedRun", "MANIFEST", "WEIGHTS"]
+__all__ = ["save_weights", "load_weights", "merge_weights", "read_manifest", "WeightsError", "LoadedRun", "MANIFEST", "WEIGHTS"]
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -164,3 +164,30 @@ def _load_exactly(model: nn.Module, tensors: Mapping[str, torch.Tensor], from_ba
     if bad:
         raise WeightsError(f"{folder}: shape mismatch: {'; '.join(bad[:5])}")
     model.load_state_dict(dict(tensors), strict=False)
+
+
+def merge_weights(path: PathLike, output: PathLike, which: str = "best", backbone: Optional[PathLike] = None,
+                  plain_checkpoint: Optional[PathLike] = None) -> Path:  # fmt: skip
+    """Fold a run's adapters into its backbone: ``output`` becomes a weights folder of the plain model (every tensor,
+    no adapters, no backbone file needed) that ``evaluate`` / ``predict`` read like any other; it runs at exactly
+    the frozen backbone's FLOPs. ``plain_checkpoint`` also writes ``{"model": state_dict, "config", "version"}`` for
+    :func:`pointclora.models.load_pretrained` / ``--ckpt``."""
+    import copy
+
+    from ..peft import merge_and_unload
+    from ..utils.atomic import atomic_save
+
+    run = load_weights(path, which=which, backbone=backbone)
+    plain = merge_and_unload(run.model)
+    plain.backbone_info = {"path": None, "fingerprint": None, "keys": []}
+    cfg = copy.deepcopy(run.manifest["config"])
+    cfg["model"]["checkpoint"] = None
+    cfg["peft"] = {"method": "none"}
+    plain.peft_config = None  # a plain model: every tensor is saved
+    metrics = {**run.manifest.get("metrics", {}), "merged_from": str(path), "merged_method": run.manifest["method"]}
+    save_weights(plain, output, task=run.manifest["task"], config=cfg, meta=run.manifest["meta"],
+                 epoch=run.manifest["epoch"], metrics=metrics)  # fmt: skip
+    if plain_checkpoint is not None:
+        atomic_save({"model": {k: v.detach().cpu() for k, v in plain.state_dict().items()}, "config": cfg,
+                     "version": __version__}, plain_checkpoint)  # fmt: skip
+    return Path(output)

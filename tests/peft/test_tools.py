@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft_helpers import randomize_adapters, tiny
 
-from pointclora.cli import count_params, merge_adapter
+from pointclora.cli import count_params
 from pointclora.models import create_model
 from pointclora.peft import CLoRAConfig, inject_adapters, save_adapter
 
@@ -41,30 +41,6 @@ def test_count_params_table_and_errors(capsys):
     assert "trainable_params_without_head" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         count_params.main(["--peft", "lora", "--num-bases", "2", "--model", "point_mae_tiny"])
-
-
-def test_merge_adapter_writes_plain_checkpoint(tmp_path, points):
-    base = tiny()
-    torch.save({"model": base.state_dict()}, tmp_path / "base.pth")
-    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))).eval()
-    save_adapter(model, tmp_path / "adapter")
-    out = tmp_path / "merged.pth"
-    assert merge_adapter.main(["--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "base.pth"),
-                               "--output", str(out)]) == 0
-    ckpt = torch.load(out, weights_only=True)  # plain tensors and containers only
-    assert ckpt["config"]["model"] == "point_mae_tiny" and ckpt["version"]
-    assert not any("base_layer" in k or "clora" in k or k.endswith(".Q") for k in ckpt["model"])
-    plain = create_model("point_mae_tiny", num_classes=5)
-    plain.load_state_dict(ckpt["model"], strict=True)
-    with torch.no_grad():
-        assert torch.allclose(plain.eval()(points), model(points), atol=1e-5)
-    # a different base checkpoint is refused unless explicitly allowed
-    torch.save({"model": tiny(seed=9).state_dict()}, tmp_path / "other.pth")
-    from pointclora.peft import AdapterMismatchError
-
-    with pytest.raises(AdapterMismatchError, match="different pre-trained weights"):
-        merge_adapter.main(["--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "other.pth"),
-                            "--output", str(tmp_path / "x.pth")])
 
 
 def test_count_params_from_experiment_config(capsys):

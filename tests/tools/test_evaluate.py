@@ -100,3 +100,23 @@ def test_missing_or_foreign_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--device", "cpu"]) == 2
     assert "neither a weights folder" in capsys.readouterr().err
+
+
+def test_merged_weights_score_like_the_run_and_carry_no_adapters(backbone, tmp_path, capsys):
+    from pointclora.cli.merge_adapter import main as merge
+
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["model"]["checkpoint"] = str(backbone)
+    run = tmp_path / "run"
+    metrics = Trainer(cfg, output=run, quiet=True).fit()
+    assert merge([str(run), "--output", str(tmp_path / "merged"), "--plain", str(tmp_path / "plain.pth")]) == 0
+    merged = load_weights(tmp_path / "merged")
+    assert not any("base_layer" in k or k.endswith(".Q") or "clora" in k for k in merged.model.state_dict())
+    original = load_weights(run)
+    pts = torch.randn(4, 64, 3)
+    with torch.no_grad():
+        assert torch.allclose(merged.model(pts), original.model(pts), atol=1e-5)
+    assert main([str(tmp_path / "merged"), "--device", "cpu", "--quiet", "--output", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["acc"] == metrics["acc"]
+    plain = create_model("point_mae_tiny", num_classes=4)
+    plain.load_state_dict(torch.load(tmp_path / "plain.pth", weights_only=True)["model"], strict=True)
