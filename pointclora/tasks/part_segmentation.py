@@ -143,7 +143,8 @@ class PartSegmentationTask(Task):
         pts, cls = batch["points"].to(device), batch["cls"].to(device).long().view(-1)
         seg = batch["seg"].to(device).long()
         logits = model(pts, cls)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), seg.reshape(-1))
+        smoothing = float(self.cfg["optim"].get("label_smoothing", 0.0))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), seg.reshape(-1), label_smoothing=smoothing)
         # The loss is a mean over points, so points (not shapes) weight the epoch averages.
         correct = float((logits.detach().argmax(-1) == seg).sum())
         return StepResult(loss=loss, stats={"correct": correct}, count=seg.numel())
