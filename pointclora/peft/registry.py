@@ -224,10 +224,12 @@ class PeftMethod:
     # -- saving -------------------------------------------------------------------------------------------------------
     def saved_state_names(self, model: nn.Module) -> List[str]:
         """``state_dict`` names an adapter file carries: the adapter tensors plus parameters *and* buffers of the
-        ``train_modules`` (so a head's BatchNorm statistics travel too). Model order."""
+        ``train_modules`` (so a head's BatchNorm statistics travel too) and of the model's own task modules
+        (:func:`model_train_modules`) even when frozen: a linear probe's ``cls_token``/``cls_pos`` come from no
+        pre-trained checkpoint, so a reload must not draw them anew. Model order."""
         state = model.state_dict(keep_vars=True)
         names = {n for n, _ in self.adapter_named_parameters(model)}
-        entries = tuple(self.config.train_modules or ())
+        entries = tuple(self.config.train_modules or ()) + model_train_modules(model)
         for n in state:
             # an entry matches the tensor itself (cls_token) or one of its parent modules (the head)
             parts = n.split(".")

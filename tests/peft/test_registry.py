@@ -178,3 +178,26 @@ def test_get_peft_method_of_a_plain_model_is_a_clear_error():
     with pytest.raises(ValueError, match="carries no PEFT method"):
         get_peft_method(tiny())
     assert auxiliary_loss(tiny()) is None and no_weight_decay_names(tiny()) == set()
+
+
+@pytest.mark.parametrize("method", ["linear", "none", "lora"])
+def test_adapter_file_restores_frozen_task_tensors(method, tmp_path, points):
+    """A linear probe keeps cls_token/cls_pos frozen at their initial draw; no backbone checkpoint holds them, so
+    the adapter file must, or a reload in another process draws other values (the 50 % -> 18 % evaluate bug)."""
+    model = inject_adapters(tiny(seed=0), method)
+    assert not model.cls_token.requires_grad or method == "lora"
+    saved = set(adapter_state_dict(model))
+    assert {"cls_token", "cls_pos"} <= saved and "cls_head_finetune.8.weight" in saved
+    model.eval()
+    with torch.no_grad():
+        out = model(points)
+    save_adapter(model, tmp_path / method)
+    other = tiny(seed=0)
+    with torch.no_grad():  # same backbone, but the task tensors of another random draw
+        other.cls_token.normal_()
+        other.cls_pos.normal_()
+        other.cls_head_finetune[8].weight.normal_()
+    load_adapter(other, tmp_path / method)
+    other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(points), out, rtol=0, atol=0)
