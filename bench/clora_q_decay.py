@@ -58,9 +58,8 @@ def main() -> None:
         cfg["pretrain"] = None
         run_dir = Path(args.output) / ("q_decay" if decay else "q_no_decay")
         metrics = run_finetune(cfg, output=run_dir, datasets=data, quiet=True)
-        results[label] = {k: metrics.get(k) for k in ("test_acc", "best_val_acc", "test_acc_at_best_val", "final_test_acc") if k in metrics}
+        results[label] = {k: v for k, v in metrics.items() if "acc" in k}
         results[label].update(_q_stats(run_dir))
-        results[label]["metrics_keys"] = sorted(metrics)
         print(label, json.dumps(results[label]), flush=True)
     print(json.dumps(results, indent=2))
 

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="default 15, or the config's dataset")
     p.add_argument("--npoints", type=int, default=None, help="points per cloud for the GFLOPs forward (default 2048)")
     p.add_argument("--num-groups", type=int, default=None, help="patches G (default npoints // 16: 128 at 2048)")
-    p.add_argument("--peft", default=None, choices=list_peft_methods(), help="default clora, or the config's peft section")
+    p.add_argument("--peft", default=None, choices=list_peft_methods(),
+                   help="default clora, or the config's peft section")
     p.add_argument("--r", type=int, default=None, help="adapter rank (clora/lora)")
     p.add_argument("--num-bases", type=int, default=None, help="CLoRA p")
     p.add_argument("--share", default=None, choices=("shape", "block"), help="CLoRA bank sharing")
@@ -103,8 +104,8 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def count(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..models.flops import count_flops
     from ..models import create_model, model_defaults
+    from ..models.flops import count_flops
     from ..peft import can_merge, inject_adapters, make_peft_config, merge_and_unload, trainable_parameter_summary
 
     model_overrides = _apply_config(args) if args.cfg else {}

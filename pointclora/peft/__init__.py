@@ -15,8 +15,9 @@ Typical use::
 A new method is one class registered with :func:`register_peft_method` (see :mod:`pointclora.peft.registry`).
 """
 
-# Import order = registration order = list_peft_methods() order: clora first (the default).
+# Importing clora, lora and simple registers the built-in methods (list_peft_methods() lists them in that order).
 from .base import AdapterLinear, PeftMergeError
+from .clora import CLoRABank, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
 from .config import (
     AdapterConfig,
     CLoRAConfig,
@@ -29,6 +30,19 @@ from .config import (
     make_peft_config,
     peft_config_from_dict,
 )
+from .inject import (
+    adapter_layers,
+    adapter_named_parameters,
+    adapter_parameter_groups,
+    format_parameter_summary,
+    inject_adapters,
+    merge_adapters,
+    merge_and_unload,
+    trainable_parameter_summary,
+    unmerge_adapters,
+)
+from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
+from .lora import LoRALinear, LoRAMethod
 from .registry import (
     AdapterMethod,
     AuxLoss,
@@ -41,20 +55,7 @@ from .registry import (
     register_peft_method,
     unregister_peft_method,
 )
-from .clora import CLoRABank, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive  # noqa: E402  (registers)
-from .lora import LoRALinear, LoRAMethod  # noqa: E402  (registers)
-from .simple import FullMethod, LinearMethod, NoneMethod  # noqa: E402  (registers)
-from .inject import (
-    adapter_layers,
-    adapter_named_parameters,
-    adapter_parameter_groups,
-    format_parameter_summary,
-    inject_adapters,
-    merge_adapters,
-    merge_and_unload,
-    trainable_parameter_summary,
-    unmerge_adapters,
-)
+from .simple import FullMethod, LinearMethod, NoneMethod
 from .training import (
     adapter_state_dict,
     adapter_state_names,
@@ -64,7 +65,6 @@ from .training import (
     load_adapter_state_dict,
     no_weight_decay_names,
 )
-from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
 
 __all__ = [
     "AdapterConfig",

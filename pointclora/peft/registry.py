@@ -49,7 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY: Dict[str, Type["PeftMethod"]] = {}
+_REGISTRY: Dict[str, Type[PeftMethod]] = {}
 
 
 class AuxLoss(NamedTuple):

@@ -44,7 +44,8 @@ def auxiliary_loss(model: nn.Module) -> Optional[torch.Tensor]:
     terms = auxiliary_losses(model)
     if not terms:
         return None
-    return sum((t.weight * t.value for t in terms.values()), torch.zeros((), device=next(iter(terms.values())).value.device))
+    values = [t.weight * t.value for t in terms.values()]
+    return torch.stack(values).sum() if len(values) > 1 else values[0]
 
 
 def no_weight_decay_names(model: nn.Module) -> Set[str]:

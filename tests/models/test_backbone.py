@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from pointclora.models import create_model, list_models, model_defaults
 from pointclora.models.backbone import PointTransformer
 from pointclora.models.layers import Attention, Block
-from pointclora.models import create_model, list_models, model_defaults
 
 
 def _count(module: nn.Module) -> int:

@@ -3,8 +3,8 @@ import copy
 import torch
 from peft_helpers import randomize_adapters, tiny
 
-from pointclora.models.flops import count_flops, count_gflops
 from pointclora.models import create_model
+from pointclora.models.flops import count_flops, count_gflops
 from pointclora.peft import AdapterLinear, CLoRAConfig, LoRAConfig, inject_adapters, merge_and_unload
 
 

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from pointclora.models import create_model
+from pointclora.models.segmentation import SEG_HEAD_MODULES
 from pointclora.peft import (
     CLoRAConfig,
     FullConfig,
@@ -13,8 +15,6 @@ from pointclora.peft import (
     inject_adapters,
     make_peft_config,
 )
-from pointclora.models import create_model
-from pointclora.models.segmentation import SEG_HEAD_MODULES
 
 
 def test_defaults_follow_clora_md():
