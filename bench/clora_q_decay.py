@@ -1,6 +1,6 @@
 """Ablation: CLoRA with its coefficient matrices Q kept out of weight decay (default) vs decayed toward 0 (old).
 
-    python bench/clora_q_decay.py --backbone BACKBONE.pth [--data ../shared/data/modelnet10_pcd] [--epochs 8]
+    python bench/clora_q_decay.py --backbone BACKBONE.pth [--data ../shared/data/modelnet10_pcd] [--epochs 8] [--seed 0]
 
 Both runs share everything else (data split, seed, schedule): ModelNet10's official train folder split 70/10/20
 (seeded) into train / val / test, 256 points, the point_mae_demo backbone (pre-trained with
@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--data", default=os.environ.get("POINTCLORA_REAL_DATA", "../shared/data") + "/modelnet10_pcd")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--output", default="runs/ablation_q_decay")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data split stays seed 0)")
     args = p.parse_args()
 
     from pointclora.config import load_config
@@ -53,10 +54,10 @@ def main() -> None:
     for label, decay in (("Q not decayed (new default)", False), ("Q decayed toward 0 (old)", True)):
         cfg = load_config("demo.yaml", [
             f"model.checkpoint={args.backbone}", f"schedule.epochs={args.epochs}", "schedule.warmup_epochs=1",
-            f"peft.q_weight_decay={str(decay).lower()}", "data.num_points=256", "train.seed=0",
+            f"peft.q_weight_decay={str(decay).lower()}", "data.num_points=256", f"train.seed={args.seed}",
         ])  # fmt: skip
         cfg["pretrain"] = None
-        run_dir = Path(args.output) / ("q_decay" if decay else "q_no_decay")
+        run_dir = Path(args.output) / f"{'q_decay' if decay else 'q_no_decay'}_seed{args.seed}"
         metrics = run_finetune(cfg, output=run_dir, datasets=data, quiet=True)
         results[label] = {k: v for k, v in metrics.items() if "acc" in k}
         results[label].update(_q_stats(run_dir))
