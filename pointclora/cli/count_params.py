@@ -84,6 +84,7 @@ def _num_classes_from_config(cfg: Dict[str, Any]) -> int:
 def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
     """Fill unset arguments from ``--cfg``; returns the config's model constructor overrides."""
     from ..config import load_config
+    from ..peft.config import DEFAULT_METHOD
 
     cfg = load_config(args.cfg, args.set)
     model_cfg = dict(cfg.get("model") or {})
@@ -97,8 +98,8 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
         args.num_groups = int(model_cfg.pop("num_groups"))
     model_cfg.pop("num_groups", None)
     if args.peft is None:
-        peft = dict(cfg.get("peft") or {"method": "clora"})
-        args.peft = peft.pop("method", "clora")
+        peft = dict(cfg.get("peft") or {})
+        args.peft = peft.pop("method", DEFAULT_METHOD)
         args.peft_from_config = peft
     return model_cfg
 
@@ -107,12 +108,13 @@ def count(args: argparse.Namespace) -> Dict[str, Any]:
     from ..models import create_model, model_defaults
     from ..models.flops import count_flops
     from ..peft import can_merge, inject_adapters, make_peft_config, merge_and_unload, trainable_parameter_summary
+    from ..peft.config import DEFAULT_METHOD
 
     model_overrides = _apply_config(args) if args.cfg else {}
     args.model = args.model or "point_mae_s"
     args.npoints = args.npoints or 2048
     args.num_classes = args.num_classes or 15
-    args.peft = args.peft or "clora"
+    args.peft = args.peft or DEFAULT_METHOD
     if args.num_groups is None and args.cfg and "num_groups" in model_defaults(args.model):
         num_groups = int(model_defaults(args.model)["num_groups"])  # the variant's own choice, as training uses
     else:

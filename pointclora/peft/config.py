@@ -35,9 +35,14 @@ __all__ = [
     "LinearConfig",
     "NoneConfig",
     "PeftConfigError",
+    "DEFAULT_METHOD",
     "make_peft_config",
     "peft_config_from_dict",
 ]
+
+
+#: The method used when a config names none (the paper's method).
+DEFAULT_METHOD = "clora"
 
 
 class PeftConfigError(ValueError):
@@ -115,7 +120,7 @@ class PeftConfig:
         data = dict(data)
         method = data.pop("method", None)
         if cls is PeftConfig:
-            return make_peft_config(method or "clora", **data)
+            return make_peft_config(method or DEFAULT_METHOD, **data)
         if method is not None and method != cls.method:
             raise PeftConfigError(f"config has method={method!r} but {cls.__name__} is method {cls.method!r}")
         return _construct(cls, data)
@@ -257,7 +262,7 @@ def _construct(cls: Type[PeftConfig], kwargs: Mapping[str, Any]) -> PeftConfig:
     return cls(**kwargs)
 
 
-def make_peft_config(method: Any = "clora", **kwargs: Any) -> PeftConfig:
+def make_peft_config(method: Any = DEFAULT_METHOD, **kwargs: Any) -> PeftConfig:
     """Build the config of a registered method (``list_peft_methods()``: clora, lora, full, linear, none, ...) from
     flat kwargs; a config passed as ``method`` is returned (updated with ``kwargs``)."""
     if isinstance(method, PeftConfig):

@@ -114,7 +114,7 @@ def _unlock_batchnorm(model: nn.Module) -> None:
 # --- injection ------------------------------------------------------------------------------------------------------
 def _coerce_config(config: Union[PeftConfig, str, Mapping[str, Any], None]) -> PeftConfig:
     if config is None:
-        return make_peft_config("clora")
+        return make_peft_config()
     if isinstance(config, PeftConfig):
         return config
     if isinstance(config, str):
