@@ -33,7 +33,9 @@ setup(
     ],
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3"],
+        # timm (with torchvision): the openness tests put CLoRA/LoRA on a timm ViT; `test` is dev's test-only part.
+        "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9"],
     },
     # Each tool lives in pointclora.cli.<tool>.main(argv); tools/<tool>.py is a thin shim for repo users.
     entry_points={

@@ -39,5 +39,8 @@ if [ "$(uname -m)" = "x86_64" ] && ! "$PY" -c "import open3d" >/dev/null 2>&1; t
   "$PY" -m pip install -q "open3d-cpu==0.20.0" || echo "[setup] warning: open3d-cpu not installed; rendering tests will fail" >&2
 fi
 echo "[setup] installing pointclora[dev,viz]"
-"$PY" -m pip install -q -e ".[dev,viz]"
+# Hold torch at the version installed above: the dev extra's timm needs torchvision, whose newest release would
+# otherwise make pip replace this CPU torch with another (CUDA) build.
+TORCH_NOW=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+"$PY" -m pip install -q -e ".[dev,viz]" "torch==$TORCH_NOW"
 "$PY" -c "import pointclora, torch; print(f'[setup] pointclora {pointclora.__version__}, torch {torch.__version__}')"

@@ -12,6 +12,7 @@ nothing else; logs go to standard error.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -21,10 +22,13 @@ import torch
 
 logger = logging.getLogger("pointclora.count_params")
 
-METHODS = ("clora", "lora", "full", "linear", "none")
+#: CLI option -> config field; an option is accepted only for methods whose config has that field.
+_OPTION_FIELDS = {"r": "--r", "num_bases": "--num-bases", "share": "--share", "split_qkv": "--no-split-qkv"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..peft import list_peft_methods
+
     p = argparse.ArgumentParser(prog="pointclora-count-params", description=__doc__.split("\n")[0])
     p.add_argument("--cfg", default=None, help="experiment config: model, adapter and points are taken from it")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (with --cfg)")
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="default 15, or the config's dataset")
     p.add_argument("--npoints", type=int, default=None, help="points per cloud for the GFLOPs forward (default 2048)")
     p.add_argument("--num-groups", type=int, default=None, help="patches G (default npoints // 16: 128 at 2048)")
-    p.add_argument("--peft", default=None, choices=METHODS, help="default clora, or the config's peft section")
+    p.add_argument("--peft", default=None, choices=list_peft_methods(),
+                   help="default clora, or the config's peft section")
     p.add_argument("--r", type=int, default=None, help="adapter rank (clora/lora)")
     p.add_argument("--num-bases", type=int, default=None, help="CLoRA p")
     p.add_argument("--share", default=None, choices=("shape", "block"), help="CLoRA bank sharing")
@@ -43,19 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _peft_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """The adapter options given on the command line, checked against the method's config fields."""
+    import dataclasses
+
+    from ..peft.registry import get_method_class
+
+    fields = {f.name for f in dataclasses.fields(get_method_class(args.peft).config_class)}
+    given = {"r": args.r, "num_bases": args.num_bases, "share": args.share,
+             "split_qkv": False if args.no_split_qkv else None}  # fmt: skip
     kwargs: Dict[str, Any] = {}
-    if args.peft in ("clora", "lora"):
-        if args.r is not None:
-            kwargs["r"] = args.r
-        if args.no_split_qkv:
-            kwargs["split_qkv"] = False
-    if args.peft == "clora":
-        if args.num_bases is not None:
-            kwargs["num_bases"] = args.num_bases
-        if args.share is not None:
-            kwargs["share"] = args.share
-    elif args.num_bases is not None or args.share is not None:
-        raise SystemExit(f"--num-bases/--share apply to --peft clora only, not {args.peft!r}")
+    for field, value in given.items():
+        if value is None:
+            continue
+        if field not in fields:
+            raise SystemExit(f"{_OPTION_FIELDS[field]} does not apply to --peft {args.peft!r}")
+        kwargs[field] = value
     return kwargs
 
 
@@ -77,6 +84,7 @@ def _num_classes_from_config(cfg: Dict[str, Any]) -> int:
 def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
     """Fill unset arguments from ``--cfg``; returns the config's model constructor overrides."""
     from ..config import load_config
+    from ..peft.config import DEFAULT_METHOD
 
     cfg = load_config(args.cfg, args.set)
     model_cfg = dict(cfg.get("model") or {})
@@ -90,8 +98,8 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
         args.num_groups = int(model_cfg.pop("num_groups"))
     model_cfg.pop("num_groups", None)
     if args.peft is None:
-        peft = dict(cfg.get("peft") or {"method": "clora"})
-        args.peft = peft.pop("method", "clora")
+        peft = dict(cfg.get("peft") or {})
+        args.peft = peft.pop("method", DEFAULT_METHOD)
         args.peft_from_config = peft
     return model_cfg
 
@@ -99,13 +107,14 @@ def _apply_config(args: argparse.Namespace) -> Dict[str, Any]:
 def count(args: argparse.Namespace) -> Dict[str, Any]:
     from ..models import create_model, model_defaults
     from ..models.flops import count_flops
-    from ..peft import inject_adapters, make_peft_config, merge_adapters, trainable_parameter_summary
+    from ..peft import can_merge, inject_adapters, make_peft_config, merge_and_unload, trainable_parameter_summary
+    from ..peft.config import DEFAULT_METHOD
 
     model_overrides = _apply_config(args) if args.cfg else {}
     args.model = args.model or "point_mae_s"
     args.npoints = args.npoints or 2048
     args.num_classes = args.num_classes or 15
-    args.peft = args.peft or "clora"
+    args.peft = args.peft or DEFAULT_METHOD
     if args.num_groups is None and args.cfg and "num_groups" in model_defaults(args.model):
         num_groups = int(model_defaults(args.model)["num_groups"])  # the variant's own choice, as training uses
     else:
@@ -121,8 +130,9 @@ def count(args: argparse.Namespace) -> Dict[str, Any]:
     if not args.no_flops:
         logger.info("counting FLOPs: %s at %d points / %d groups", args.model, args.npoints, num_groups)
         unmerged = count_flops(model, args.npoints)
-        merge_adapters(model)
-        merged = count_flops(model, args.npoints)  # measured again, not assumed: must equal the frozen count
+        # measured again on the plain merged model (no wrappers left), not assumed: must equal the frozen count
+        deployed = merge_and_unload(copy.deepcopy(model)) if can_merge(model) else model
+        merged = count_flops(deployed, args.npoints)
         result.update(
             gflops_frozen=unmerged.linear_conv / 1e9,
             gflops_unmerged=unmerged.total() / 1e9,

@@ -30,15 +30,21 @@ def _no_decay_names(model: nn.Module) -> set:
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     """Trainable parameters split into decay / no-decay groups.
 
-    No decay for 1-D tensors (norm scales, biases), any ``*.bias`` and the names ``model.no_weight_decay()`` lists
-    (``cls_token``, ``cls_pos``), matched as a full name or as the last component so PEFT wrappers do not hide them.
+    No decay for 1-D tensors (norm scales, biases), any ``*.bias``, the names ``model.no_weight_decay()`` lists
+    (``cls_token``, ``cls_pos``; matched as a full name or as the last component so PEFT wrappers do not hide them)
+    and the full names the PEFT method keeps out (``no_weight_decay_names``: CLoRA's ``Q``, initialised to the
+    identity, which decay would pull toward 0; ``peft.q_weight_decay: true`` puts them back).
     """
+    from ..peft import no_weight_decay_names
+
     skip = _no_decay_names(model)
+    method_skip = no_weight_decay_names(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip:
+        by_model = name in skip or name.split(".")[-1] in skip
+        if p.ndim <= 1 or name.endswith(".bias") or by_model or name in method_skip:
             no_decay.append(p)
         else:
             decay.append(p)

@@ -37,6 +37,10 @@ def _trunc_normal_init(module: nn.Module) -> None:
 class PointTransformerEncoder(nn.Module):
     """The backbone without a task head.
 
+    PEFT declarations (read by :mod:`pointclora.peft`, which knows no model): ``default_adapter_targets`` (the
+    Linear layers adapters wrap by default), ``head_modules`` (the task head: counted apart, trained by linear
+    probing) and ``default_train_modules`` (trained beside the adapters).
+
     Args:
         trans_dim: C, token width (384 for ViT-S).
         depth: number of transformer blocks.
@@ -96,6 +100,20 @@ class PointTransformerEncoder(nn.Module):
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
             nn.init.trunc_normal_(self.cls_pos, std=0.02)
+
+    #: CLORA.md's targets: q, k, v (split from ``attn.qkv``), ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` of every block.
+    default_adapter_targets: Tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+    @property
+    def head_modules(self) -> Tuple[str, ...]:
+        """Top-level modules that are the task head (none for the bare encoder)."""
+        return ()
+
+    @property
+    def default_train_modules(self) -> Tuple[str, ...]:
+        """Trained beside the adapters: the head and, as in every peer, ``cls_token``/``cls_pos`` when present."""
+        cls = ("cls_token", "cls_pos") if self.cls_token is not None else ()
+        return tuple(self.head_modules) + cls
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -161,6 +179,10 @@ class PointTransformer(PointTransformerEncoder):
         self.head_dropout = head_dropout
         self.head_batch_norm = head_batch_norm
         self.cls_head_finetune = self._make_head(num_classes)
+
+    @property
+    def head_modules(self) -> Tuple[str, ...]:
+        return ("cls_head_finetune",)
 
     def _make_head(self, num_classes: int) -> ClassificationHead:
         in_dim = self.trans_dim * (2 if self.cls_token is not None else 1)

@@ -32,8 +32,8 @@ __all__ = [
     "predict_parts",
 ]
 
-#: Top-level modules of the segmentation head: everything that is *not* the pre-trained encoder. PEFT passes these
-#: as ``train_modules`` so they train while the blocks are frozen.
+#: Top-level modules of the segmentation head: everything that is *not* the pre-trained encoder. The model declares
+#: them as ``head_modules`` / ``default_train_modules``, so PEFT trains them while the blocks are frozen.
 SEG_HEAD_MODULES = ("label_conv", "propagation_0", "convs1", "bns1", "convs2", "bns2", "convs3")
 
 
@@ -133,7 +133,8 @@ class PointTransformerSeg(PointTransformerEncoder):
         self.bns1 = nn.BatchNorm1d(head_dims[0])
         self.bns2 = nn.BatchNorm1d(head_dims[1])
 
-    def head_module_names(self) -> Tuple[str, ...]:
+    @property
+    def head_modules(self) -> Tuple[str, ...]:
         """The modules that are not part of the pre-trained encoder (trained under every PEFT method)."""
         return SEG_HEAD_MODULES
 

@@ -1,19 +1,25 @@
-"""Parameter-efficient fine-tuning: CLoRA (shared bases + SADE), the LoRA baseline, full / linear / none.
+"""Parameter-efficient fine-tuning: a method registry with CLoRA (shared bases + SADE), the LoRA baseline,
+full / linear / none.
 
 Typical use::
 
     model = create_model("point_mae_s", num_classes=15, num_groups=128)
     load_pretrained(model, "checkpoints/pretrain.pth")          # base weights first: wrappers rename them
-    cfg = make_peft_config("clora", r=8, num_bases=4)
-    inject_adapters(model, cfg)                                  # in place; freezes all but adapters + train_modules
-    loss = task_loss + cfg.sade_weight * sade_loss(model)        # CLoRA only; other configs have no sade_weight
-    save_adapter(model, "runs/x/adapter")                        # small file; load_adapter(fresh_model, dir)
+    cfg = make_peft_config("clora", r=8, num_bases=4)            # any name in list_peft_methods()
+    inject_adapters(model, cfg)                                  # in place; targets / trained modules from the model
+    aux = auxiliary_loss(model)                                  # CLoRA: sade_weight * SADE; None for other methods
+    loss = task_loss if aux is None else task_loss + aux
+    save_adapter(model, "runs/x/adapter")                        # what the method saves; load_adapter(fresh, dir)
     plain = merge_and_unload(model)                              # frozen-backbone FLOPs, plain state_dict
+
+A new method is one class registered with :func:`register_peft_method` (see :mod:`pointclora.peft.registry`).
 """
 
+# Importing clora, lora and simple registers the built-in methods (list_peft_methods() lists them in that order).
 from .base import AdapterLinear, PeftMergeError
-from .clora import CLoRABank, CLoRALinear, sade_loss, sade_loss_naive
+from .clora import CLoRABank, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
 from .config import (
+    AdapterConfig,
     CLoRAConfig,
     FullConfig,
     LinearConfig,
@@ -26,6 +32,7 @@ from .config import (
 )
 from .inject import (
     adapter_layers,
+    adapter_named_parameters,
     adapter_parameter_groups,
     format_parameter_summary,
     inject_adapters,
@@ -35,35 +42,81 @@ from .inject import (
     unmerge_adapters,
 )
 from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
-from .lora import LoRALinear
+from .lora import LoRALinear, LoRAMethod
+from .registry import (
+    AdapterMethod,
+    AuxLoss,
+    PeftMethod,
+    get_peft_method,
+    list_peft_methods,
+    model_adapter_targets,
+    model_head_modules,
+    model_train_modules,
+    register_peft_method,
+    unregister_peft_method,
+)
+from .simple import FullMethod, LinearMethod, NoneMethod
+from .training import (
+    adapter_state_dict,
+    adapter_state_names,
+    auxiliary_loss,
+    auxiliary_losses,
+    can_merge,
+    load_adapter_state_dict,
+    no_weight_decay_names,
+)
 
 __all__ = [
+    "AdapterConfig",
     "AdapterLinear",
+    "AdapterMethod",
     "AdapterMismatchError",
+    "AuxLoss",
     "CLoRABank",
     "CLoRAConfig",
     "CLoRALinear",
+    "CLoRAMethod",
     "FullConfig",
+    "FullMethod",
     "LinearConfig",
+    "LinearMethod",
     "LoRAConfig",
     "LoRALinear",
+    "LoRAMethod",
     "NoneConfig",
+    "NoneMethod",
     "PeftConfig",
     "PeftConfigError",
     "PeftMergeError",
+    "PeftMethod",
     "adapter_layers",
+    "adapter_named_parameters",
     "adapter_parameter_groups",
+    "adapter_state_dict",
+    "adapter_state_names",
+    "auxiliary_loss",
+    "auxiliary_losses",
+    "can_merge",
     "format_parameter_summary",
+    "get_peft_method",
     "inject_adapters",
+    "list_peft_methods",
     "load_adapter",
+    "load_adapter_state_dict",
     "make_peft_config",
     "merge_adapters",
     "merge_and_unload",
+    "model_adapter_targets",
+    "model_head_modules",
+    "model_train_modules",
+    "no_weight_decay_names",
     "peft_config_from_dict",
     "read_adapter_config",
+    "register_peft_method",
     "sade_loss",
     "sade_loss_naive",
     "save_adapter",
     "trainable_parameter_summary",
     "unmerge_adapters",
+    "unregister_peft_method",
 ]

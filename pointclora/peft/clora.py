@@ -17,15 +17,21 @@ one.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Optional
+import re
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import AdapterLinear, kaiming_uniform_like_lora_
+from .config import CLoRAConfig, PeftConfigError
+from .registry import AdapterMethod, AuxLoss, register_peft_method
 
-__all__ = ["CLoRABank", "CLoRALinear", "sade_loss", "sade_loss_naive", "clora_layers"]
+__all__ = ["CLoRABank", "CLoRALinear", "CLoRAMethod", "sade_loss", "sade_loss_naive", "clora_layers", "BANKS_ATTR"]
+
+#: Attribute of the model root that owns the CLoRA banks (``model.clora_banks[key].A / .B``).
+BANKS_ATTR = "clora_banks"
 
 #: ε of the squared cosine's denominator (CLORA.md).
 SADE_EPS = 1e-12
@@ -185,3 +191,78 @@ def sade_loss_naive(model: nn.Module) -> torch.Tensor:
     if not values:
         return torch.zeros(())
     return torch.stack(values).mean()
+
+
+# --- the registered method --------------------------------------------------------------------------------------------
+_BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
+
+
+def bank_key(name: str, in_features: int, out_features: int, share: str) -> str:
+    """``"384x384"`` (``share="shape"``) or ``"block3_384x384"`` (``share="block"``; ModuleDict keys have no dots)."""
+    key = f"{in_features}x{out_features}"
+    if share == "block":
+        found = _BLOCK_RE.search(name)
+        if found:
+            key = f"block{found.group(1)}_{key}"
+    return key
+
+
+@register_peft_method
+class CLoRAMethod(AdapterMethod):
+    """CLoRA: the model owns one :class:`CLoRABank` per shape group (``model.clora_banks``), each wrapped layer its
+    ``Q``; the auxiliary loss is SADE weighted by ``sade_weight``; ``Q`` stays out of weight decay unless
+    ``q_weight_decay``; merges exactly."""
+
+    name = "clora"
+    config_class = CLoRAConfig
+    description = "collaborative LoRA: shared bases per shape group, per-layer Q, SADE"
+
+    def _key(self, name: str, layer: nn.Linear, n_splits: int) -> str:
+        return bank_key(name, layer.in_features, layer.out_features // n_splits, self.config.share)
+
+    def create_shared_state(self, model: nn.Module, targets: List[Tuple[str, nn.Linear]]) -> None:
+        if hasattr(model, BANKS_ATTR):
+            raise PeftConfigError(f"model already has an attribute {BANKS_ATTR!r}")
+        banks = nn.ModuleDict()
+        for name, layer in targets:
+            n = self.n_splits(name, layer)
+            key = self._key(name, layer, n)
+            if key not in banks:
+                w = layer.weight
+                banks[key] = CLoRABank(
+                    layer.in_features, layer.out_features // n, self.config.r, self.config.num_bases,
+                    device=w.device, dtype=w.dtype if w.dtype.is_floating_point else torch.float32,
+                )  # fmt: skip
+        setattr(model, BANKS_ATTR, banks)
+
+    def make_layer(self, model: nn.Module, name: str, base_layer: nn.Linear, n_splits: int) -> AdapterLinear:
+        key = self._key(name, base_layer, n_splits)
+        bank = getattr(model, BANKS_ATTR)[key]
+        return CLoRALinear(base_layer, bank, key, n_splits, self.config.scaling, self.config.dropout)
+
+    def shared_state(self, model: nn.Module) -> Optional[nn.Module]:
+        banks = getattr(model, BANKS_ATTR, None)
+        return banks if isinstance(banks, nn.Module) else None
+
+    def group_key(self, layer: AdapterLinear) -> str:
+        return getattr(layer, "bank_key", super().group_key(layer))
+
+    def shared_parameter_counts(self, model: nn.Module) -> Dict[str, int]:
+        banks = self.shared_state(model)
+        return {k: sum(p.numel() for p in b.parameters()) for k, b in banks.items()} if banks is not None else {}
+
+    def auxiliary_losses(self, model: nn.Module) -> Dict[str, AuxLoss]:
+        if self.config.sade_weight <= 0:
+            return {}  # SADE off: not even computed
+        return {"sade": AuxLoss(sade_loss(model), float(self.config.sade_weight))}
+
+    def no_weight_decay(self, model: nn.Module) -> Set[str]:
+        if self.config.q_weight_decay:
+            return set()
+        q_ids = {id(layer.Q) for layer in clora_layers(model)}
+        return {n for n, p in model.named_parameters() if id(p) in q_ids}
+
+    def unload(self, model: nn.Module) -> None:
+        super().unload(model)
+        if hasattr(model, BANKS_ATTR):
+            delattr(model, BANKS_ATTR)

@@ -1,13 +1,16 @@
 """Adapter configurations: one dataclass per method, validated on construction, round-tripping through JSON/YAML.
 
-Methods (``make_peft_config(method, **kwargs)``):
+The built-in methods (each registered in :mod:`pointclora.peft.registry`; ``list_peft_methods()`` lists them all):
 
 - ``clora``  (default) collaborative LoRA: shared bases per shape group + per-layer ``Q`` (``CLoRAConfig``);
 - ``lora``   the like-for-like LoRA baseline on the same targets (``LoRAConfig``);
 - ``full``   full fine-tuning: every tensor trains, BatchNorm everywhere trains (``FullConfig``);
-- ``linear`` linear probing: only the classification head trains, ``cls_token``/``cls_pos`` stay frozen
-  (``LinearConfig``);
+- ``linear`` linear probing: only the model's head trains (``LinearConfig``);
 - ``none``   everything frozen, for inference (``NoneConfig``).
+
+``None`` defaults come from the model at injection (``inject_adapters`` records the resolved config):
+``target_modules`` from ``model.default_adapter_targets``, ``train_modules`` from ``model.default_train_modules``
+(the classifier's head + ``cls_token`` + ``cls_pos``; the segmentation head), else its ``head_modules``.
 
 Target matching (``target_modules``, ``exclude_modules``, ``train_modules``): an entry ``e`` matches a module (or
 parameter) name ``n`` when ``n == e``, when ``n`` ends with ``"." + e`` (suffix: ``"attn.qkv"`` matches
@@ -25,22 +28,21 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 __all__ = [
     "PeftConfig",
+    "AdapterConfig",
     "CLoRAConfig",
     "LoRAConfig",
     "FullConfig",
     "LinearConfig",
     "NoneConfig",
+    "PeftConfigError",
+    "DEFAULT_METHOD",
     "make_peft_config",
     "peft_config_from_dict",
-    "DEFAULT_TARGET_MODULES",
-    "DEFAULT_TRAIN_MODULES",
-    "PEFT_METHODS",
 ]
 
-#: CLORA.md defaults: q, k, v (split from ``attn.qkv``), ``attn.proj``, ``mlp.fc1``, ``mlp.fc2`` of every block.
-DEFAULT_TARGET_MODULES: Tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-#: Trained besides the adapters, as in every peer: the classification head and the cls token/position.
-DEFAULT_TRAIN_MODULES: Tuple[str, ...] = ("cls_head_finetune", "cls_token", "cls_pos")
+
+#: The method used when a config names none (the paper's method).
+DEFAULT_METHOD = "clora"
 
 
 class PeftConfigError(ValueError):
@@ -84,15 +86,20 @@ def _check_float(name: str, value: Any, low: float, high: Optional[float] = None
     return value
 
 
+def _as_optional_str_tuple(name: str, value: Any) -> Optional[Tuple[str, ...]]:
+    return None if value is None else _as_str_tuple(name, value)
+
+
 @dataclass
 class PeftConfig:
-    """Base class. ``train_modules``: module/parameter names trained besides the adapters (see module docstring)."""
+    """Base class. ``train_modules``: module/parameter names trained besides the adapters (see module docstring);
+    ``None`` takes the model's ``default_train_modules``."""
 
     method: ClassVar[str] = ""
-    train_modules: Tuple[str, ...] = DEFAULT_TRAIN_MODULES
+    train_modules: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        self.train_modules = _as_str_tuple("train_modules", self.train_modules)
+        self.train_modules = _as_optional_str_tuple("train_modules", self.train_modules)
         self.validate()
 
     def validate(self) -> None:
@@ -113,7 +120,7 @@ class PeftConfig:
         data = dict(data)
         method = data.pop("method", None)
         if cls is PeftConfig:
-            return make_peft_config(method or "clora", **data)
+            return make_peft_config(method or DEFAULT_METHOD, **data)
         if method is not None and method != cls.method:
             raise PeftConfigError(f"config has method={method!r} but {cls.__name__} is method {cls.method!r}")
         return _construct(cls, data)
@@ -138,30 +145,47 @@ class PeftConfig:
 
 
 @dataclass
-class _LowRankConfig(PeftConfig):
+class AdapterConfig(PeftConfig):
+    """Fields of every method that wraps ``nn.Linear`` layers.
+
+    Args:
+        target_modules / exclude_modules: which ``nn.Linear`` layers get an adapter (exact / suffix / ``re:`` regex);
+            ``None`` takes the model's ``default_adapter_targets`` (q/k/v, proj, fc1, fc2 of every block).
+        dropout: dropout on the adapter input.
+        split_qkv: treat a fused ``qkv`` Linear (out = 3·in) as three LRMs q, k, v of shape in×in.
+    """
+
+    target_modules: Optional[Tuple[str, ...]] = None
+    exclude_modules: Tuple[str, ...] = ()
+    dropout: float = 0.0
+    split_qkv: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        self.dropout = _check_float("dropout", self.dropout, 0.0, 1.0)
+        self.target_modules = _as_optional_str_tuple("target_modules", self.target_modules)
+        if self.target_modules is not None and not self.target_modules:
+            raise PeftConfigError("target_modules must name at least one layer, got an empty list")
+        self.exclude_modules = _as_str_tuple("exclude_modules", self.exclude_modules)
+        if not isinstance(self.split_qkv, bool):
+            raise PeftConfigError(f"split_qkv must be true or false, got {self.split_qkv!r}")
+
+
+@dataclass
+class _LowRankConfig(AdapterConfig):
     """Fields shared by CLoRA and LoRA."""
 
     r: int = 8
     alpha: Optional[float] = None
-    dropout: float = 0.0
-    target_modules: Tuple[str, ...] = DEFAULT_TARGET_MODULES
-    exclude_modules: Tuple[str, ...] = ()
-    split_qkv: bool = True
 
     def validate(self) -> None:
+        super().validate()
         _check_int("r", self.r, 1)
         if self.alpha is None:
             self.alpha = float(self.r)  # CLORA.md: alpha = r, so the scaling s = alpha / r = 1
         self.alpha = _check_float("alpha", self.alpha, 0.0)
         if self.alpha == 0.0:
             raise PeftConfigError("alpha must be > 0 (scaling s = alpha / r would switch the adapter off), got 0")
-        self.dropout = _check_float("dropout", self.dropout, 0.0, 1.0)
-        self.target_modules = _as_str_tuple("target_modules", self.target_modules)
-        if not self.target_modules:
-            raise PeftConfigError("target_modules must name at least one layer, got an empty list")
-        self.exclude_modules = _as_str_tuple("exclude_modules", self.exclude_modules)
-        if not isinstance(self.split_qkv, bool):
-            raise PeftConfigError(f"split_qkv must be true or false, got {self.split_qkv!r}")
 
     @property
     def scaling(self) -> float:
@@ -177,18 +201,19 @@ class CLoRAConfig(_LowRankConfig):
         r: rank of each base pair (A_h: r×in, B_h: out×r, Q_h^j: r×r).
         num_bases: p, the number of shared (A_h, B_h) pairs per shape group (>= 1).
         alpha: scaling numerator, ``s = alpha / r``; ``None`` means ``alpha = r`` (s = 1).
-        dropout: dropout on the adapter input.
-        target_modules / exclude_modules: which ``nn.Linear`` layers get an LRM (exact / suffix / ``re:`` regex).
-        split_qkv: treat a fused ``qkv`` Linear (out = 3·in) as three LRMs q, k, v of shape in×in.
+        dropout, target_modules, exclude_modules, split_qkv: see :class:`AdapterConfig`.
         share: ``"shape"`` one bank per (in, out) shape for the whole model; ``"block"`` one bank per shape per block.
-        sade_weight: λ of ``L = L_task + λ · L_SADE`` (0 turns SADE off); the trainer reads it.
-        train_modules: trained besides the adapters (default head, ``cls_token``, ``cls_pos``).
+        sade_weight: λ of ``L = L_task + λ · L_SADE`` (0 turns SADE off); ``auxiliary_loss(model)`` applies it.
+        q_weight_decay: put the coefficient matrices ``Q`` (initialised to the identity) in the weight-decay group.
+            Default false: AdamW would pull them toward 0, a regulariser the method does not have (decay is meant
+            to pull an update toward "no change", which for ``Q`` is ``I``, not 0). ``true`` restores the old groups.
+        train_modules: trained besides the adapters (default: the model's ``default_train_modules``).
     """
 
-    method: ClassVar[str] = "clora"
     num_bases: int = 4
     share: str = "shape"
     sade_weight: float = 0.1
+    q_weight_decay: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -196,16 +221,16 @@ class CLoRAConfig(_LowRankConfig):
         if self.share not in ("shape", "block"):
             raise PeftConfigError(f"share must be 'shape' or 'block', got {self.share!r}")
         self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
+        if not isinstance(self.q_weight_decay, bool):
+            raise PeftConfigError(f"q_weight_decay must be true or false, got {self.q_weight_decay!r}")
 
 
 @dataclass
 class LoRAConfig(_LowRankConfig):
     """LoRA baseline on the same targets as CLoRA (q/k/v split, proj, fc1, fc2): ``ΔW = s · B A``, B zero-initialised.
 
-    Args: as :class:`CLoRAConfig` without ``num_bases``/``share``/``sade_weight``.
+    Args: as :class:`CLoRAConfig` without ``num_bases``/``share``/``sade_weight``/``q_weight_decay``.
     """
-
-    method: ClassVar[str] = "lora"
 
 
 @dataclass
@@ -213,34 +238,16 @@ class FullConfig(PeftConfig):
     """Full fine-tuning: every parameter trains and every BatchNorm updates its statistics. ``train_modules`` is
     ignored (kept for a uniform interface)."""
 
-    method: ClassVar[str] = "full"
-    train_modules: Tuple[str, ...] = ()
-
 
 @dataclass
 class LinearConfig(PeftConfig):
-    """Linear probing: only the classification head (``cls_head_finetune``) trains; ``cls_token``/``cls_pos`` and the
-    whole backbone stay frozen, BN in the frozen backbone stays in eval mode."""
-
-    method: ClassVar[str] = "linear"
-    train_modules: Tuple[str, ...] = ("cls_head_finetune",)
+    """Linear probing: only the model's head (``head_modules``: ``cls_head_finetune``) trains; ``cls_token``/
+    ``cls_pos`` and the whole backbone stay frozen, BN in the frozen backbone stays in eval mode."""
 
 
 @dataclass
 class NoneConfig(PeftConfig):
     """Everything frozen (inference); BatchNorm everywhere in eval mode even under ``model.train()``."""
-
-    method: ClassVar[str] = "none"
-    train_modules: Tuple[str, ...] = ()
-
-
-PEFT_METHODS: Dict[str, Type[PeftConfig]] = {
-    "clora": CLoRAConfig,
-    "lora": LoRAConfig,
-    "full": FullConfig,
-    "linear": LinearConfig,
-    "none": NoneConfig,
-}
 
 
 def _construct(cls: Type[PeftConfig], kwargs: Mapping[str, Any]) -> PeftConfig:
@@ -255,19 +262,17 @@ def _construct(cls: Type[PeftConfig], kwargs: Mapping[str, Any]) -> PeftConfig:
     return cls(**kwargs)
 
 
-def make_peft_config(method: str = "clora", **kwargs: Any) -> PeftConfig:
-    """Build the config for ``method`` (``clora`` | ``lora`` | ``full`` | ``linear`` | ``none``) from flat kwargs."""
+def make_peft_config(method: Any = DEFAULT_METHOD, **kwargs: Any) -> PeftConfig:
+    """Build the config of a registered method (``list_peft_methods()``: clora, lora, full, linear, none, ...) from
+    flat kwargs; a config passed as ``method`` is returned (updated with ``kwargs``)."""
     if isinstance(method, PeftConfig):
         if kwargs:
             merged = {k: v for k, v in {**method.to_dict(), **kwargs}.items() if k != "method"}
             return _construct(type(method), merged)
         return method
-    key = str(method).lower()
-    if key not in PEFT_METHODS:
-        close = difflib.get_close_matches(key, PEFT_METHODS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PeftConfigError(f"unknown PEFT method {method!r}{hint} Choose one of: {', '.join(PEFT_METHODS)}")
-    return _construct(PEFT_METHODS[key], kwargs)
+    from .registry import get_method_class  # the registry imports this module
+
+    return _construct(get_method_class(method).config_class, kwargs)
 
 
 def peft_option_names(method: str) -> Optional[List[str]]:

@@ -12,27 +12,14 @@ swaps it back.
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 from .base import AdapterLinear
-from .clora import CLoRABank, CLoRALinear
-from .config import (
-    DEFAULT_TRAIN_MODULES,
-    CLoRAConfig,
-    FullConfig,
-    LoRAConfig,
-    PeftConfig,
-    PeftConfigError,
-    make_peft_config,
-    peft_config_from_dict,
-)
-from .lora import LoRALinear
+from .config import PeftConfig, PeftConfigError, make_peft_config, peft_config_from_dict
+from .registry import PeftMethod, get_peft_method, match_name, model_head_modules, under
 
 __all__ = [
     "inject_adapters",
@@ -40,20 +27,14 @@ __all__ = [
     "unmerge_adapters",
     "merge_and_unload",
     "adapter_layers",
+    "adapter_named_parameters",
     "adapter_parameter_groups",
     "trainable_parameter_summary",
     "format_parameter_summary",
     "match_name",
-    "BANKS_ATTR",
-    "HEAD_MODULES",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Attribute of the model root that owns the CLoRA banks (``model.clora_banks[key].A / .B``).
-BANKS_ATTR = "clora_banks"
-#: Modules counted as "the head" by :func:`trainable_parameter_summary`.
-HEAD_MODULES: Tuple[str, ...] = ("cls_head_finetune",)
 
 
 # --- BatchNorm that stays in eval mode ------------------------------------------------------------------------------
@@ -94,124 +75,6 @@ def _force_eval_pre_hook(module: nn.Module, args: Any) -> None:
     module.training = False
 
 
-# --- name matching --------------------------------------------------------------------------------------------------
-def match_name(name: str, entry: str) -> bool:
-    """Exact (``name == entry``), suffix (``name`` ends with ``"." + entry``) or ``"re:<pattern>"`` full match."""
-    if entry.startswith("re:"):
-        return re.fullmatch(entry[3:], name) is not None
-    return name == entry or name.endswith("." + entry)
-
-
-def _closest(entry: str, names: Sequence[str], n: int = 3) -> List[str]:
-    candidates = set(names)
-    for name in names:  # let "attn.qkvv" find "attn.qkv" as well as the full "blocks.0.attn.qkv"
-        parts = name.split(".")
-        candidates.update(".".join(parts[i:]) for i in range(1, len(parts)))
-    return difflib.get_close_matches(entry.replace("re:", ""), sorted(candidates), n=n, cutoff=0.5)
-
-
-def _nothing_matched(kind: str, entry: str, names: Sequence[str]) -> PeftConfigError:
-    close = _closest(entry, names)
-    hint = f" Closest names: {', '.join(repr(c) for c in close)}." if close else ""
-    return PeftConfigError(f"{kind} entry {entry!r} matches no module of the model.{hint}")
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
-_BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
-
-
-def _bank_key(name: str, in_features: int, out_features: int, share: str) -> str:
-    key = f"{in_features}x{out_features}"
-    if share == "block":
-        found = _BLOCK_RE.search(name)
-        if found:  # ModuleDict keys cannot contain dots
-            key = f"block{found.group(1)}_{key}"
-    return key
-
-
-# --- injection ------------------------------------------------------------------------------------------------------
-def _coerce_config(config: Union[PeftConfig, str, Mapping[str, Any], None]) -> PeftConfig:
-    if config is None:
-        return CLoRAConfig()
-    if isinstance(config, PeftConfig):
-        return config
-    if isinstance(config, str):
-        return make_peft_config(config)
-    if isinstance(config, Mapping):
-        return peft_config_from_dict(config)
-    raise TypeError(f"config must be a PeftConfig, a method name or a dict, got {type(config).__name__}")
-
-
-def _find_targets(model: nn.Module, config: Union[CLoRAConfig, LoRAConfig]) -> List[Tuple[str, nn.Linear]]:
-    names = [n for n, _ in model.named_modules() if n]
-    modules = dict(model.named_modules())
-    hits: Dict[str, nn.Linear] = {}
-    for entry in config.target_modules:
-        matched = [n for n in names if match_name(n, entry)]
-        if not matched:
-            raise _nothing_matched("target_modules", entry, names)
-        for n in matched:
-            module = modules[n]
-            if isinstance(module, AdapterLinear):
-                raise PeftConfigError(f"{n!r} already carries an adapter; inject_adapters was called twice")
-            if not isinstance(module, nn.Linear):
-                raise PeftConfigError(
-                    f"target_modules entry {entry!r} matched {n!r}, a {type(module).__name__}; only nn.Linear layers "
-                    "can be adapted (target the Linear inside it, e.g. with a suffix like 'mlp.fc1')"
-                )
-            hits[n] = module
-    excluded = [n for n in hits if any(match_name(n, e) for e in config.exclude_modules)]
-    for e in config.exclude_modules:
-        if not any(match_name(n, e) for n in names):
-            raise _nothing_matched("exclude_modules", e, names)
-    for n in excluded:
-        del hits[n]
-    if not hits:
-        raise PeftConfigError(
-            f"exclude_modules {list(config.exclude_modules)!r} removed every target of {list(config.target_modules)!r}"
-        )
-    return [(n, hits[n]) for n in names if n in hits]  # model order, for a deterministic bank creation order
-
-
-def _n_splits(name: str, layer: nn.Linear, config: Union[CLoRAConfig, LoRAConfig]) -> int:
-    if config.split_qkv and name.rsplit(".", 1)[-1] == "qkv":
-        if layer.out_features % 3 != 0:
-            raise PeftConfigError(
-                f"split_qkv=true but {name!r} has out_features={layer.out_features}, not divisible by 3; "
-                "set split_qkv=false or exclude it"
-            )
-        return 3
-    return 1
-
-
-def _mark_train_modules(model: nn.Module, entries: Sequence[str], defaults_optional: bool) -> List[str]:
-    """Unfreeze the parameters of every module/parameter matching ``entries``; returns the matched module names."""
-    module_names = [n for n, _ in model.named_modules() if n]
-    param_names = [n for n, _ in model.named_parameters()]
-    trained_modules: List[str] = []
-    for entry in entries:
-        mods = [n for n in module_names if match_name(n, entry)]
-        params = [n for n in param_names if match_name(n, entry)]
-        if not mods and not params:
-            if defaults_optional and entry in DEFAULT_TRAIN_MODULES:
-                # A segmentation model has no cls_token/cls_head_finetune: the defaults apply where they exist.
-                logger.debug("train_modules default %r not present in the model; skipped", entry)
-                continue
-            raise _nothing_matched("train_modules", entry, module_names + param_names)
-        for n in mods:
-            for p in model.get_submodule(n).parameters():
-                p.requires_grad_(True)
-            trained_modules.append(n)
-        for n in params:
-            model.get_parameter(n).requires_grad_(True)
-    return trained_modules
-
-
 def _lock_frozen_batchnorm(model: nn.Module, trained_modules: Sequence[str]) -> List[str]:
     """Swap BN layers that do not train to their eval-locked twin; returns their names."""
     locked = []
@@ -222,7 +85,7 @@ def _lock_frozen_batchnorm(model: nn.Module, trained_modules: Sequence[str]) -> 
         if params:
             trains = any(p.requires_grad for p in params)
         else:  # affine=False: trains when it sits inside a trained module
-            trains = any(name == m or name.startswith(m + ".") for m in trained_modules)
+            trains = under(name, trained_modules)
         if trains or isinstance(module, _EvalModeBN):
             continue
         twin = _FROZEN_BN.get(type(module))
@@ -248,17 +111,30 @@ def _unlock_batchnorm(model: nn.Module) -> None:
             del module._peft_forced_eval
 
 
-def inject_adapters(model: nn.Module, config: Union[PeftConfig, str, Mapping[str, Any], None] = None) -> nn.Module:
-    """Prepare ``model`` for parameter-efficient fine-tuning, in place; returns it.
+# --- injection ------------------------------------------------------------------------------------------------------
+def _coerce_config(config: Union[PeftConfig, str, Mapping[str, Any], None]) -> PeftConfig:
+    if config is None:
+        return make_peft_config()
+    if isinstance(config, PeftConfig):
+        return config
+    if isinstance(config, str):
+        return make_peft_config(config)
+    if isinstance(config, Mapping):
+        return peft_config_from_dict(config)
+    raise TypeError(f"config must be a PeftConfig, a method name or a dict, got {type(config).__name__}")
 
-    - ``clora`` / ``lora``: wraps every target ``nn.Linear`` (see :class:`~pointclora.peft.CLoRAConfig`), creating the
-      CLoRA banks on ``model.clora_banks``; freezes everything except the adapters and ``train_modules`` (default:
-      ``cls_head_finetune``, ``cls_token``, ``cls_pos``; defaults missing from the model are skipped, entries you
-      name yourself must match).
-    - ``full``: everything trains (BN included). ``linear``: only ``train_modules`` (default the head) trains — linear
-      probing keeps ``cls_token``/``cls_pos`` frozen. ``none``: everything frozen.
+
+def inject_adapters(model: nn.Module, config: Union[PeftConfig, str, Mapping[str, Any], None] = None) -> nn.Module:
+    """Prepare ``model`` for parameter-efficient fine-tuning with a registered method, in place; returns it.
+
+    - ``clora`` / ``lora`` (any :class:`~pointclora.peft.registry.AdapterMethod`): wraps every target ``nn.Linear``
+      (``target_modules``, default the model's ``default_adapter_targets``), creating shared state (CLoRA banks on
+      ``model.clora_banks``); freezes everything except the adapters and ``train_modules`` (default the model's
+      ``default_train_modules``: a classifier's head, ``cls_token``, ``cls_pos``; the segmentation head).
+    - ``full``: everything trains (BN included). ``linear``: only the model's ``head_modules`` train. ``none``:
+      everything frozen.
     - BN layers that end up frozen stay in eval mode under ``model.train()`` (module docstring).
-    - Records the config as ``model.peft_config``.
+    - Records the config, with the model's defaults filled in, as ``model.peft_config``.
 
     Raises :class:`~pointclora.peft.config.PeftConfigError` when a target matches nothing (naming the closest module
     names), matches a non-Linear, or the model already carries adapters.
@@ -269,63 +145,26 @@ def inject_adapters(model: nn.Module, config: Union[PeftConfig, str, Mapping[str
             f"model already prepared with method {model.peft_config.method!r}; build a fresh model (or "
             "merge_and_unload it) before injecting again"
         )
-    if isinstance(config, FullConfig):
-        for p in model.parameters():
-            p.requires_grad_(True)
-        model.peft_config = config
-        return model
-
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if isinstance(config, (CLoRAConfig, LoRAConfig)):
-        targets = _find_targets(model, config)
-        banks: Optional[nn.ModuleDict] = None
-        if isinstance(config, CLoRAConfig):
-            if hasattr(model, BANKS_ATTR):
-                raise PeftConfigError(f"model already has an attribute {BANKS_ATTR!r}")
-            banks = nn.ModuleDict()
-            setattr(model, BANKS_ATTR, banks)
-        for name, layer in targets:
-            n = _n_splits(name, layer, config)
-            out = layer.out_features // n
-            if isinstance(config, CLoRAConfig):
-                key = _bank_key(name, layer.in_features, out, config.share)
-                if key not in banks:
-                    w = layer.weight
-                    banks[key] = CLoRABank(
-                        layer.in_features, out, config.r, config.num_bases, device=w.device,
-                        dtype=w.dtype if w.dtype.is_floating_point else torch.float32,
-                    )
-                wrapper: AdapterLinear = CLoRALinear(layer, banks[key], key, n, config.scaling, config.dropout)
-            else:
-                wrapper = LoRALinear(layer, config.r, n, config.scaling, config.dropout)
-            wrapper.train(layer.training)
-            _set_submodule(model, name, wrapper)
-        for layer in adapter_layers(model):
-            for p in layer.adapter_parameters():
-                p.requires_grad_(True)
-        if banks is not None:
-            for p in banks.parameters():
-                p.requires_grad_(True)
-    trained = _mark_train_modules(
-        model, config.train_modules, defaults_optional=tuple(config.train_modules) == type(config)().train_modules
-    )
+    config = get_peft_method(config).resolve(model)
+    method = get_peft_method(config)
+    trained = method.apply(model)
     _lock_frozen_batchnorm(model, trained)
     model.peft_config = config
     return model
+
+
+def _method(model: nn.Module) -> Optional[PeftMethod]:
+    return get_peft_method(model) if getattr(model, "peft_config", None) is not None else None
 
 
 def adapter_layers(model: nn.Module) -> List[AdapterLinear]:
     return [m for m in model.modules() if isinstance(m, AdapterLinear)]
 
 
-def adapter_named_parameters(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
-    """``(name, parameter)`` of every adapter tensor (banks, ``Q``, ``lora_A``/``lora_B``), each once."""
-    ids = {id(p) for layer in adapter_layers(model) for p in layer.adapter_parameters()}
-    banks = getattr(model, BANKS_ATTR, None)
-    if isinstance(banks, nn.Module):
-        ids.update(id(p) for p in banks.parameters())
-    return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
+def adapter_named_parameters(model: nn.Module) -> List[tuple]:
+    """``(name, parameter)`` of every adapter tensor (shared state, each layer's own), each once."""
+    method = _method(model)
+    return method.adapter_named_parameters(model) if method is not None else []
 
 
 # --- merging ----------------------------------------------------------------------------------------------------------
@@ -335,28 +174,32 @@ def merge_adapters(model: nn.Module, check_finite: bool = True) -> nn.Module:
     With ``check_finite`` a non-finite update raises :class:`~pointclora.peft.base.PeftMergeError` before that layer's
     weights are touched (layers merged before it stay merged; call ``unmerge_adapters`` to roll back).
     """
-    for layer in adapter_layers(model):
-        layer.merge(check_finite=check_finite)
+    method = _method(model)
+    if method is not None:
+        method.merge(model, check_finite=check_finite)
     return model
 
 
 def unmerge_adapters(model: nn.Module) -> nn.Module:
     """Subtract every merged update again (base weights restored to float rounding)."""
-    for layer in adapter_layers(model):
-        layer.unmerge()
+    method = _method(model)
+    if method is not None:
+        method.unmerge(model)
     return model
 
 
 def merge_and_unload(model: nn.Module, check_finite: bool = True) -> nn.Module:
-    """Merge, then replace every wrapper by its ``base_layer``, drop ``clora_banks``, restore BN classes and
-    ``requires_grad=True`` everywhere: the result is the plain backbone (same class, same ``state_dict`` keys as
-    ``create_model(...)``), with exactly the frozen model's FLOPs. In place; returns ``model``."""
-    merge_adapters(model, check_finite=check_finite)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, AdapterLinear):
-            _set_submodule(model, name, module.base_layer)
-    if hasattr(model, BANKS_ATTR):
-        delattr(model, BANKS_ATTR)
+    """Merge, then replace every wrapper by its ``base_layer``, drop shared state (``clora_banks``), restore BN
+    classes and ``requires_grad=True`` everywhere: the result is the plain backbone (same class, same ``state_dict``
+    keys as ``create_model(...)``), with exactly the frozen model's FLOPs. In place; returns ``model``.
+
+    Raises ``ValueError`` for a method that cannot merge (its update is not a weight delta)."""
+    method = _method(model)
+    if method is not None:
+        if adapter_layers(model) and not method.mergeable:
+            raise ValueError(f"PEFT method {method.name!r} does not merge into the base weights")
+        method.merge(model, check_finite=check_finite)
+        method.unload(model)
     _unlock_batchnorm(model)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -366,44 +209,42 @@ def merge_and_unload(model: nn.Module, check_finite: bool = True) -> nn.Module:
 
 
 # --- counting ---------------------------------------------------------------------------------------------------------
-def _under(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
 def adapter_parameter_groups(model: nn.Module) -> Dict[str, Dict[str, Any]]:
     """Per shape group: ``{key: {in, out, lrms, shared_params, per_lrm_params, params}}``.
 
     CLoRA groups are the banks (``shared_params = p·r·(in+out)``, ``per_lrm_params = m_g·p·r²``); LoRA groups are the
     LRM shapes (``shared_params = 0``, ``per_lrm_params = m_g·r·(in+out)``).
     """
+    method = _method(model)
+    if method is None:
+        return {}
     groups: Dict[str, Dict[str, Any]] = {}
-    banks = getattr(model, BANKS_ATTR, None)
-    for layer in adapter_layers(model):
-        key = layer.bank_key if isinstance(layer, CLoRALinear) else f"{layer.in_features}x{layer.out_features}"
+    for layer in method.adapter_layers(model):
         g = groups.setdefault(
-            key,
+            method.group_key(layer),
             {"in": layer.in_features, "out": layer.out_features, "lrms": 0, "shared_params": 0, "per_lrm_params": 0},
         )
         g["lrms"] += layer.n_splits
         g["per_lrm_params"] += sum(p.numel() for p in layer.adapter_parameters())
-    if isinstance(banks, nn.ModuleDict):
-        for key, bank in banks.items():
-            groups[key]["shared_params"] = sum(p.numel() for p in bank.parameters())
+    for key, count in method.shared_parameter_counts(model).items():
+        groups[key]["shared_params"] = count
     for g in groups.values():
         g["params"] = g["shared_params"] + g["per_lrm_params"]
     return groups
 
 
-def trainable_parameter_summary(model: nn.Module, head_modules: Sequence[str] = HEAD_MODULES) -> Dict[str, int]:
+def trainable_parameter_summary(model: nn.Module, head_modules: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """Counts as CLORA.md's "How we count" (each tensor once, shared banks once).
 
-    Returns ``adapter_params`` (banks + Q, or LoRA A/B), ``trainable_params`` (every tensor with ``requires_grad``),
-    ``trainable_params_without_head`` (the same without ``head_modules``), ``total_params`` (all parameters of the
-    model as it stands, frozen base + adapters) and ``frozen_params``.
+    Returns ``adapter_params`` (shared state + per-layer adapter tensors), ``trainable_params`` (every tensor with
+    ``requires_grad``), ``trainable_params_without_head`` (the same without ``head_modules``, default the model's
+    declared head), ``total_params`` (all parameters of the model as it stands, frozen base + adapters) and
+    ``frozen_params``.
     """
+    heads = tuple(model_head_modules(model) if head_modules is None else head_modules)
     named = list(model.named_parameters())  # named_parameters() already yields a shared tensor once
     trainable = sum(p.numel() for _, p in named if p.requires_grad)
-    head = sum(p.numel() for n, p in named if p.requires_grad and _under(n, head_modules))
+    head = sum(p.numel() for n, p in named if p.requires_grad and under(n, heads))
     total = sum(p.numel() for _, p in named)
     adapters = sum(p.numel() for _, p in adapter_named_parameters(model))
     return {
@@ -413,8 +254,6 @@ def trainable_parameter_summary(model: nn.Module, head_modules: Sequence[str] = 
         "total_params": total,
         "frozen_params": total - trainable,
     }
-
-
 def format_parameter_summary(model_or_summary: Union[nn.Module, Mapping[str, int]]) -> str:
     """A small aligned table of :func:`trainable_parameter_summary` (plus shape groups when given a model)."""
     groups: Dict[str, Dict[str, Any]] = {}

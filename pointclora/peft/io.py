@@ -24,20 +24,15 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .config import PeftConfig, peft_config_from_dict
-from .inject import (
-    BANKS_ATTR,
-    adapter_layers,
-    adapter_named_parameters,
-    inject_adapters,
-    match_name,
-    merge_and_unload,
-)
+from ..utils.atomic import atomic_write_bytes, atomic_write_text
+from .config import peft_config_from_dict
+from .inject import adapter_layers, inject_adapters, merge_and_unload
+from .training import adapter_state_names
 
 __all__ = [
     "save_adapter",
@@ -71,34 +66,17 @@ def _canonical(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def _adapter_state_names(model: nn.Module) -> List[str]:
-    """Names (in ``model.state_dict()``) of every tensor an adapter file carries."""
-    config: PeftConfig = model.peft_config
-    state = model.state_dict(keep_vars=True)
-    names = {n for n, _ in adapter_named_parameters(model)}
-    if config.method == "full":
-        names.update(state)
-    else:
-        for n in state:
-            # a train_module entry matches the tensor itself (cls_token) or one of its parent modules (head)
-            parts = n.split(".")
-            prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-            if any(match_name(p, e) for p in prefixes for e in config.train_modules):
-                names.add(n)
-    return [n for n in state if n in names]
-
-
 def _frozen_base(model: nn.Module, saved: List[str]) -> List[Tuple[str, torch.Tensor]]:
     skip = set(saved)
     return sorted(
-        ((_canonical(n), t) for n, t in model.state_dict().items() if n not in skip and not n.startswith(BANKS_ATTR)),
+        ((_canonical(n), t) for n, t in model.state_dict().items() if n not in skip),
         key=lambda item: item[0],
     )
 
 
 def base_fingerprint(model: nn.Module, saved: Optional[List[str]] = None) -> Tuple[str, str, int]:
     """``(shapes_sha256, fingerprint, n)`` of the frozen base tensors (everything the adapter file does not carry)."""
-    saved = _adapter_state_names(model) if saved is None else saved
+    saved = adapter_state_names(model) if saved is None else saved
     shapes, content = hashlib.sha256(), hashlib.sha256()
     items = _frozen_base(model, saved)
     for name, tensor in items:
@@ -120,19 +98,21 @@ def _constructor_info(model: nn.Module) -> Dict[str, Any]:
     return out
 
 
-def save_adapter(model: nn.Module, directory: Union[str, os.PathLike]) -> str:
+def save_adapter(model: nn.Module, directory: Union[str, os.PathLike], include: Sequence[str] = ()) -> str:
     """Write ``directory/adapter.safetensors`` and ``directory/adapter_config.json``; returns the directory.
 
-    Refuses a merged model (its base weights contain the update; ``unmerge_adapters`` first).
+    The method decides what is saved (``adapter_state_names``); ``include`` adds ``state_dict`` names, e.g. frozen
+    tensors that the pre-trained checkpoint did not provide (a linear probe's randomly initialised ``cls_token``),
+    so loading never depends on a random draw. Refuses a merged model (``unmerge_adapters`` first).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     config = getattr(model, "peft_config", None)
     if config is None:
         raise ValueError("model has no adapters (model.peft_config is missing); call inject_adapters first")
     if any(layer.merged for layer in adapter_layers(model)):
         raise ValueError("cannot save an adapter from a merged model: call unmerge_adapters(model) first")
-    names = _adapter_state_names(model)
+    names = adapter_state_names(model, include)
     state = model.state_dict()
     # safetensors wants contiguous tensors that share no storage
     tensors = {n: state[n].detach().to("cpu").contiguous().clone() for n in names}
@@ -156,11 +136,9 @@ def save_adapter(model: nn.Module, directory: Union[str, os.PathLike]) -> str:
     }
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    save_file(tensors, os.path.join(directory, ADAPTER_WEIGHTS), metadata={"format": FORMAT})
-    tmp = os.path.join(directory, ADAPTER_CONFIG + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, os.path.join(directory, ADAPTER_CONFIG))
+    # weights first, config last: a folder with a config always has its weights (both writes are atomic)
+    atomic_write_bytes(save(tensors, metadata={"format": FORMAT}), os.path.join(directory, ADAPTER_WEIGHTS))
+    atomic_write_text(json.dumps(meta, indent=2), os.path.join(directory, ADAPTER_CONFIG))
     return directory
 
 
@@ -224,8 +202,10 @@ def _load_into(model: nn.Module, directory: Any, base: Dict[str, Any], allow_fin
 
     tensors = load_file(os.path.join(os.fspath(directory), ADAPTER_WEIGHTS))
     state = model.state_dict()
-    expected = _adapter_state_names(model)
-    shapes_sha, fingerprint, _ = base_fingerprint(model, expected)
+    expected = adapter_state_names(model)
+    # tensors saved with include= are not part of the frozen base the file was fingerprinted against
+    saved = [n for n in state if n in set(expected) | set(tensors)]
+    shapes_sha, fingerprint, _ = base_fingerprint(model, saved)
     if base.get("shapes_sha256") not in (None, shapes_sha):
         raise AdapterMismatchError(
             f"adapter in {os.fspath(directory)!r} was made for a backbone of another architecture (the names/shapes of "

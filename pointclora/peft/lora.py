@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AdapterLinear, kaiming_uniform_like_lora_
+from .config import LoRAConfig
+from .registry import AdapterMethod, register_peft_method
 
-__all__ = ["LoRALinear"]
+__all__ = ["LoRALinear", "LoRAMethod"]
 
 
 class LoRALinear(AdapterLinear):
@@ -50,3 +52,15 @@ class LoRALinear(AdapterLinear):
 
     def extra_repr(self) -> str:
         return f"r={self.r}, " + super().extra_repr()
+
+
+@register_peft_method
+class LoRAMethod(AdapterMethod):
+    """LoRA: every target layer owns its ``lora_A``/``lora_B``; no auxiliary loss; merges exactly."""
+
+    name = "lora"
+    config_class = LoRAConfig
+    description = "LoRA baseline on the same targets"
+
+    def make_layer(self, model: nn.Module, name: str, base_layer: nn.Linear, n_splits: int) -> AdapterLinear:
+        return LoRALinear(base_layer, self.config.r, n_splits, self.config.scaling, self.config.dropout)

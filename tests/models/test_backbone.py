@@ -118,10 +118,27 @@ def test_registry_errors_and_overrides():
 
 
 def test_drop_path_only_in_training():
+    from pointclora.models.layers import DropPath
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 4, 8)
+    drop = DropPath(0.75).train()
+    y = drop(x)
+    dropped = (y == 0).flatten(1).all(dim=1)  # whole samples are dropped, never single entries
+    kept = ~dropped
+    assert 0.6 < dropped.float().mean() < 0.9  # about drop_prob of the samples
+    torch.testing.assert_close(y[kept], x[kept] / 0.25)  # survivors rescaled by 1 / keep
+    assert torch.equal(drop.eval()(x), x)
+
     model = create_model("point_mae_tiny", num_classes=3, drop_path_rate=0.9, head_dropout=0.0)
-    points = torch.randn(2, 128, 3)
+    points = torch.randn(4, 128, 3)
     model.eval()
     torch.testing.assert_close(model(points), model(points))
+    model.train()  # same input, same BatchNorm batch statistics: only drop-path can make two forwards differ
+    torch.manual_seed(1)
+    first = model(points)
+    torch.manual_seed(2)
+    assert not torch.allclose(first, model(points))
 
 
 def _mini_pointnet_conv_reference(enc, neighborhood: torch.Tensor) -> torch.Tensor:

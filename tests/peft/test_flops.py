@@ -1,9 +1,19 @@
+import copy
+
 import torch
 from peft_helpers import randomize_adapters, tiny
 
 from pointclora.models import create_model
 from pointclora.models.flops import count_flops, count_gflops
-from pointclora.peft import CLoRAConfig, LoRAConfig, inject_adapters, merge_adapters
+from pointclora.peft import AdapterLinear, CLoRAConfig, LoRAConfig, inject_adapters, merge_and_unload
+
+
+def _deployed(model):
+    """The merged model as it ships: a plain model with no adapter wrapper left, so the count cannot hold merely
+    because a merged wrapper reports 0 adapter FLOPs."""
+    plain = merge_and_unload(copy.deepcopy(model))
+    assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
+    return plain
 
 
 def _tiny_closed_form(num_groups=16, K=8, C=32, H=128, depth=2, classes=5):
@@ -28,8 +38,8 @@ def test_tiny_counts_match_closed_form_and_merge_is_exact():
         + (p * r * C + p * r * r + p * r * H) + (p * r * H + p * r * r + p * r * C)  # qkv (x·Aᵀ shared), proj, fc1, fc2
     unmerged = count_flops(model, num_points=128)
     assert unmerged.linear_conv == base and unmerged.adapters == 2 * T * per_token
-    merge_adapters(model)
-    assert count_flops(model, num_points=128).total() == base
+    merged = count_flops(_deployed(model), num_points=128)
+    assert (merged.linear_conv, merged.adapters, merged.total()) == (base, 0, base)
     lora = count_flops(inject_adapters(tiny(), LoRAConfig(r=4)), num_points=128)
     assert lora.adapters == 2 * T * 4 * (4 * 2 * C + 2 * (C + H))
 
@@ -42,5 +52,4 @@ def test_point_mae_s_gflops_match_clora_md():
     assert abs(count_gflops(model, 2048, include_attention=True) - 4.91) < 0.01
     inject_adapters(model, CLoRAConfig())
     assert abs(count_gflops(model, 2048) - 5.07) < 0.01  # q, k, v share x·Aᵀ
-    merge_adapters(model)
-    assert count_gflops(model, 2048) == frozen
+    assert count_gflops(_deployed(model), 2048) == frozen

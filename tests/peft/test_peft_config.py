@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from pointclora.models import create_model
+from pointclora.models.segmentation import SEG_HEAD_MODULES
 from pointclora.peft import (
     CLoRAConfig,
     FullConfig,
@@ -10,6 +12,7 @@ from pointclora.peft import (
     NoneConfig,
     PeftConfig,
     PeftConfigError,
+    inject_adapters,
     make_peft_config,
 )
 
@@ -18,11 +21,23 @@ def test_defaults_follow_clora_md():
     cfg = make_peft_config()
     assert isinstance(cfg, CLoRAConfig)
     assert (cfg.r, cfg.num_bases, cfg.alpha, cfg.scaling, cfg.sade_weight) == (8, 4, 8.0, 1.0, 0.1)
-    assert cfg.target_modules == ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-    assert cfg.split_qkv and cfg.share == "shape" and cfg.dropout == 0.0
-    assert cfg.train_modules == ("cls_head_finetune", "cls_token", "cls_pos")
-    assert LinearConfig().train_modules == ("cls_head_finetune",)
+    assert cfg.split_qkv and cfg.share == "shape" and cfg.dropout == 0.0 and cfg.q_weight_decay is False
+    # targets and trained modules are the model's to declare: None until inject_adapters resolves them
+    assert cfg.target_modules is None and cfg.train_modules is None
+    model = inject_adapters(create_model("point_mae_tiny", num_classes=3), cfg)
+    assert model.peft_config.target_modules == ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    assert model.peft_config.train_modules == ("cls_head_finetune", "cls_token", "cls_pos")
+    linear = inject_adapters(create_model("point_mae_tiny", num_classes=3), LinearConfig())
+    assert linear.peft_config.train_modules == ("cls_head_finetune",)
     assert make_peft_config("lora", r=4, alpha=8).scaling == 2.0
+
+
+def test_segmentation_model_declares_its_head():
+    seg = create_model("point_mae_tiny_seg", num_classes=4, num_categories=2)
+    assert "cls_token" not in seg.default_train_modules and "convs3" in seg.head_modules
+    inject_adapters(seg, "lora")
+    trained = {n.split(".")[0] for n, p in seg.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert trained == set(SEG_HEAD_MODULES)
 
 
 @pytest.mark.parametrize("method", ["clora", "lora", "full", "linear", "none"])
@@ -51,6 +66,7 @@ def test_round_trip_json_yaml(method):
         (dict(target_modules=[]), "target_modules must name at least one layer"),
         (dict(target_modules=["re:(("]), "not a valid regular expression"),
         (dict(split_qkv="yes"), "split_qkv must be true or false"),
+        (dict(q_weight_decay="no"), "q_weight_decay must be true or false"),
         (dict(num_base=2), "unknown option 'num_base' for method 'clora'; did you mean 'num_bases'?"),
     ],
 )

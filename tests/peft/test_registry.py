@@ -1,0 +1,203 @@
+"""The method registry: a new method is one registered class; every library entry point reads the registry."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft_helpers import randomize_adapters, tiny
+from torch import nn
+
+from pointclora.engine.optim import build_optimizer, param_groups
+from pointclora.peft import (
+    AdapterLinear,
+    AdapterMethod,
+    CLoRAConfig,
+    PeftConfigError,
+    adapter_state_dict,
+    auxiliary_loss,
+    auxiliary_losses,
+    can_merge,
+    get_peft_method,
+    inject_adapters,
+    list_peft_methods,
+    load_adapter,
+    load_adapter_state_dict,
+    make_peft_config,
+    merge_and_unload,
+    no_weight_decay_names,
+    register_peft_method,
+    save_adapter,
+    trainable_parameter_summary,
+    unregister_peft_method,
+)
+
+
+def test_builtin_methods_in_registration_order():
+    assert list_peft_methods()[:5] == ["clora", "lora", "full", "linear", "none"]
+    assert can_merge(inject_adapters(tiny(), "lora")) and not can_merge(inject_adapters(tiny(), "full"))
+
+
+def test_toy_method_is_one_registered_class(tmp_path, points):
+    # --- the whole method: one class (its layer nested inside); no other edit anywhere ---------------------------
+    @register_peft_method
+    class ToyRankOne(AdapterMethod):
+        """``ΔW_j = u_j vᵀ``: a rank-one update per LRM, ``u`` zero-initialised."""
+
+        name = "toy_rank_one"
+
+        class Layer(AdapterLinear):
+            def __init__(self, base_layer, n_splits, config):
+                super().__init__(base_layer, n_splits, scaling=1.0, dropout=config.dropout)
+                self.u = nn.Parameter(torch.zeros(n_splits * self.out_features))
+                self.v = nn.Parameter(torch.randn(self.in_features) / self.in_features**0.5)
+
+            def adapter_delta(self, x):
+                return (x @ self.v).unsqueeze(-1) * self.u
+
+            def delta_weight(self):
+                return torch.outer(self.u, self.v)
+
+            def adapter_parameters(self):
+                yield self.u
+                yield self.v
+
+            def adapter_flops_per_token(self):
+                return 0 if self.merged else self.in_features + self.n_splits * self.out_features
+
+        layer_class = Layer
+
+    # ------------------------------------------------------------------------------------------------------------
+    try:
+        assert "toy_rank_one" in list_peft_methods()
+        from pointclora.cli.count_params import build_parser
+
+        assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
+
+        cfg = make_peft_config("toy_rank_one", split_qkv=False)
+        assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
+        model = inject_adapters(tiny(), cfg)
+        assert model.peft_config.target_modules == model.default_adapter_targets  # the model's defaults
+        layers = [m for m in model.modules() if isinstance(m, ToyRankOne.Layer)]
+        assert len(layers) == 2 * 4  # point_mae_tiny: 2 blocks x (qkv, proj, fc1, fc2)
+        per_block = (3 * 32 + 32) + (32 + 32) + (128 + 32) + (32 + 128)  # u (out) + v (in) per layer
+        assert trainable_parameter_summary(model)["adapter_params"] == 2 * per_block
+        assert auxiliary_loss(model) is None and auxiliary_losses(model) == {}
+
+        model.train()
+        optimizer = build_optimizer(model, lr=1e-2)
+        before = {n: t.clone() for n, t in model.state_dict().items()}
+        F.cross_entropy(model(points), torch.tensor([0, 1, 2])).backward()
+        optimizer.step()
+        changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+        assert any(n.endswith(".u") for n in changed)
+        allowed = (".u", ".v")
+        assert all(n.endswith(allowed) or n.startswith(("cls_head_finetune.", "cls_")) for n in changed), changed
+
+        model.eval()
+        with torch.no_grad():
+            out = model(points)
+            plain = merge_and_unload(copy.deepcopy(model))
+            assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
+            torch.testing.assert_close(plain(points), out, rtol=1e-5, atol=1e-5)
+
+        save_adapter(model, tmp_path / "toy")
+        fresh = tiny()  # same seed: same frozen base
+        load_adapter(fresh, tmp_path / "toy")
+        fresh.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(points), out, rtol=0, atol=0)
+        again = inject_adapters(tiny(), cfg)
+        load_adapter_state_dict(again, adapter_state_dict(model))
+        again.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(again(points), out, rtol=0, atol=0)
+    finally:
+        unregister_peft_method("toy_rank_one")
+    assert "toy_rank_one" not in list_peft_methods()
+
+
+def test_register_rejects_bad_and_duplicate_names():
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_peft_method
+        class Other(AdapterMethod):
+            name = "lora"
+
+    with pytest.raises(ValueError, match="lower-case identifier"):
+
+        @register_peft_method
+        class Bad(AdapterMethod):
+            name = "Bad Name"
+
+
+def test_model_without_declared_targets_needs_target_modules():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(PeftConfigError, match="declares no default_adapter_targets; pass target_modules"):
+        inject_adapters(model, "lora")
+    inject_adapters(model, make_peft_config("lora", r=2, target_modules=["0"], train_modules=["2"]))
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["0.lora_A", "0.lora_B", "2.weight", "2.bias"]
+
+
+def test_clora_auxiliary_loss_is_weighted_sade():
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2, sade_weight=0.3)))
+    terms = auxiliary_losses(model)
+    assert set(terms) == {"sade"} and terms["sade"].weight == 0.3
+    assert terms["sade"].value > 0
+    torch.testing.assert_close(auxiliary_loss(model), 0.3 * terms["sade"].value)
+    off = inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2, sade_weight=0.0))
+    assert auxiliary_loss(off) is None
+
+
+def _q_ids(model):
+    return {id(p) for n, p in model.named_parameters() if n.endswith(".Q")}
+
+
+@pytest.mark.parametrize("q_weight_decay", [False, True])
+def test_clora_q_weight_decay(q_weight_decay):
+    """Q starts at the identity; AdamW's decoupled decay would shrink it toward 0 by (1 - lr·wd) per step."""
+    model = inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2, q_weight_decay=q_weight_decay))
+    groups = param_groups(model, weight_decay=0.5)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert (_q_ids(model) <= decayed) == q_weight_decay and (_q_ids(model) & decayed != set()) == q_weight_decay
+    assert bool(no_weight_decay_names(model)) != q_weight_decay
+    # the banks' A and B (2-D) are decayed either way, as LoRA's A and B are
+    assert all(id(p) in decayed for n, p in model.named_parameters() if n.startswith("clora_banks."))
+
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.5)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)  # no gradient: only decay can move a tensor
+    optimizer.step()
+    q = model.blocks[0].attn.qkv.Q
+    expected = torch.eye(4).expand_as(q) * (0.95 if q_weight_decay else 1.0)
+    torch.testing.assert_close(q.detach(), expected)
+
+
+def test_get_peft_method_of_a_plain_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="carries no PEFT method"):
+        get_peft_method(tiny())
+    assert auxiliary_loss(tiny()) is None and no_weight_decay_names(tiny()) == set()
+
+
+@pytest.mark.parametrize("method", ["linear", "none", "lora"])
+def test_adapter_file_restores_frozen_task_tensors(method, tmp_path, points):
+    """A linear probe keeps cls_token/cls_pos frozen at their initial draw; no backbone checkpoint holds them, so
+    the adapter file must, or a reload in another process draws other values (the 50 % -> 18 % evaluate bug)."""
+    model = inject_adapters(tiny(seed=0), method)
+    assert not model.cls_token.requires_grad or method == "lora"
+    saved = set(adapter_state_dict(model))
+    assert {"cls_token", "cls_pos"} <= saved and "cls_head_finetune.8.weight" in saved
+    model.eval()
+    with torch.no_grad():
+        out = model(points)
+    save_adapter(model, tmp_path / method)
+    other = tiny(seed=0)
+    with torch.no_grad():  # same backbone, but the task tensors of another random draw
+        other.cls_token.normal_()
+        other.cls_pos.normal_()
+        other.cls_head_finetune[8].weight.normal_()
+    load_adapter(other, tmp_path / method)
+    other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(points), out, rtol=0, atol=0)
