@@ -28,10 +28,8 @@ class ToolParser(argparse.ArgumentParser):
 
 def peft_choices() -> list:
     """Every registered PEFT method (a method registered by a plugin appears here too)."""
-    try:
-        from ..peft import list_peft_methods
-    except ImportError:  # registry not merged yet
-        return ["clora", "lora", "full", "linear", "none"]
+    from ..peft import list_peft_methods
+
     return list_peft_methods()
 
 

@@ -277,7 +277,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=bool(tcfg["amp"]) and amp_dtype == torch.float16)
         self.grad_clip = float(ocfg.get("grad_clip") or 0.0)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.aux_weight = float(getattr(getattr(self.model, "peft_config", None), "sade_weight", 0.0) or 0.0)
 
     def _restore_or_start(self) -> None:
         self.start_epoch, self.global_step, self.elapsed_before = 0, 0, 0.0
@@ -341,8 +340,8 @@ class Trainer:
             with sync:
                 with self.autocast():
                     step = self.task.training_step(self.ddp_model, batch, self.device)
-                aux = self._aux_loss()
-                loss = step["loss"] + self.aux_weight * aux
+                aux = self._aux_loss()  # the PEFT method's own regulariser (SADE for CLoRA), already weighted
+                loss = step["loss"] + aux
                 self.scaler.scale(loss / self.accum).backward()
             n = float(step["count"])
             sums["loss"] += float(step["loss"].detach()) * n
@@ -363,11 +362,12 @@ class Trainer:
         return record
 
     def _aux_loss(self) -> torch.Tensor:
-        if self.aux_weight <= 0:
+        if getattr(self.model, "peft_config", None) is None:
             return torch.zeros((), device=self.device)
-        from ..peft import sade_loss
+        from ..peft import auxiliary_loss
 
-        return sade_loss(self.model)
+        aux = auxiliary_loss(self.model)
+        return torch.zeros((), device=self.device) if aux is None else aux
 
     def _optimizer_step(self, epoch: int, task_loss: float, aux: float, lr: float, bar: Any) -> None:
         if self.double_step:  # --protocol point-mae, segmentation: step, clip, step again (official main.py)

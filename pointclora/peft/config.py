@@ -277,8 +277,13 @@ def make_peft_config(method: Any = DEFAULT_METHOD, **kwargs: Any) -> PeftConfig:
 
 def peft_option_names(method: str) -> Optional[List[str]]:
     """The config fields method ``method`` accepts, or None for an unknown method (reported when it is built)."""
-    cls = PEFT_METHODS.get(str(method).lower())
-    return None if cls is None else [f.name for f in dataclasses.fields(cls)]
+    from .registry import get_method_class  # the registry imports this module
+
+    try:
+        cls = get_method_class(str(method)).config_class
+    except (KeyError, ValueError):
+        return None
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def peft_config_from_dict(data: Mapping[str, Any]) -> PeftConfig:

@@ -140,21 +140,15 @@ def classifier_gflops(model: nn.Module, num_points: int, forward_model: Callable
     import copy
 
     from ..models.flops import count_gflops
-    from ..peft import merge_and_unload
+    from ..peft import can_merge, merge_and_unload
 
     wrap = forward_model or (lambda m: m)
     out: Dict[str, Any] = {"gflops_unmerged": count_gflops(wrap(model), num_points)}
-    if getattr(model, "peft_config", None) is not None and any(True for _ in _adapter_layers(model)):
+    if getattr(model, "peft_config", None) is not None and can_merge(model):
         out["gflops"] = count_gflops(wrap(merge_and_unload(copy.deepcopy(model))), num_points)
     else:
         out["gflops"] = out["gflops_unmerged"]
     return out
-
-
-def _adapter_layers(model: nn.Module):
-    from ..peft import adapter_layers
-
-    return adapter_layers(model)
 
 
 class RemapLabels(torch.utils.data.Dataset):

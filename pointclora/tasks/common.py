@@ -79,7 +79,7 @@ def tensor_fingerprint(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -
 
 
 def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional[Path], log: Log,
-                        train_modules: Optional[Iterable[str]] = None, **model_kwargs: Any) -> nn.Module:  # fmt: skip
+                        **model_kwargs: Any) -> nn.Module:  # fmt: skip
     """``create_model`` + pre-trained backbone + adapters; records ``model.backbone_info``.
 
     ``backbone_info = {"path", "fingerprint", "keys"}`` names every tensor the backbone file provided; the saved
@@ -118,8 +118,6 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
         "keys": keys,
     }
     peft = dict(cfg.get("peft") or {"method": "clora"})
-    if train_modules is not None and "train_modules" not in peft and peft.get("method") in ("clora", "lora", "linear"):
-        peft["train_modules"] = list(train_modules)
     return inject_adapters(model, make_peft_config(**peft))
 
 

@@ -132,11 +132,8 @@ class PartSegmentationTask(Task):
         return build_segmentation_data(self.cfg, data_root)
 
     def build_model(self, meta: Mapping[str, Any], backbone: Optional[Path], log: Log) -> nn.Module:
-        from ..models.segmentation import SEG_HEAD_MODULES
-
         variant = seg_variant(self.cfg["model"].get("name") or "point_mae_s")
-        return build_adapted_model(self.cfg, variant, backbone, log, train_modules=SEG_HEAD_MODULES,
-                                   num_classes=int(meta["num_parts"]),
+        return build_adapted_model(self.cfg, variant, backbone, log, num_classes=int(meta["num_parts"]),
                                    num_categories=len(meta["categories"]))  # fmt: skip
 
     def training_step(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> StepResult:
