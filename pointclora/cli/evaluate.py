@@ -55,6 +55,8 @@ def evaluate_run(weights: str, split: str = "test", data_root: Optional[str] = N
     run = load_weights(weights, which=which, backbone=backbone, device=dev)
     task, cfg = run.task, run.manifest["config"]
     dcfg = dict(load_yaml(resolve_config_path(dataset, key="dataset"))) if dataset else None
+    if dcfg is None and not cfg.get("dataset"):
+        raise ValueError(f"{weights} records no dataset (a bare adapter folder): pass --dataset NAME.yaml")
     ds = (task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg, vote=vote > 0)
           if task.name == "classification" else task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg))
     loader = DataLoader(ds, batch_size=batch_size or int(cfg["data"].get("eval_batch_size", 64)), shuffle=False)

@@ -131,6 +131,8 @@ def load_weights(path: PathLike, which: str = "best", backbone: Optional[PathLik
 
     from ..tasks import get_task
 
+    if _is_adapter_folder(path):
+        return _load_adapter_folder(Path(path), backbone, device)
     folder = resolve_weights_folder(path, which)
     manifest = read_manifest(folder)
     cfg = manifest["config"]
@@ -149,6 +151,44 @@ def load_weights(path: PathLike, which: str = "best", backbone: Optional[PathLik
                            f"!= recorded {str(recorded.get('fingerprint'))[:12]}; pass the backbone it was trained on")  # fmt: skip
     tensors = load_file(str(folder / WEIGHTS))
     _load_exactly(model, tensors, set(recorded.get("keys", [])), folder)
+    return LoadedRun(model.to(device).eval(), manifest, task)
+
+
+def _is_adapter_folder(path: PathLike) -> bool:
+    from ..peft.io import ADAPTER_CONFIG
+
+    return (Path(path) / ADAPTER_CONFIG).is_file() and not (Path(path) / MANIFEST).is_file()
+
+
+def _load_adapter_folder(folder: Path, backbone: Optional[PathLike], device: Union[str, torch.device]) -> LoadedRun:
+    """A bare ``save_adapter`` folder from the library: the classifier is rebuilt from the variant and constructor
+    arguments it records, the backbone file (``--ckpt``) loaded, then the adapter (its fingerprint checked). Class
+    names are not recorded there, so labels are class indices; the dataset comes from the caller (``--dataset``)."""
+    from ..config import DEFAULTS, merge
+    from ..models import create_model, load_pretrained
+    from ..peft import load_adapter, read_adapter_config
+    from ..tasks import get_task
+
+    meta = read_adapter_config(folder)
+    base = meta.get("base_model") or {}
+    kwargs = {k: v for k, v in dict(base.get("constructor") or {}).items() if k != "name"}
+    if base.get("class") not in (None, "PointTransformer") or not base.get("variant"):
+        raise WeightsError(f"{folder}: a bare adapter folder is evaluated as a classifier; it was made for "
+                           f"{base.get('class')!r} (use the run's best/ or last/ folder instead)")  # fmt: skip
+    model = create_model(base["variant"], **kwargs)
+    if backbone is not None:
+        load_pretrained(model, backbone, log=False)
+    elif base.get("fingerprint"):
+        raise WeightsError(f"{folder} was trained on a backbone file: pass it with --ckpt")
+    load_adapter(model, folder)
+    num_classes = int(kwargs.get("num_classes", getattr(model, "num_classes", 0)))
+    cfg = merge(DEFAULTS, {"model": {"name": base["variant"], "checkpoint": None if backbone is None else str(backbone)},
+                           "peft": dict(meta.get("peft_config") or {}), "dataset": {}})  # fmt: skip
+    task = get_task("classification")(cfg)
+    # No names recorded: labels are indices, and a dataset's labels are taken in its own order.
+    task.meta = {"classes": [str(i) for i in range(num_classes)], "classes_are_indices": True}
+    manifest = {"task": "classification", "method": cfg["peft"].get("method"), "epoch": None, "config": cfg,
+                "meta": task.meta, "backbone": {"path": cfg["model"]["checkpoint"]}}  # fmt: skip
     return LoadedRun(model.to(device).eval(), manifest, task)
 
 

@@ -110,7 +110,9 @@ class ClassificationTask(Task):
         tf = vote_eval_transforms(n, skip_near_origin=skip) if vote else eval_transforms(n, skip_near_origin=skip)
         ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         names = [str(c) for c in getattr(ds, "classes", self.meta["classes"])]
-        return ds if names == list(self.meta["classes"]) else RemapLabels(ds, names, self.meta["classes"])
+        if self.meta.get("classes_are_indices") or names == list(self.meta["classes"]):
+            return ds
+        return RemapLabels(ds, names, self.meta["classes"])
 
     @torch.no_grad()
     def predict(self, model: nn.Module, points: torch.Tensor, topk: int = 5) -> Dict[str, Any]:

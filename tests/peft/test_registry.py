@@ -73,6 +73,11 @@ def test_toy_method_is_one_registered_class(tmp_path, points):
         from pointclora.cli.count_params import build_parser
 
         assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
+        from pointclora.cli import fewshot, finetune, segment
+
+        for tool in (finetune, segment, fewshot):  # every training tool offers it
+            assert tool.build_parser().parse_args(["--cfg", "x", "--peft", "toy_rank_one"]).peft == "toy_rank_one"
+        _trains_and_reloads_with_the_trainer(tmp_path)
 
         cfg = make_peft_config("toy_rank_one", split_qkv=False)
         assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
@@ -201,3 +206,22 @@ def test_adapter_file_restores_frozen_task_tensors(method, tmp_path, points):
     other.eval()
     with torch.no_grad():
         torch.testing.assert_close(other(points), out, rtol=0, atol=0)
+
+
+def _trains_and_reloads_with_the_trainer(tmp_path):
+    """The registered toy method through the one Trainer and the saved-weights format, with no other edit."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from task_configs import task_cfg
+
+    from pointclora.engine.trainer import Trainer
+    from pointclora.engine.weights import load_weights
+
+    cfg = task_cfg("classification", tmp_path, method="toy_rank_one", epochs=1)
+    cfg["peft"] = {"method": "toy_rank_one", "split_qkv": False}
+    metrics = Trainer(cfg, output=tmp_path / "toy_run", quiet=True).fit()
+    assert metrics["method"] == "toy_rank_one" and metrics["adapter_params"] > 0
+    run = load_weights(tmp_path / "toy_run")
+    assert run.manifest["method"] == "toy_rank_one" and any(k.endswith(".u") for k in run.manifest["tensors"])

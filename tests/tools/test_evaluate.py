@@ -120,3 +120,27 @@ def test_merged_weights_score_like_the_run_and_carry_no_adapters(backbone, tmp_p
     assert json.loads((tmp_path / "m.json").read_text())["acc"] == metrics["acc"]
     plain = create_model("point_mae_tiny", num_classes=4)
     plain.load_state_dict(torch.load(tmp_path / "plain.pth", weights_only=True)["model"], strict=True)
+
+
+def test_a_library_save_adapter_folder_is_usable(backbone, tmp_path, capsys):
+    """``save_adapter`` output from the library: predict and evaluate rebuild it with --ckpt (labels are indices)."""
+    import numpy as np
+
+    from pointclora.cli.predict import main as predict
+    from pointclora.models import load_pretrained
+    from pointclora.peft import inject_adapters, save_adapter
+
+    model = create_model("point_mae_tiny", num_classes=4)
+    load_pretrained(model, backbone, log=False)
+    inject_adapters(model, "clora")
+    save_adapter(model, tmp_path / "adapter")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
+    assert predict([str(tmp_path / "x.npy"), "--weights", str(tmp_path / "adapter"), "--ckpt", str(backbone),
+                    "--device", "cpu", "--num-points", "64", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["label"] in {"0", "1", "2", "3"}
+    assert main([str(tmp_path / "adapter"), "--ckpt", str(backbone), "--device", "cpu"]) == 2
+    assert "pass --dataset" in capsys.readouterr().err
+    (tmp_path / "syn.yaml").write_text("name: synthetic\nnum_samples: 8\nnum_points: 96\nnum_classes: 4\n")
+    assert main([str(tmp_path / "adapter"), "--ckpt", str(backbone), "--device", "cpu", "--dataset",
+                 str(tmp_path / "syn.yaml"), "--quiet", "--output", str(tmp_path / "e.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "e.json").read_text())["num_samples"] == 8
