@@ -12,7 +12,15 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..config import ConfigError, apply_overrides, load_config, load_yaml, resolve_config_path
 
-__all__ = ["ToolParser", "add_config_args", "add_training_args", "load_cli_config", "config_from_args", "run_cli", "peft_choices"]
+__all__ = [
+    "ToolParser",
+    "add_config_args",
+    "add_training_args",
+    "load_cli_config",
+    "config_from_args",
+    "run_cli",
+    "peft_choices",
+]
 
 
 class ToolParser(argparse.ArgumentParser):
@@ -47,7 +55,7 @@ def add_training_args(p: argparse.ArgumentParser, with_peft: bool = True) -> Non
     if with_peft:
         p.add_argument("--ckpt", help="pre-trained backbone: a file or a shipped backbone's name (model.checkpoint)")
         p.add_argument("--peft", "--method", dest="peft", choices=peft_choices(),
-                       help="adapter method (replaces the config's peft section with configs/adapters/<method>.yaml)")  # fmt: skip
+                       help="adapter method (swaps in configs/adapters/<method>.yaml as the peft section)")  # fmt: skip
     p.add_argument("--output", help="run folder (default runs/<config>/<method>-seed<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--seed", type=int, help="random seed (sets train.seed)")
@@ -56,7 +64,8 @@ def add_training_args(p: argparse.ArgumentParser, with_peft: bool = True) -> Non
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (log.txt keeps them)")
     p.add_argument("--protocol", choices=["ours", "point-mae"],
                    help="point-mae: the official runner's protocol (train on all of train, best epoch on test, "
-                        "max-over-repeats voting, its lr stepping...; docs/PROTOCOL.md), labelled in every output")  # fmt: skip
+                        "max-over-repeats voting, its lr stepping...; docs/PROTOCOL.md), labelled in every "
+                        "output")  # fmt: skip
 
 
 def _adapter_section(method: str) -> Dict[str, Any]:

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evaluate_run(weights: str, split: str = "test", data_root: Optional[str] = None, vote: int = 0,
                  device: str = "auto", dataset: Optional[str] = None, which: str = "best",
-                 backbone: Optional[str] = None, batch_size: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:  # fmt: skip
+                 backbone: Optional[str] = None, batch_size: Optional[int] = None,
+                 seed: int = 0) -> Dict[str, Any]:  # fmt: skip
     """The library call behind the tool: the metrics dict it prints and writes."""
     from ..config import load_yaml, resolve_config_path
     from ..engine.evaluation import evaluate

@@ -98,7 +98,8 @@ class Trainer:
 
     def __init__(self, cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
                  data_root: Optional[str] = None, data: Optional[TaskData] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None, log: Optional[Callable[[str], None]] = None) -> None:  # fmt: skip
+                 on_epoch_end: Optional[EpochCallback] = None,
+                 log: Optional[Callable[[str], None]] = None) -> None:  # fmt: skip
         from ..tasks import get_task
 
         self.cfg: Dict[str, Any] = json.loads(json.dumps(cfg))  # a private plain copy

@@ -31,7 +31,16 @@ from torch import nn
 from .. import __version__
 from ..utils.atomic import atomic_write_json
 
-__all__ = ["save_weights", "load_weights", "merge_weights", "read_manifest", "WeightsError", "LoadedRun", "MANIFEST", "WEIGHTS"]
+__all__ = [
+    "save_weights",
+    "load_weights",
+    "merge_weights",
+    "read_manifest",
+    "WeightsError",
+    "LoadedRun",
+    "MANIFEST",
+    "WEIGHTS",
+]
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -124,7 +133,8 @@ def resolve_weights_folder(path: PathLike, which: str = "best") -> Path:
 
 
 def load_weights(path: PathLike, which: str = "best", backbone: Optional[PathLike] = None,
-                 device: Union[str, torch.device] = "cpu", log: Callable[[str], None] = lambda _m: None) -> LoadedRun:  # fmt: skip
+                 device: Union[str, torch.device] = "cpu",
+                 log: Callable[[str], None] = lambda _m: None) -> LoadedRun:  # fmt: skip
     """Rebuild the saved model: the task's builder, its backbone (``backbone`` overrides the recorded path), the
     saved tensors. Raises :class:`WeightsError` for another backbone or any key that is not accounted for."""
     from safetensors.torch import load_file
@@ -148,7 +158,8 @@ def load_weights(path: PathLike, which: str = "best", backbone: Optional[PathLik
     got = (getattr(model, "backbone_info", None) or {}).get("fingerprint")
     if got != recorded.get("fingerprint"):
         raise WeightsError(f"{folder} was trained on another backbone than {ckpt}: tensor fingerprint {str(got)[:12]} "
-                           f"!= recorded {str(recorded.get('fingerprint'))[:12]}; pass the backbone it was trained on")  # fmt: skip
+                           f"!= recorded {str(recorded.get('fingerprint'))[:12]}; pass the backbone it was "
+                           "trained on")  # fmt: skip
     tensors = load_file(str(folder / WEIGHTS))
     _load_exactly(model, tensors, set(recorded.get("keys", [])), folder)
     return LoadedRun(model.to(device).eval(), manifest, task)
@@ -182,7 +193,8 @@ def _load_adapter_folder(folder: Path, backbone: Optional[PathLike], device: Uni
         raise WeightsError(f"{folder} was trained on a backbone file: pass it with --ckpt")
     load_adapter(model, folder)
     num_classes = int(kwargs.get("num_classes", getattr(model, "num_classes", 0)))
-    cfg = merge(DEFAULTS, {"model": {"name": base["variant"], "checkpoint": None if backbone is None else str(backbone)},
+    ckpt = None if backbone is None else str(backbone)
+    cfg = merge(DEFAULTS, {"model": {"name": base["variant"], "checkpoint": ckpt},
                            "peft": dict(meta.get("peft_config") or {}), "dataset": {}})  # fmt: skip
     task = get_task("classification")(cfg)
     # No names recorded: labels are indices, and a dataset's labels are taken in its own order.

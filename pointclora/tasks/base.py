@@ -59,7 +59,8 @@ class Task:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable) -> Dict[str, Any]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device,
+                 autocast: Callable) -> Dict[str, Any]:  # fmt: skip
         raise NotImplementedError
 
     # ---- reports

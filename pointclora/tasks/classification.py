@@ -36,7 +36,8 @@ def build_classification_data(cfg: Mapping[str, Any], data_root: Optional[str] =
                   False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
     # Voting re-draws num_points of the point_all FPS points per view, so the test split keeps point_all of them;
     # plain passes use their first num_points (the FPS to num_points).
-    test_tf = vote_eval_transforms(n, skip_near_origin=skip) if int(get_key(cfg, "train.vote", 0)) else transforms[False]
+    voting = int(get_key(cfg, "train.vote", 0)) > 0
+    test_tf = vote_eval_transforms(n, skip_near_origin=skip) if voting else transforms[False]
 
     def build(split: str, train: bool):
         tf = test_tf if split == "test" else transforms[train]
@@ -72,7 +73,8 @@ class ClassificationTask(Task):
         return StepResult(loss=loss, stats={"correct": correct}, count=labels.numel())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable) -> Dict[str, Any]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device,
+                 autocast: Callable) -> Dict[str, Any]:  # fmt: skip
         return evaluate_classifier(model, loader, len(self.meta["classes"]), device, autocast=autocast,
                                    num_points=int(self.cfg["data"]["num_points"]))  # fmt: skip
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -17,7 +17,14 @@ from ..models import create_model, load_pretrained
 #: Keys of the ``model`` section that are not constructor arguments.
 MODEL_META_KEYS = ("name", "checkpoint", "checkpoint_prefix", "init")
 
-__all__ = ["MODEL_META_KEYS", "resolve_checkpoint_path", "ensure_backbone", "build_adapted_model", "tensor_fingerprint", "try_split"]
+__all__ = [
+    "MODEL_META_KEYS",
+    "resolve_checkpoint_path",
+    "ensure_backbone",
+    "build_adapted_model",
+    "tensor_fingerprint",
+    "try_split",
+]
 
 Log = Callable[[str], None]
 
@@ -53,7 +60,8 @@ def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optiona
     pcfg = cfg.get("pretrain")
     if not pcfg:
         raise FileNotFoundError(
-            f"model.checkpoint={ckpt!r} not found (looked in {Path.cwd()} and the repository root). Get the pre-trained "
+            f"model.checkpoint={ckpt!r} not found (looked in {Path.cwd()} and the repository root). Get the "
+            "pre-trained "
             "weights (see models/README.md), pass --ckpt PATH, or --set model.checkpoint=null to train from scratch."
         )
     target = (cache_dir or _default_cache()) / Path(ckpt).name

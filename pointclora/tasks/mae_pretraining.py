@@ -3,7 +3,8 @@
 The model is :class:`~pointclora.models.mae.PointMAEPretrain` whose encoder has the shapes of ``model.name``; the
 loss is the Chamfer-L2 of the masked patches; the best epoch has the lowest validation Chamfer-L2 (masks drawn from a
 fixed generator, so epochs are comparable). Every new best epoch exports the encoder to ``<run>/encoder-best.pth``
-(or ``pretrain.output``), the checkpoint ``tools/finetune.py --ckpt`` loads; ``encoder-last.pth`` follows the last epoch.
+(or ``pretrain.output``), the checkpoint ``tools/finetune.py --ckpt`` loads; ``encoder-last.pth`` follows the last
+epoch.
 
 Config section ``pretrain`` (checked against :data:`PRETRAIN_KEYS` and ``build_pretrain_model``'s signature):
 ``mask_ratio``, ``decoder_depth``, ``decoder_num_heads``, ``decoder_drop_path_rate``, ``layout`` (``ours`` |
@@ -113,7 +114,8 @@ class MAEPretrainingTask(Task):
         return StepResult(loss=loss, stats={}, count=points.shape[0])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable) -> Dict[str, Any]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device,
+                 autocast: Callable) -> Dict[str, Any]:  # fmt: skip
         from ..models.mae import random_patch_mask
 
         was_training = model.training

@@ -46,7 +46,8 @@ class SegmentationAugment:
 
 
 def seg_variant(name: str) -> str:
-    """``point_mae_s`` -> ``point_mae_s_seg`` (same encoder shapes), so a config can reuse ``models/point_mae_s.yaml``."""
+    """``point_mae_s`` -> ``point_mae_s_seg`` (same encoder shapes), so a config can reuse
+    ``models/point_mae_s.yaml``."""
     from ..models import list_models
 
     names = list_models()
@@ -113,7 +114,8 @@ def evaluate_segmentation(model: nn.Module, loader: DataLoader, meta: Mapping[st
         pts, cls, seg = batch["points"].to(device), batch["cls"].to(device).long().view(-1), batch["seg"].to(device)
         with autocast():
             logits = model(pts, cls).float()
-        loss_sum += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), seg.reshape(-1).long(), reduction="sum"))
+        flat = logits.reshape(-1, logits.shape[-1])
+        loss_sum += float(F.cross_entropy(flat, seg.reshape(-1).long(), reduction="sum"))
         count += seg.numel()
         meter.update(logits, seg, cls)
     model.train(was_training)
@@ -147,7 +149,8 @@ class PartSegmentationTask(Task):
         return StepResult(loss=loss, stats={"correct": correct}, count=seg.numel())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable) -> Dict[str, Any]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device,
+                 autocast: Callable) -> Dict[str, Any]:  # fmt: skip
         return evaluate_segmentation(model, loader, self.meta, device, autocast)
 
     def final_metrics(self, model: nn.Module, loaders: Mapping[str, DataLoader], device: torch.device,
@@ -172,7 +175,8 @@ class PartSegmentationTask(Task):
         point, restricted to that category's parts as in the evaluation."""
         cats = list(self.meta["categories"])
         if category is None and len(cats) > 1:
-            raise ValueError(f"this model segments {len(cats)} categories; name one with --category ({', '.join(cats)})")
+            raise ValueError(f"this model segments {len(cats)} categories; name one with --category "
+                             f"({', '.join(cats)})")  # fmt: skip
         category = category or cats[0]
         if category not in cats:
             raise ValueError(f"--category {category!r} is not one of the model's categories: {', '.join(cats)}")

@@ -40,7 +40,8 @@ def task_cfg(task, tmp_path, method="clora", epochs=2, **train):
         if not root.exists():
             cattle_like(root)
         cfg = {"dataset": {"name": "shapenetpart", "root": str(root)}, "model": {"name": "point_mae_tiny"},
-               "peft": peft, "data": {"num_points": 96, "batch_size": 4, "eval_batch_size": 8, "val_fraction": 0.2}}  # fmt: skip
+               "peft": peft,
+               "data": {"num_points": 96, "batch_size": 4, "eval_batch_size": 8, "val_fraction": 0.2}}  # fmt: skip
     else:
         cfg = {"dataset": {"name": "synthetic", "num_samples": 24, "num_points": 96, "num_classes": 4},
                "model": {"name": "point_mae_tiny"}, "pretrain": {"mask_ratio": 0.6, "decoder_depth": 1},

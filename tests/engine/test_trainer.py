@@ -134,8 +134,8 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     holder = os.getppid()  # a live process that is not this one: the "other writer"
-    (run / runlock.LOCK_NAME).write_text(json.dumps({"pid": holder, "host": socket.gethostname(),
-                                                     "proc_start": runlock._proc_start(holder), "command": "x"}))  # fmt: skip
+    record = {"pid": holder, "host": socket.gethostname(), "proc_start": runlock._proc_start(holder), "command": "x"}
+    (run / runlock.LOCK_NAME).write_text(json.dumps(record))
     with pytest.raises(RunLockedError, match=f"process {holder} "):
         Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
     assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone

@@ -1,12 +1,9 @@
 import json
 
 import pytest
-import torch
-from peft_helpers import randomize_adapters, tiny
 
 from pointclora.cli import count_params
 from pointclora.models import create_model
-from pointclora.peft import CLoRAConfig, inject_adapters, save_adapter
 
 KEYS = {"adapter_params", "trainable_params", "trainable_params_without_head", "total_params", "gflops_frozen",
         "gflops_unmerged", "gflops_merged", "gflops_frozen_with_attention"}

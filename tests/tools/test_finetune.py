@@ -1,5 +1,6 @@
 """tools/finetune.py end to end on tiny data: outputs, exact resume after a kill, torn checkpoint writes, config
-errors, seeds, method switches (the Trainer itself: tests/engine/test_trainer.py). Every run: Synthetic (24 samples), point_mae_tiny, 2 epochs -- seconds."""
+errors, seeds, method switches (the Trainer itself: tests/engine/test_trainer.py). Every run: Synthetic (24
+samples), point_mae_tiny, 2 epochs -- seconds."""
 
 import json
 from pathlib import Path
