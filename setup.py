@@ -34,6 +34,8 @@ setup(
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
         "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3"],
+        # Side-by-side benchmarks only (bench/ops.py, bench/adapters.py): never imported by the library.
+        "bench": ["fpsample>=0.3", "peft>=0.10"],
     },
     # Each tool lives in pointclora.cli.<tool>.main(argv); tools/<tool>.py is a thin shim for repo users.
     entry_points={
