@@ -9,8 +9,9 @@ out (``unmerge``). A fused layer can carry ``n_splits`` independent low-rank mod
 :meth:`AdapterLinear.low_rank_factors`) runs as one GEMM with ``W + s · Bp A`` built per step (``out·in·k`` work, not
 per token), and a backward that gets the factor gradients from ``z = x Aᵀ`` (:class:`FusedLowRankLinear`). Per token
 that drops the adapter's output GEMM, its add and scale passes and the adapter's share of ``∂L/∂x`` (folded into the
-one ``∂L/∂x`` GEMM), and nothing but ``x`` is kept for the backward. The two-GEMM path (:meth:`adapter_delta`) stays
-for adapter dropout, autocast and mixed dtypes, and for tests (``use_fused_forward(False)``).
+one ``∂L/∂x`` GEMM), and only ``x`` is kept for the backward (as LoRA keeps it for ``∂A``). The two-GEMM path
+(:meth:`adapter_delta`) stays for adapter dropout, autocast and mixed dtypes, and for tests
+(``use_fused_forward(False)``).
 """
 
 from __future__ import annotations
@@ -44,27 +45,29 @@ class FusedLowRankLinear(torch.autograd.Function):
     """``y = x (W + s · Bp A)ᵀ + b``: ``x (..., in)``, ``W (m, in)``, ``b (m,)`` or None, ``A (k, in)``, ``Bp (m, k)``.
 
     Backward, with ``g = ∂L/∂y`` flattened to ``(T, m)`` and ``z = x Aᵀ (T, k)`` recomputed (cheaper than keeping it):
-    ``∂x = g (W + s Bp A)``, ``∂Bp = s gᵀ z``, ``∂A = s (g Bp)ᵀ x``; ``∂W``/``∂b`` only when they require grad.
+    ``∂x = g (W + s Bp A)`` (merged again), ``∂Bp = s gᵀ z``, ``∂A = s (g Bp)ᵀ x``; ``∂W``/``∂b`` only when they
+    require grad.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, A, Bp, scaling: float):
-        merged = torch.addmm(weight, Bp, A, alpha=scaling)  # (m, in)
-        ctx.save_for_backward(x, merged, A, Bp)
+        # The merged weight is rebuilt in the backward rather than kept: a copy of every wrapped weight would stay
+        # alive until the backward (a model's worth of weights), for out·in·k work, small beside the per-token GEMMs.
+        ctx.save_for_backward(x, weight, A, Bp)
         ctx.scaling = scaling
-        return F.linear(x, merged, bias)
+        return F.linear(x, torch.addmm(weight, Bp, A, alpha=scaling), bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, merged, A, Bp = ctx.saved_tensors
+        x, weight, A, Bp = ctx.saved_tensors
         need_x, need_w, need_b, need_a, need_bp = ctx.needs_input_grad[:5]
         s = ctx.scaling
         x2 = x.reshape(-1, x.shape[-1])
         g2 = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_w = grad_b = grad_a = grad_bp = None
         if need_x:
-            grad_x = (g2 @ merged).view(x.shape)
+            grad_x = (g2 @ torch.addmm(weight, Bp, A, alpha=s)).view(x.shape)
         if need_a:
             grad_a = (g2 @ Bp).T @ x2  # (k, in)
             grad_a.mul_(s)
