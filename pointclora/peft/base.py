@@ -41,6 +41,15 @@ def use_fused_forward(enabled: bool):
         _FUSED = old
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
 class FusedLowRankLinear(torch.autograd.Function):
     """``y = x (W + s · Bp A)ᵀ + b``: ``x (..., in)``, ``W (m, in)``, ``b (m,)`` or None, ``A (k, in)``, ``Bp (m, k)``.
 
@@ -153,10 +162,11 @@ class AdapterLinear(nn.Module):
         one dtype, outside autocast (whose casts the custom backward does not replay), through a plain Linear."""
         if not _FUSED or (self.training and isinstance(self.dropout, nn.Dropout) and self.dropout.p > 0):
             return False
-        if torch.is_autocast_enabled(x.device.type):
+        if _autocast_on(x.device.type):
             return False
         base = self.base_layer
-        return type(base) is nn.Linear and x.dtype == base.weight.dtype and not base._forward_hooks
+        hooked = base._forward_hooks or base._forward_pre_hooks
+        return type(base) is nn.Linear and x.dtype == base.weight.dtype and not hooked
 
     @torch.no_grad()
     def merge(self, check_finite: bool = True) -> None:
