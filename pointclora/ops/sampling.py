@@ -17,11 +17,21 @@ import torch
 
 from ._backend import use_pytorch3d
 from ._checks import check_count, check_lengths, check_points
+from ._fps_bucket import fps_bucket
 
 __all__ = ["SampledPoints", "farthest_point_sample", "farthest_point_sample_naive", "gather_points"]
 
 #: pointnet2_ops skips points whose squared norm is at most this (within ~0.032 of the origin).
 NEAR_ORIGIN_SQ = 1e-3
+
+#: On the CPU, clouds of at least this many points use the bucketed exact FPS (:mod:`._fps_bucket`); below it the
+#: plain loop is as fast or faster (measured: the bucket bookkeeping costs about what it saves at 8-16 k points,
+#: and 2-5x less time from 100 k points on).
+BUCKET_MIN_POINTS = 32768
+
+#: On the CPU, batches whose longest cloud has at least this many points run one cloud at a time in numpy: the
+#: batched torch loop wins on many small clouds (its per-step overhead is shared), numpy on fewer large ones.
+PER_CLOUD_MIN_POINTS = 4096
 
 
 class SampledPoints(NamedTuple):
@@ -74,8 +84,16 @@ def farthest_point_sample(
         # its own RNG, so only the deterministic start is delegated.
         _, idx = sample_farthest_points(points.float(), lengths=lengths, K=num_samples)
         return SampledPoints(gather_points(points, idx), idx)
-    if points.device.type == "cpu" and points.shape[0] == 1:
-        idx = _fps_numpy_single(points, num_samples, lengths, starts, skip_near_origin)
+    if points.device.type == "cpu" and (points.shape[0] == 1 or int(lengths.max()) >= PER_CLOUD_MIN_POINTS):
+        # One cloud at a time in numpy: a cloud's own length, no padding work, and the bucketed FPS for large ones.
+        idx = torch.stack(
+            [
+                _fps_numpy_single(
+                    points[b : b + 1], num_samples, lengths[b : b + 1], starts[b : b + 1], skip_near_origin
+                )[0]
+                for b in range(points.shape[0])
+            ]
+        )
     else:
         idx = _fps_torch(points, num_samples, lengths, starts, skip_near_origin)
     return SampledPoints(gather_points(points, idx), idx)
@@ -123,13 +141,20 @@ def _fps_numpy_single(
     points: torch.Tensor, num_samples: int, lengths: torch.Tensor, starts: torch.Tensor, skip_near_origin: bool
 ) -> torch.Tensor:
     """One cloud on the CPU (the per-sample transforms of data loaders): the same loop as :func:`_fps_torch` in
-    numpy, whose per-call overhead on an (N,) array is a fraction of torch's (~4x faster at 8192 -> 1200 points)."""
+    numpy, whose per-call overhead on an (N,) array is a fraction of torch's (~4x faster at 8192 -> 1200 points);
+    from :data:`BUCKET_MIN_POINTS` points on, the bucketed FPS with the same picks.
+
+    ``points (1, N, 3)`` -> ``(1, S)`` int64.
+    """
     n = int(lengths[0])
     dtype = np.float64 if points.dtype == torch.float64 else np.float32
-    planar = np.ascontiguousarray(points[0, :n].detach().numpy().astype(dtype).T)  # (3, n)
+    planar = np.ascontiguousarray(points[0, :n].detach().cpu().numpy().astype(dtype).T)  # (3, n)
+    never = (planar**2).sum(0) <= NEAR_ORIGIN_SQ if skip_near_origin else None
+    if n >= BUCKET_MIN_POINTS:
+        return torch.from_numpy(fps_bucket(planar, num_samples, int(starts[0]), never))[None]
     min_dist = np.full(n, np.inf, dtype=dtype)
-    if skip_near_origin:
-        min_dist[(planar**2).sum(0) <= NEAR_ORIGIN_SQ] = -1.0  # never picked: minimum() keeps -1 below any distance
+    if never is not None:
+        min_dist[never] = -1.0  # never picked: minimum() keeps -1 below any distance
     dist, diff = np.empty_like(min_dist), np.empty_like(min_dist)
     idx = np.empty(num_samples, dtype=np.int64)
     current = int(starts[0])

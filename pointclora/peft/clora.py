@@ -103,12 +103,19 @@ class CLoRALinear(AdapterLinear):
         delta = F.linear(z.flatten(-2), bank.B)  # (..., n, out)   Σ_h B_h z'_h
         return delta.flatten(-2) * self.scaling  # (..., n·out)
 
-    def delta_weight(self) -> torch.Tensor:
-        """``s · [ΔW_1; …; ΔW_n]`` of shape ``(n·out, in)`` (merging and tests only; training never builds it)."""
+    def low_rank_factors(self):
+        """``(A (p·r, in), Bp (n·out, p·r))``, ``Bp_j = [B_1 Q_1^j … B_p Q_p^j]``: ``ΔW = s · Bp A`` (fused forward).
+
+        ``out·p·r²`` work per LRM, once per step, instead of the ``Q`` einsum on every token.
+        """
         bank, p, r = self._bank, self.num_bases, self.r
         BQ = torch.einsum("ohs,nhsr->nohr", bank.B.view(self.out_features, p, r), self.Q)  # (n, out, p, r)
-        delta = BQ.reshape(self.n_splits, self.out_features, p * r) @ bank.A  # (n, out, in)
-        return delta.reshape(self.n_splits * self.out_features, self.in_features) * self.scaling
+        return bank.A, BQ.reshape(self.n_splits * self.out_features, p * r)
+
+    def delta_weight(self) -> torch.Tensor:
+        """``s · [ΔW_1; …; ΔW_n]`` of shape ``(n·out, in)`` (merging and tests; training never builds it per token)."""
+        A, Bp = self.low_rank_factors()
+        return (Bp @ A) * self.scaling
 
     def adapter_parameters(self) -> Iterator[nn.Parameter]:
         """Only the layer's own ``Q``; the bank's tensors belong to the model's ``clora_banks``."""

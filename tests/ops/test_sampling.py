@@ -106,3 +106,94 @@ def test_single_cloud_cpu_path_equals_batched_path(skip):
         assert torch.equal(single[0], batched[b])
     naive = farthest_point_sample_naive(points[1:, :250], 40, skip_near_origin=skip).idx
     assert torch.equal(batched[1], naive[0])
+
+
+# --- the bucketed exact FPS for large CPU clouds (pointclora.ops._fps_bucket) -----------------------------------------
+
+
+def _plain_loop(points: torch.Tensor, num_samples: int, start: int = 0, skip: bool = False) -> torch.Tensor:
+    """The plain numpy loop (the same float operations as the bucketed FPS), forced by a huge bucket threshold."""
+    from pointclora.ops import sampling
+
+    lengths, starts = torch.tensor([points.shape[1]]), torch.tensor([start])
+    old = sampling.BUCKET_MIN_POINTS
+    sampling.BUCKET_MIN_POINTS = 10**12
+    try:
+        return sampling._fps_numpy_single(points, num_samples, lengths, starts, skip)[0]
+    finally:
+        sampling.BUCKET_MIN_POINTS = old
+
+
+def _clouds(seed: int):
+    """Hard cases for the bucket bookkeeping: random, a coarse grid (duplicates and exact distance ties), repeated
+    points, a flat sheet, clusters far apart, and many points near the origin."""
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.rand(1, 1500, 3, generator=g) * 2 - 1
+    grid = torch.stack(torch.meshgrid(*[torch.arange(10.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+    grid = grid[:, torch.randperm(grid.shape[1], generator=g)]
+    repeated = rand[:, :400].repeat(1, 4, 1)
+    sheet = rand.clone()
+    sheet[..., 2] = 0
+    clusters = torch.cat([rand[:, :700] * 0.01, rand[:, 700:] * 0.01 + 5], 1)
+    near_origin = rand.clone()
+    near_origin[:, ::3] *= 0.01
+    return {
+        "random": rand,
+        "grid": grid,
+        "repeated": repeated,
+        "sheet": sheet,
+        "clusters": clusters,
+        "near_origin": near_origin,
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("skip", [False, True])
+def test_bucket_fps_equals_plain_loop_on_hard_clouds(seed, skip):
+    from pointclora.ops._fps_bucket import fps_bucket
+
+    for name, points in _clouds(seed).items():
+        n = points.shape[1]
+        planar = points[0].numpy().T.copy()
+        never = (planar**2).sum(0) <= 1e-3 if skip else None
+        for start in (0, n // 2 + seed):
+            want = _plain_loop(points, 300, start, skip)
+            # Tiny buckets and candidate sets force many rounds, capped candidate sets and the full-scan fallback.
+            for kw in ({}, dict(bucket_size=8, top_buckets=4, max_candidates=16), dict(bucket_size=64, top_buckets=1)):
+                got = torch.from_numpy(fps_bucket(planar, 300, start, never, **kw))
+                assert torch.equal(got, want), (name, start, kw)
+
+
+def test_bucket_fps_equals_naive_reference_with_ties():
+    from pointclora.ops._fps_bucket import fps_bucket
+
+    # A 6x6x6 grid in scrambled order: every step has many points at exactly the same distance.
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+    grid = grid[:, torch.randperm(216, generator=g)]
+    got = fps_bucket(grid[0].numpy().T.copy(), 216, 0, bucket_size=8, top_buckets=4, max_candidates=16)
+    assert torch.equal(torch.from_numpy(got), farthest_point_sample_naive(grid, 216).idx[0])
+    assert sorted(got.tolist()) == list(range(216))  # every point once, then nothing is left
+
+
+def test_large_clouds_take_the_bucketed_path_with_the_same_picks(monkeypatch):
+    from pointclora.ops import _fps_bucket, sampling
+
+    calls = []
+    real = _fps_bucket.fps_bucket
+    monkeypatch.setattr(sampling, "fps_bucket", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(sampling, "BUCKET_MIN_POINTS", 200)
+    monkeypatch.setattr(sampling, "PER_CLOUD_MIN_POINTS", 200)
+    points = torch.rand(3, 300, 3, dtype=torch.float64) * 2 - 1
+    points[1, :40] *= 0.01
+    lengths = torch.tensor([300, 260, 150])  # the last cloud stays on the plain loop
+    gen = torch.Generator().manual_seed(5)
+    for skip in (False, True):
+        out = farthest_point_sample(points, 50, lengths=lengths, skip_near_origin=skip, start="random", generator=gen)
+        for b in range(3):
+            n = int(lengths[b])
+            ref = farthest_point_sample_naive(
+                points[b : b + 1, :n], 50, start_idx=out.idx[b : b + 1, 0], skip_near_origin=skip
+            )
+            assert torch.equal(out.idx[b], ref.idx[0])
+    assert len(calls) == 4  # two large clouds, twice
