@@ -115,6 +115,7 @@ DEFAULTS: Dict[str, Any] = {
         "vote": 0,  # >0: after training, also score the selected model with N-view voting on the test split
         "vote_mode": "single",  # single (one seeded pass) | max_over_repeats (the official best of vote_repeats)
         "vote_repeats": 299,
+        "compile": False,  # torch.compile the model in place (opt-in: minutes of compile time on a CPU)
         "threads": None,  # main-process threads (default: the cores available minus data-loader workers)
         "deterministic": False,
         "log_every": 10,  # TensorBoard step scalars every N optimizer steps

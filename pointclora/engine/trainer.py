@@ -237,6 +237,11 @@ class Trainer:
         seed_everything(self.seed)
         self.model = self.task.build_model(self.data.meta, backbone, self.log).to(self.device)
         self.method = str(getattr(getattr(self.model, "peft_config", None), "method", "full"))
+        if self.cfg["train"].get("compile"):
+            from ..utils.compile import maybe_compile
+
+            # In place: state_dict keys, adapter lookups and checkpoints stay those of the eager model.
+            self.model = maybe_compile(self.model, enabled=True, device=str(self.device))
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None

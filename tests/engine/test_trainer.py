@@ -147,3 +147,25 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path):
     with pytest.raises(ValueError, match="fewer than data.batch_size"):
         Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
     assert not (tmp_path / "run").exists()
+
+
+def test_train_compile_runs_the_compiled_model(tmp_path, monkeypatch):
+    """``train.compile``: the Trainer compiles in place (aot_eager here: inductor code generation takes minutes on a
+    CPU) and the run's weights still save and reload under the eager names."""
+    import functools
+
+    from pointclora.engine.weights import load_weights
+    from pointclora.utils import compile as compile_mod
+
+    calls = []
+    real = compile_mod.maybe_compile
+
+    def traced(model, enabled, device="cpu", **kw):
+        calls.append(enabled)
+        return functools.partial(real, backend="aot_eager")(model, enabled, device)
+
+    monkeypatch.setattr(compile_mod, "maybe_compile", traced)
+    cfg = task_cfg("classification", tmp_path, epochs=1, compile=True)
+    m = Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    assert calls == [True] and m["epochs"] == 1
+    assert load_weights(tmp_path / "run").manifest["method"] == "clora"
