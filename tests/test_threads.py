@@ -20,6 +20,7 @@ def _restore_threads(monkeypatch):
 def test_main_threads_follow_the_affinity_mask_minus_workers(monkeypatch):
     monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.setattr(th, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert th.available_cores() == 6
     assert th.configure_threads() == {"cores": 6, "main_threads": 6, "worker_threads": 0}
     assert torch.get_num_threads() == 6
@@ -29,9 +30,21 @@ def test_main_threads_follow_the_affinity_mask_minus_workers(monkeypatch):
     assert th.available_cores() == 2 and th.configure_threads()["main_threads"] == 2
 
 
+def test_cores_other_processes_keep_busy_are_left_to_them(monkeypatch):
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(th, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # one other busy process
+    assert th.configure_threads()["main_threads"] == 1
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (0.3, 0.2, 0.1))  # a quiet machine: both cores
+    assert th.configure_threads()["main_threads"] == 2
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert th.busy_cores(2) == 1 and th.configure_threads()["main_threads"] == 1  # never below one
+
+
 def test_explicit_settings_win(monkeypatch):
     monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(th, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (7.5, 7.0, 7.0))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert th.configure_threads(num_workers=1)["main_threads"] == 3
     assert th.configure_threads(threads=5)["main_threads"] == 5 and torch.get_num_threads() == 5

@@ -6,7 +6,9 @@ oversubscribe the cores and spin against each other: an epoch of the demo ran 3-
 than with one thread per process. So:
 
 - the main process uses the cores it may run on (``os.sched_getaffinity``, capped by a cgroup CPU quota), minus one
-  per loader worker, at least 1;
+  per loader worker, minus the cores other processes keep busy (the 1-minute load average when the run starts), at
+  least 1: OpenMP threads that share a core with another busy process wait on each other (a demo pre-training epoch
+  took 7 s with the machine to itself and 176-210 s with 2 threads beside one other busy process);
 - each loader worker uses one thread (:func:`worker_init`; its work is per-sample numpy/torch on small arrays).
   PyTorch already gives workers one *torch* thread; numpy's BLAS pool (OpenBLAS, one thread per machine core) is
   limited too when ``threadpoolctl`` is installed.
@@ -26,7 +28,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["available_cores", "configure_threads", "worker_init", "make_worker_init"]
+__all__ = ["available_cores", "busy_cores", "configure_threads", "worker_init", "make_worker_init"]
 
 
 def _cgroup_cpu_limit() -> Optional[int]:
@@ -71,6 +73,15 @@ def available_cores() -> int:
     return max(1, min(cores, limit) if limit else cores)
 
 
+def busy_cores(cores: int) -> int:
+    """Cores other processes keep busy right now: the 1-minute load average, rounded down, below ``cores``."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available (Windows)
+        return 0
+    return max(0, min(cores - 1, int(load)))
+
+
 def configure_threads(num_workers: int = 0, threads: Optional[int] = None) -> Dict[str, int]:
     """Set ``torch.set_num_threads`` for the main process; returns ``{"cores", "main_threads", "worker_threads"}``.
 
@@ -87,7 +98,7 @@ def configure_threads(num_workers: int = 0, threads: Optional[int] = None) -> Di
     elif env.isdigit() and int(env) > 0:
         main = int(env)
     else:
-        main = cores - max(0, int(num_workers))
+        main = cores - max(0, int(num_workers)) - busy_cores(cores)
     main = max(1, main)
     torch.set_num_threads(main)
     _limit_blas(main)
