@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..ops.sampling import squared_distances_to
 from .base import ClassificationDataset, check_labels, check_split, missing_dataset, pc_normalize, to_sample
 from .cache import resolve_cache_dir, stable_digest
 from .io import (
@@ -80,12 +81,7 @@ def fps_order_numpy(xyz: np.ndarray, num_points: int, start: int) -> np.ndarray:
     current = int(start)
     for i in range(num_points):
         idx[i] = current
-        np.subtract(planar[0], planar[0, current], out=dist)
-        np.multiply(dist, dist, out=dist)
-        for c in (1, 2):
-            np.subtract(planar[c], planar[c, current], out=diff)
-            np.multiply(diff, diff, out=diff)
-            dist += diff
+        squared_distances_to(planar, current, dist, diff)
         np.minimum(best, dist, out=best)
         current = int(best.argmax())
     return idx

@@ -137,6 +137,18 @@ def _fps_torch(
     return idx
 
 
+
+def squared_distances_to(planar: np.ndarray, index: int, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """``out[j] = |p_j - p_index|²`` for a ``3 N`` planar (structure-of-arrays) cloud, summed x, then y, then z in
+    the cloud's dtype: the float operation order every numpy FPS here shares, so their picks agree bit for bit."""
+    np.subtract(planar[0], planar[0, index], out=out)
+    np.multiply(out, out, out=out)
+    for c in (1, 2):
+        np.subtract(planar[c], planar[c, index], out=scratch)
+        np.multiply(scratch, scratch, out=scratch)
+        out += scratch
+    return out
+
 def _fps_numpy_single(
     points: torch.Tensor, num_samples: int, lengths: torch.Tensor, starts: torch.Tensor, skip_near_origin: bool
 ) -> torch.Tensor:
@@ -160,12 +172,7 @@ def _fps_numpy_single(
     current = int(starts[0])
     for s in range(num_samples):
         idx[s] = current
-        np.subtract(planar[0], planar[0, current], out=dist)
-        np.multiply(dist, dist, out=dist)
-        for c in (1, 2):
-            np.subtract(planar[c], planar[c, current], out=diff)
-            np.multiply(diff, diff, out=diff)
-            dist += diff
+        squared_distances_to(planar, current, dist, diff)
         np.minimum(min_dist, dist, out=min_dist)
         current = int(min_dist.argmax())  # first maximal index: ties to the lowest index
     return torch.from_numpy(idx)[None]

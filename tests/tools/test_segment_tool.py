@@ -1,10 +1,14 @@
 """tools/segment.py: training + standard metrics on data in the ShapeNetPart layout, parts read from the data."""
 
 import json
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from task_configs import cattle_like  # noqa: E402
 
 from pointclora.cli.segment import main
 from pointclora.config import DEFAULTS, merge
@@ -13,22 +17,7 @@ from pointclora.tasks.part_segmentation import PartSegmentationTask, build_segme
 
 def _cattle_like(root, n_train=6, n_test=3, points=150):
     """One category 'Cattle' with global part ids 50-53 (no normals, x y z label rows), no val list entries."""
-    syn = "05896765"
-    (root / syn).mkdir(parents=True)
-    (root / "synsetoffset2category.txt").write_text(f"Cattle\t{syn}\n")
-    rng = np.random.default_rng(0)
-    names = []
-    for i in range(n_train + n_test):
-        xyz = rng.normal(size=(points + i, 3))
-        label = 50 + (xyz[:, 0] > 0).astype(int) + 2 * (xyz[:, 2] > 0.8).astype(int)  # geometric parts
-        np.savetxt(root / syn / f"cow_{i}.txt", np.c_[xyz, label], fmt="%.5f")
-        names.append(f"shape_data/{syn}/cow_{i}")
-    split = root / "train_test_split"
-    split.mkdir()
-    (split / "shuffled_train_file_list.json").write_text(json.dumps(names[:n_train]))
-    (split / "shuffled_val_file_list.json").write_text("[]")
-    (split / "shuffled_test_file_list.json").write_text(json.dumps(names[n_train:]))
-    return root
+    return cattle_like(root, n_train, n_test, points)
 
 
 def _cfg(root, method="clora", epochs=2):
