@@ -103,8 +103,10 @@ def prepare_episodes(
         if is_fewshot or episodes_root:
             raise FileNotFoundError(
                 f"{len(missing)} of {len(needed)} few-shot episode files are missing under {root}, e.g. {missing[0]}; "
-                "get the official ModelNetFewshot release, or point the config's dataset at a labelled dataset "
-                "(e.g. PointCloudFolder) so episodes are generated with --seed"
+                "get the official episodes (ModelNetFewshot.zip of the Point-BERT release, laid out as "
+                "<root>/{5way10shot,5way20shot,10way10shot,10way20shot}/{0..9}.pkl; see datasets/README.md), pass "
+                "--episodes DIR, or point the config's dataset at a labelled dataset (e.g. a PointCloudFolder) so "
+                "episodes are generated with --episode-seed"
             )
     from ..datasets import build_dataset
     from ..datasets.fewshot import generate_fewshot_episodes

@@ -169,3 +169,49 @@ def test_train_compile_runs_the_compiled_model(tmp_path, monkeypatch):
     m = Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
     assert calls == [True] and m["epochs"] == 1
     assert load_weights(tmp_path / "run").manifest["method"] == "clora"
+
+
+def _folder_dataset(root, rows=40):
+    """A <class>/<split>/*.txt folder: two classes, four clouds each per split."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("box", "ball"):
+            (root / c / split).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                np.savetxt(root / c / split / f"{c}_{i}.txt", rng.normal(size=(rows, 3)), fmt="%.5f")
+    return root
+
+
+def _folder_cfg(tmp_path, root):
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["dataset"] = {"name": "folder", "root": str(root)}
+    cfg["data"].update(batch_size=4, num_points=32, val_split="carve", val_fraction=0.25)
+    return cfg
+
+
+def test_a_malformed_row_is_reported_before_the_first_step(tmp_path, monkeypatch):
+    from pointclora.datasets.validation import DatasetValidationError
+
+    monkeypatch.setenv("POINTCLORA_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder_dataset(tmp_path / "data")
+    bad = root / "ball" / "train" / "ball_2.txt"
+    lines = bad.read_text().splitlines()
+    lines[6] = "0.1 oops 0.3"
+    bad.write_text("\n".join(lines) + "\n")
+    steps = []
+    monkeypatch.setattr(trainer_mod.Trainer, "_optimizer_step", lambda self, *a: steps.append(1))
+    with pytest.raises(DatasetValidationError, match=r"ball_2\.txt: line 7"):
+        Trainer(_folder_cfg(tmp_path, root), output=tmp_path / "run", quiet=True).fit()
+    assert steps == [] and not (tmp_path / "run").exists()
+
+
+def test_an_empty_class_folder_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("POINTCLORA_CACHE_DIR", str(tmp_path / "cache"))
+    root = _folder_dataset(tmp_path / "data")
+    (root / "cone" / "train").mkdir(parents=True)
+    (root / "cone" / "test").mkdir(parents=True)
+    with pytest.raises(ValueError, match="cone"):
+        Trainer(_folder_cfg(tmp_path, root), output=tmp_path / "run", quiet=True).fit()
+    assert not (tmp_path / "run").exists()
