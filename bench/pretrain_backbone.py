@@ -83,6 +83,28 @@ def augment(pts: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return pts * scale + shift
 
 
+@torch.no_grad()
+def encoder_reliance(model, pts: torch.Tensor, seed: int = 0) -> Dict[str, float]:
+    """How much the reconstruction uses the encoder: the masked-patch loss with each cloud's own visible tokens vs
+    with the visible tokens of another cloud of the batch (same masks). A ratio near 1 means the decoder rebuilds the
+    masked patches from the patch centres alone (which it is given) and the encoder learns nothing useful."""
+    from pointclora.models.mae import random_patch_mask
+
+    was = model.training
+    model.eval()
+    enc = model.MAE_encoder
+    mask = random_patch_mask(len(pts), enc.num_groups, model.mask_ratio, generator=torch.Generator().manual_seed(seed))
+    own = float(model(pts, mask=mask).loss)
+    original = enc.forward_blocks
+    enc.forward_blocks = lambda x, pos, return_layers=None: [o.roll(1, 0) for o in original(x, pos, return_layers)]
+    try:
+        other = float(model(pts, mask=mask).loss)
+    finally:
+        del enc.forward_blocks
+    model.train(was)
+    return {"rec_loss_own": own, "rec_loss_other": other, "reliance": other / max(own, 1e-12)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True)
@@ -97,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--mask", type=float, default=0.6)
     p.add_argument("--decoder-depth", type=int, default=2)
+    p.add_argument("--norm-target", action="store_true", help="reconstruct unit-radius patches")
     p.add_argument("--grad-clip", type=float, default=10.0)
     p.add_argument("--extra-mn40", action="store_true", help="add the 466 real ModelNet40 shapes")
     p.add_argument("--max-train", type=int, default=0, help="use only this many training shapes (data ablation)")
@@ -131,7 +154,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_x = torch.as_tensor(train_x)
 
     overrides = {k: int(v) for k, v in (s.split("=", 1) for s in a.overrides)}
-    model = build_pretrain_model(a.variant, mask_ratio=a.mask, decoder_depth=a.decoder_depth, **overrides)
+    model = build_pretrain_model(
+        a.variant, mask_ratio=a.mask, decoder_depth=a.decoder_depth, norm_target=a.norm_target, **overrides
+    )
     opt = build_optimizer(model, lr=a.lr, weight_decay=a.wd)
     steps_per_epoch = len(train_x) // a.batch
     g = torch.Generator().manual_seed(a.seed)
@@ -172,6 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             losses.append(float(loss.detach()))
         elapsed += time.time() - t0
         rec: Dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)), "train_min": elapsed / 60}
+        rec.update(encoder_reliance(model, torch.as_tensor(x[pv[:128]])))
         if a.probe_every and ((epoch + 1) % a.probe_every == 0 or epoch + 1 == a.epochs):
             m = probe(model)
             rec.update({k: round(v, 3) for k, v in m.items() if "/C" not in k})
@@ -182,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              "gen": g.get_state(), "torch_rng": torch.get_rng_state()},
             str(last),
         )
-        short = {k: v for k, v in rec.items() if k.endswith(("all/oa", "10pc/oa")) and "cls_max" in k}
+        short = {k: v for k, v in rec.items() if k.endswith(("all/oa", "10pc/oa", "reliance")) and "probe_r" not in k}
         print(f"epoch {epoch + 1}/{a.epochs} lr {lr:.2e} loss {rec['loss']:.5f} {elapsed / 60:.1f} min {short}",
               flush=True)
         if a.max_minutes and (time.time() - t_sit) / 60 > a.max_minutes and epoch + 1 < a.epochs:
