@@ -10,6 +10,9 @@ elsewhere, so the patches differ), applies Point-MAE's scale-and-translate and t
 library's ``cosine_lr``, evaluated per step). Every ``--probe-every`` epochs the library's linear probe
 (:func:`pointclora.engine.probe.make_probe_callback`) scores the encoder on a carve of the *training* shapes
 (80 % fit / 20 % score; the held-out split is never looked at) beside a random encoder of the same architecture.
+The scored 20 % are pre-trained on unless ``--probe-unseen`` leaves them out: measured on the shipped run, the
+all-label probe then reads about 3 points higher than on unseen shapes (the MAE fits its 3,193 shapes), the
+10-label probe about the same.
 
 Resumable: ``<run>/ckpt-last.pth`` (model, optimiser, epoch, RNG) is written atomically every epoch; rerunning the
 same command continues. ``--max-minutes`` stops cleanly after that much wall time (resume later). The run directory
@@ -125,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, default=0, help="use only this many training shapes (data ablation)")
     p.add_argument("--probe-every", type=int, default=2)
     p.add_argument("--probe-layers", type=int, nargs="*", default=[], help="also probe these 0-based blocks")
+    p.add_argument(
+        "--probe-unseen", action="store_true",
+        help="leave the probe's scoring carve out of pre-training (an honest curve: scored on shapes the MAE never "
+        "reconstructed; the default scores on pre-training shapes, which reads ~3 points high at all labels)",
+    )
     p.add_argument("--probe-tokens", action="store_true", help="also probe the mini-PointNet tokens")
     p.add_argument("--max-minutes", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -146,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     probe = make_probe_callback(
         x[pf], y[pf], x[pv], y[pv], per_class=(None, 10), draws=3, poolings=poolings, layers=a.probe_layers
     )
-    train_x = x
+    train_x = x[pf] if a.probe_unseen else x
     if a.max_train:
         train_x = train_x[np.sort(np.random.default_rng(a.seed).permutation(len(train_x))[: a.max_train])]
     if a.extra_mn40:
