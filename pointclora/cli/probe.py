@@ -77,10 +77,16 @@ def _build_backbone(weights: str, model_name: Optional[str]):
         hint = f" or one of the shipped backbones {shipped}" if shipped else ""
         raise FileNotFoundError(f"--weights {weights!r}: no such file{hint}")
     obj = safe_torch_load(weights)
-    name = model_name or (obj.get("variant") if isinstance(obj, Mapping) else None) or "point_mae_demo"
-    model = create_model(name, num_classes=2)
+    meta = obj if isinstance(obj, Mapping) else {}
+    name = model_name or meta.get("variant") or "point_mae_demo"
+    # Encoder overrides recorded at pre-training (e.g. group_size=32) shape the tokenizer: without them the features
+    # would come from patches the weights never saw.
+    recorded = (meta.get("config") or {}).get("model") or {}
+    overrides = {k: v for k, v in recorded.items() if k not in ("name", "checkpoint", "checkpoint_prefix")}
+    model = create_model(name, num_classes=2, **(overrides if not model_name or model_name == meta.get("variant") else {}))
     res = load_pretrained(model, obj, log=False)
-    return model, f"{weights} ({name}, {len(res.loaded_keys)} tensors loaded)"
+    extra = "".join(f", {k}={v}" for k, v in overrides.items()) if model.constructor_kwargs.keys() - {"name", "num_classes"} else ""
+    return model, f"{weights} ({name}{extra}, {len(res.loaded_keys)} tensors loaded)"
 
 
 def run_probe(

@@ -48,7 +48,8 @@ def test_sweep_selects_on_validation_and_skips_finished_points(tmp_path):
     res = run_sweep(_cfg(), {"optim.lr": [5e-4, 1e-3, 2e-3]}, tmp_path, runner=runner, log=lambda _: None)
     assert res["best"]["optim.lr"] == 1e-3  # chosen on val (80), not on test (where 5e-4 is best)
     assert [c[0] for c in runner.calls] == [5e-4, 1e-3, 2e-3]
-    assert "**yes**" in (tmp_path / "sweep.md").read_text()
+    md = (tmp_path / "sweep.md").read_text()
+    assert "| 0.001 | 80.00 | 20.00 | 1.00 | **yes** |" in md and "| 0.0005 | 70.00 |" in md
     assert json.loads((tmp_path / "sweep.json").read_text())["best"]["best_val_acc"] == 80.0
     again = FakeRunner()
     res2 = run_sweep(_cfg(), {"optim.lr": [5e-4, 1e-3, 2e-3, 4e-3 / 2]}, tmp_path, runner=again, log=lambda _: None)
