@@ -206,9 +206,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batch-few", type=int, default=16, help="100 labelled shapes: smaller batches, more steps")
     p.add_argument("--evals", type=int, default=1, help="validation passes per run (each also scores the test split)")
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR1,LR2", help="override a method's lr grid")
+    p.add_argument("--combine", nargs="+", type=Path, default=None,
+                   help="only merge these learning.json files into one table (stdout) and the plot")
     p.add_argument("--plot", default=str(ROOT / "docs" / "images" / "learning.png"), help="'' for no plot")
     a = p.parse_args(argv)
     a.lrs = {m: [float(v) for v in vals.split(",")] for m, vals in (s.split("=", 1) for s in a.lr)}
+    if a.combine:
+        rows = [r for f in a.combine for r in json.loads(f.read_text())]
+        print(table(rows))
+        if a.plot:
+            plot(rows, Path(a.plot))
+        return 0
     torch.set_num_threads(1)
     rows = []
     t0 = time.time()
