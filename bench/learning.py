@@ -139,7 +139,13 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
         return run_finetune(c, output=output, resume=resume, quiet=quiet, datasets=data)
 
     lrs = a.lrs.get(method, DEFAULT_LRS[method])
-    sweep = run_sweep(cfg, {"optim.lr": lrs}, out / "sweep", runner=runner, log=lambda s: print(f"[{regime} {method}] {s}", flush=True))
+    sweep = run_sweep(
+        cfg,
+        {"optim.lr": lrs},
+        out / "sweep",
+        runner=runner,
+        log=lambda s: print(f"[{regime} {method}] {s}", flush=True),
+    )
     lr = sweep["best"]["optim.lr"]
     runs = [json.loads((Path(sweep["best"]["dir"]) / "metrics.json").read_text())]
     for seed in a.seeds[1:]:
@@ -152,8 +158,14 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
         print(f"[{regime} {method}] seed {seed}: acc {runs[-1]['acc']:.2f}", flush=True)
     accs = [float(r["acc"]) for r in runs]
     return {
-        "regime": regime, "method": method, "lr": lr, "sweep": sweep["table"], "seeds": len(runs), "accs": accs,
-        "mean": statistics.mean(accs), "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        "regime": regime,
+        "method": method,
+        "lr": lr,
+        "sweep": sweep["table"],
+        "seeds": len(runs),
+        "accs": accs,
+        "mean": statistics.mean(accs),
+        "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
         "trainable_params": int(runs[0]["trainable_params"]),
         "trainable_params_without_head": int(runs[0]["trainable_params_without_head"]),
         "s_per_epoch": statistics.mean(float(r["wall_time_s"]) / float(r["epochs"]) for r in runs),
@@ -162,11 +174,15 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| labels | method | lr (chosen on val) | test OA % (mean ± std) | seeds | trainable params | s / epoch |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| labels | method | lr (chosen on val) | test OA % (mean ± std) | seeds | trainable params | s / epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['regime']} | {r['method']} | {r['lr']:g} | {r['mean']:.2f} ± {r['std']:.2f} | "
-                     f"{r['seeds']} | {r['trainable_params']:,} | {r['s_per_epoch']:.1f} |")
+        lines.append(
+            f"| {r['regime']} | {r['method']} | {r['lr']:g} | {r['mean']:.2f} ± {r['std']:.2f} | "
+            f"{r['seeds']} | {r['trainable_params']:,} | {r['s_per_epoch']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -206,8 +222,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batch-few", type=int, default=16, help="100 labelled shapes: smaller batches, more steps")
     p.add_argument("--evals", type=int, default=1, help="validation passes per run (each also scores the test split)")
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR1,LR2", help="override a method's lr grid")
-    p.add_argument("--combine", nargs="+", type=Path, default=None,
-                   help="only merge these learning.json files into one table (stdout) and the plot")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="only merge these learning.json files into one table (stdout) and the plot",
+    )
     p.add_argument("--plot", default=str(ROOT / "docs" / "images" / "learning.png"), help="'' for no plot")
     a = p.parse_args(argv)
     a.lrs = {m: [float(v) for v in vals.split(",")] for m, vals in (s.split("=", 1) for s in a.lr)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -129,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-every", type=int, default=2)
     p.add_argument("--probe-layers", type=int, nargs="*", default=[], help="also probe these 0-based blocks")
     p.add_argument(
-        "--probe-unseen", action="store_true",
+        "--probe-unseen",
+        action="store_true",
         help="leave the probe's scoring carve out of pre-training (an honest curve: scored on shapes the MAE never "
         "reconstructed; the default scores on pre-training shapes, which reads ~3 points high at all labels)",
     )
@@ -183,8 +183,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (a.run / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=1))
         hist_path.write_text("")
     n_params = sum(p.numel() for p in model.MAE_encoder.parameters())
-    print(f"{a.variant} {overrides} encoder {n_params:,} params; {len(train_x)} shapes, {steps_per_epoch} steps/epoch",
-          flush=True)
+    print(
+        f"{a.variant} {overrides} encoder {n_params:,} params; {len(train_x)} shapes, {steps_per_epoch} steps/epoch",
+        flush=True,
+    )
     t_sit = time.time()
     for epoch in range(start, a.epochs):
         t0 = time.time()
@@ -204,7 +206,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             opt.step()
             losses.append(float(loss.detach()))
         elapsed += time.time() - t0
-        rec: Dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)), "train_min": elapsed / 60}
+        rec: Dict[str, float] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "loss": float(np.mean(losses)),
+            "train_min": elapsed / 60,
+        }
         rec.update(encoder_reliance(model, torch.as_tensor(x[pv[:128]])))
         if a.probe_every and ((epoch + 1) % a.probe_every == 0 or epoch + 1 == a.epochs):
             m = probe(model)
@@ -212,18 +219,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(hist_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         atomic_save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "elapsed_s": elapsed,
-             "gen": g.get_state(), "torch_rng": torch.get_rng_state()},
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "elapsed_s": elapsed,
+                "gen": g.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
             str(last),
         )
         short = {k: v for k, v in rec.items() if k.endswith(("all/oa", "10pc/oa", "reliance")) and "probe_r" not in k}
-        print(f"epoch {epoch + 1}/{a.epochs} lr {lr:.2e} loss {rec['loss']:.5f} {elapsed / 60:.1f} min {short}",
-              flush=True)
+        print(
+            f"epoch {epoch + 1}/{a.epochs} lr {lr:.2e} loss {rec['loss']:.5f} {elapsed / 60:.1f} min {short}",
+            flush=True,
+        )
         if a.max_minutes and (time.time() - t_sit) / 60 > a.max_minutes and epoch + 1 < a.epochs:
             print("time budget reached; rerun the same command to resume", flush=True)
             return 0
     export_encoder_state(
-        model, str(a.run / "encoder-last.pth"), variant=a.variant,
+        model,
+        str(a.run / "encoder-last.pth"),
+        variant=a.variant,
         config={"model": {"name": a.variant, **overrides}, "recipe": {k: str(v) for k, v in vars(a).items()}},
         extra={"epoch": a.epochs, "train_cpu_min": elapsed / 60},
     )

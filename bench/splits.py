@@ -30,7 +30,9 @@ def default_data_root() -> Path:
     return Path(os.environ.get("POINTCLORA_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
-def heldout_split(mn10_root: Path, fraction: float = HELDOUT_FRACTION, seed: int = HELDOUT_SEED) -> Dict[str, Dict[str, List[str]]]:
+def heldout_split(
+    mn10_root: Path, fraction: float = HELDOUT_FRACTION, seed: int = HELDOUT_SEED
+) -> Dict[str, Dict[str, List[str]]]:
     """``{"train": {class: [file names]}, "test": {...}}``: per class ``round(n * fraction)`` files held out."""
     out: Dict[str, Dict[str, List[str]]] = {"train": {}, "test": {}}
     classes = sorted(d.name for d in mn10_root.iterdir() if (d / "train").is_dir())
@@ -58,7 +60,9 @@ def write_split(data_root: Path, out: Path) -> Path:
                 link = d / f
                 if not link.exists():
                     link.symlink_to((mn10 / name / "train" / f).resolve())
-    (root / "split.json").write_text(json.dumps({"fraction": HELDOUT_FRACTION, "seed": HELDOUT_SEED, **split}, indent=1))
+    (root / "split.json").write_text(
+        json.dumps({"fraction": HELDOUT_FRACTION, "seed": HELDOUT_SEED, **split}, indent=1)
+    )
     return root
 
 

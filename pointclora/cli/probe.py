@@ -83,9 +83,11 @@ def _build_backbone(weights: str, model_name: Optional[str]):
     # would come from patches the weights never saw.
     recorded = (meta.get("config") or {}).get("model") or {}
     overrides = {k: v for k, v in recorded.items() if k not in ("name", "checkpoint", "checkpoint_prefix")}
-    model = create_model(name, num_classes=2, **(overrides if not model_name or model_name == meta.get("variant") else {}))
+    if model_name and model_name != meta.get("variant"):
+        overrides = {}  # another variant named on the command line: its own defaults
+    model = create_model(name, num_classes=2, **overrides)
     res = load_pretrained(model, obj, log=False)
-    extra = "".join(f", {k}={v}" for k, v in overrides.items()) if model.constructor_kwargs.keys() - {"name", "num_classes"} else ""
+    extra = "".join(f", {k}={v}" for k, v in overrides.items())
     return model, f"{weights} ({name}{extra}, {len(res.loaded_keys)} tensors loaded)"
 
 
@@ -104,8 +106,11 @@ def run_probe(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> Dict[str, Any]:
-    """Probe ``weights`` on ``dataset_cfg``; returns ``{"weights", "train", "test", "backbone": {...}, "random": {...}}``
-    (metric keys as :func:`pointclora.engine.probe.probe_backbone`)."""
+    """Probe ``weights`` on ``dataset_cfg``.
+
+    Returns ``{"weights", "train", "test", "backbone": {...}, "random": {...}}`` (metric keys as
+    :func:`pointclora.engine.probe.probe_backbone`).
+    """
     import numpy as np
 
     from ..datasets import build_dataset
@@ -118,11 +123,25 @@ def run_probe(
     test = build_dataset(dict(dataset_cfg), test_split, tf)
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {dataset_cfg.get('name')!r}: empty split ({len(train)} train / {len(test)} test)")
-    ty = np.asarray([int(train[i]["label"]) for i in range(len(train))]) if not hasattr(train, "labels") else train.labels
+    ty = (
+        np.asarray([int(train[i]["label"]) for i in range(len(train))])
+        if not hasattr(train, "labels")
+        else train.labels
+    )
     sy = np.asarray([int(test[i]["label"]) for i in range(len(test))]) if not hasattr(test, "labels") else test.labels
     res = probe_backbone(
-        model, train, np.asarray(ty), test, np.asarray(sy), per_class=(None, *per_class), draws=draws,
-        layers=layers, classifier=classifier, seed=seed, batch_size=batch_size, device=device,
+        model,
+        train,
+        np.asarray(ty),
+        test,
+        np.asarray(sy),
+        per_class=(None, *per_class),
+        draws=draws,
+        layers=layers,
+        classifier=classifier,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
         with_random=weights != "random",
     )
     return {"weights": desc, "train": len(train), "test": len(test), **res}
@@ -149,8 +168,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.data_root:
             ds["root"] = args.data_root
         result = run_probe(
-            args.weights, ds, args.model, args.npoints, args.train_split, args.test_split, args.per_class,
-            args.draws, args.classifier, args.layers, args.seed, args.batch_size, args.device,
+            args.weights,
+            ds,
+            args.model,
+            args.npoints,
+            args.train_split,
+            args.test_split,
+            args.per_class,
+            args.draws,
+            args.classifier,
+            args.layers,
+            args.seed,
+            args.batch_size,
+            args.device,
         )
     except (ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError, TypeError) as err:
         if args.debug:

@@ -18,9 +18,8 @@ scikit-learn does the fitting (``LogisticRegression`` with lbfgs, or ``LinearSVC
 from __future__ import annotations
 
 import copy
-import math
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -385,8 +384,15 @@ def make_probe_callback(
 
     def callback(model: nn.Module) -> Dict[str, float]:
         kwargs = dict(
-            per_class=per_class, draws=draws, poolings=poolings, layers=layers, Cs=Cs, classifier=classifier, seed=seed,
-            batch_size=batch_size, device=device,
+            per_class=per_class,
+            draws=draws,
+            poolings=poolings,
+            layers=layers,
+            Cs=Cs,
+            classifier=classifier,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
         )
         res = probe_backbone(model, train, train_y, test, test_y, with_random="random" not in cache, **kwargs)
         if "random" in res:

@@ -64,7 +64,7 @@ def _table(rows: List[Dict[str, Any]], keys: List[str], select: str, best: int) 
     for i, r in enumerate(rows):
         # grid values as given (1e-3 must not print as 0.00)
         cells = [f"{r.get(c):g}" if isinstance(r.get(c), float) else str(r.get(c)) for c in keys]
-        cells += [f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c)) for c in cols[len(keys):]]
+        cells += [f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c)) for c in cols[len(keys) :]]
         lines.append("| " + " | ".join(cells) + f" | {'**yes**' if i == best else ''} |")
     return "\n".join(lines)
 

@@ -134,14 +134,18 @@ def _folder_dataset(root: Path) -> Path:
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "probe.py"), *args],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
 
 
 def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path):
     cfg = _folder_dataset(tmp_path)
-    ckpt = export_encoder_state(build_pretrain_model("point_mae_tiny", decoder_depth=1), str(tmp_path / "enc.pth"),
-                                variant="point_mae_tiny")
+    ckpt = export_encoder_state(
+        build_pretrain_model("point_mae_tiny", decoder_depth=1), str(tmp_path / "enc.pth"), variant="point_mae_tiny"
+    )
     out = _run("--weights", ckpt, "--cfg", str(cfg), "--npoints", "64", "--per-class", "2", "--json")
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
@@ -149,9 +153,11 @@ def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path):
     assert "cls_max/all/oa" in res["backbone"] and "cls_max/all/oa" in res["random"]
     table = _run("--weights", ckpt, "--cfg", str(cfg), "--npoints", "64", "--per-class")
     assert table.returncode == 0 and "random OA" in table.stdout
-    for bad in (["--weights", str(tmp_path / "nope.pth"), "--cfg", str(cfg)],
-                ["--weights", ckpt, "--cfg", str(tmp_path / "missing.yaml")],
-                ["--weights", ckpt, "--cfg", str(cfg), "--model", "point_mae_s"]):
+    for bad in (
+        ["--weights", str(tmp_path / "nope.pth"), "--cfg", str(cfg)],
+        ["--weights", ckpt, "--cfg", str(tmp_path / "missing.yaml")],
+        ["--weights", ckpt, "--cfg", str(cfg), "--model", "point_mae_s"],
+    ):
         err = _run(*bad)
         assert err.returncode == 2, bad
         assert err.stderr.startswith("error: ") and "Traceback" not in err.stderr and err.stderr.count("\n") == 1

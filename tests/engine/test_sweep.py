@@ -68,5 +68,6 @@ def test_sweep_rejects_unknown_keys_and_missing_metric(tmp_path):
     with pytest.raises(ConfigError, match="optim"):
         run_sweep(_cfg(), {"optim.lrr": [1e-3]}, tmp_path / "a", runner=FakeRunner(), log=lambda _: None)
     with pytest.raises(KeyError, match="val_top5"):
-        run_sweep(_cfg(), {"optim.lr": [1e-3]}, tmp_path / "b", runner=FakeRunner(), select="val_top5",
-                  log=lambda _: None)
+        run_sweep(
+            _cfg(), {"optim.lr": [1e-3]}, tmp_path / "b", runner=FakeRunner(), select="val_top5", log=lambda _: None
+        )

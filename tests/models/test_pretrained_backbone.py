@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.engine.probe import fit_linear_probe, few_label_indices, extract_features, random_like
+from pointclora.engine.probe import extract_features, few_label_indices, fit_linear_probe, random_like
 from pointclora.models import create_model, load_pretrained, pretrained_names, pretrained_path
 from pointclora.models.backbone import PointTransformer
 
@@ -76,8 +76,11 @@ def test_shipped_backbone_probe_beats_random_on_real_heldout_shapes(real_data):
         ftr = extract_features(enc, xtr, poolings=("mean_max",))["mean_max"]
         fte = extract_features(enc, xte, poolings=("mean_max",))["mean_max"]
         # 10 labels per class, averaged over three draws (the few-label regime the backbone is for).
-        accs[tag] = np.mean([
-            fit_linear_probe(ftr[i], ytr[i], fte, yte, seed=s)["oa"]
-            for s in range(3) for i in [few_label_indices(ytr, 10, seed=s)]
-        ])
+        accs[tag] = np.mean(
+            [
+                fit_linear_probe(ftr[i], ytr[i], fte, yte, seed=s)["oa"]
+                for s in range(3)
+                for i in [few_label_indices(ytr, 10, seed=s)]
+            ]
+        )
     assert accs["pretrained"] > accs["random"] + 3.0, accs
