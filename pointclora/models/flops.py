@@ -45,8 +45,8 @@ def count_flops(
 
     The model is run in eval mode and restored to its previous mode afterwards.
     """
-    from ..peft.base import AdapterLinear
     from .layers import Attention
+    from ..peft.base import AdapterLinear
 
     count = FlopCount()
     handles = []

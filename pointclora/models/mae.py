@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..ops.chamfer import chamfer_distance
-from ..ops.sampling import gather_points
 from .backbone import PointTransformerEncoder
 from .layers import Block
+from ..ops.chamfer import chamfer_distance
+from ..ops.sampling import gather_points
 
 __all__ = [
     "PointMAEPretrain",

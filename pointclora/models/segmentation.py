@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.interpolate import three_nn_interpolate
 from .backbone import PointTransformerEncoder
+from ..ops.interpolate import three_nn_interpolate
 
 __all__ = [
     "PointTransformerSeg",
