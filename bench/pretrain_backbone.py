@@ -10,9 +10,9 @@ elsewhere, so the patches differ), applies Point-MAE's scale-and-translate and t
 library's ``cosine_lr``, evaluated per step). Every ``--probe-every`` epochs the library's linear probe
 (:func:`pointclora.engine.probe.make_probe_callback`) scores the encoder on a carve of the *training* shapes
 (80 % fit / 20 % score; the held-out split is never looked at) beside a random encoder of the same architecture.
-The scored 20 % are pre-trained on unless ``--probe-unseen`` leaves them out: measured on the shipped run, the
-all-label probe then reads about 3 points higher than on unseen shapes (the MAE fits its 3,193 shapes), the
-10-label probe about the same.
+The scored 20 % are pre-trained on unless ``--probe-unseen`` leaves them out. Measured: the shipped 24-epoch run read
+92.5 % (all labels) on a carve it pre-trained on, a 36-epoch ``--probe-unseen`` run 92.3 % on a carve it never saw,
+and both read ~2.5 points lower on the held-out split: report held-out figures, not this curve.
 
 Resumable: ``<run>/ckpt-last.pth`` (model, optimiser, epoch, RNG) is written atomically every epoch; rerunning the
 same command continues. ``--max-minutes`` stops cleanly after that much wall time (resume later). The run directory
@@ -123,15 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-depth", type=int, default=2)
     p.add_argument("--norm-target", action="store_true", help="reconstruct unit-radius patches")
     p.add_argument("--grad-clip", type=float, default=10.0)
-    p.add_argument("--extra-mn40", action="store_true", help="add the 466 real ModelNet40 shapes")
+    p.add_argument(
+        "--extra-mn40",
+        action="store_true",
+        help="add the 466 real ModelNet40 shapes (some are ModelNet10-class meshes: may overlap the held-out split)",
+    )
     p.add_argument("--max-train", type=int, default=0, help="use only this many training shapes (data ablation)")
     p.add_argument("--probe-every", type=int, default=2)
     p.add_argument("--probe-layers", type=int, nargs="*", default=[], help="also probe these 0-based blocks")
     p.add_argument(
         "--probe-unseen",
         action="store_true",
-        help="leave the probe's scoring carve out of pre-training (an honest curve: scored on shapes the MAE never "
-        "reconstructed; the default scores on pre-training shapes, which reads ~3 points high at all labels)",
+        help="leave the probe's scoring carve out of pre-training (scored on shapes the MAE never reconstructed)",
     )
     p.add_argument("--probe-tokens", action="store_true", help="also probe the mini-PointNet tokens")
     p.add_argument("--max-minutes", type=float, default=0.0)
