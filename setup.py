@@ -30,6 +30,7 @@ setup(
         "pyyaml>=5.4",
         "tqdm>=4.60",
         "safetensors>=0.4",
+        "scikit-learn>=1.0",  # the linear probe (engine/probe.py)
     ],
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
@@ -52,6 +53,7 @@ setup(
             "pointclora-count-params=pointclora.cli.count_params:main",
             "pointclora-merge-adapter=pointclora.cli.merge_adapter:main",
             "pointclora-plot-runs=pointclora.cli.plot_runs:main",
+            "pointclora-probe=pointclora.cli.probe:main",
         ]
     },
     classifiers=["Programming Language :: Python :: 3"],

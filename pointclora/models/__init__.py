@@ -9,7 +9,7 @@ from .checkpoint import (
     safe_torch_load,
     to_point_mae_layout,
 )
-from .registry import create_model, list_models, model_defaults, register_model
+from .registry import create_model, list_models, model_defaults, pretrained_names, pretrained_path, register_model
 
 __all__ = [
     "CheckpointError",
@@ -23,5 +23,7 @@ __all__ = [
     "list_models",
     "model_defaults",
     "register_model",
+    "pretrained_names",
+    "pretrained_path",
 ]
 from . import segmentation as _segmentation  # noqa: E402,F401  (registers the *_seg variants)

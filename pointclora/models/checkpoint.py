@@ -188,6 +188,11 @@ def load_pretrained(
     Raises :class:`CheckpointError` on any shape mismatch (naming the key and both shapes), when no key at all
     matched, or (``strict=True``) when anything is missing or unexpected.
     """
+    if isinstance(path_or_state, str) and not os.path.exists(path_or_state):
+        from .registry import pretrained_names, pretrained_path
+
+        if path_or_state in pretrained_names():  # `--ckpt NAME`: a shipped backbone, loaded from package data
+            path_or_state = str(pretrained_path(path_or_state))
     source = os.fspath(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "state dict"
     obj = safe_torch_load(path_or_state) if source != "state dict" else path_or_state
     incoming = convert_state_dict(extract_state_dict(obj, source), prefix=prefix)

@@ -104,6 +104,9 @@ class PointMAEPretrain(nn.Module):
         decoder_depth: light decoder blocks (4).
         decoder_num_heads: decoder heads (the encoder's by default).
         decoder_drop_path_rate: decoder stochastic depth (0.1 as Point-MAE).
+        norm_target: reconstruct every masked patch scaled to unit radius (its farthest point at distance 1) instead
+            of in cloud units, so small patches weigh as much as large ones (off by default: Point-MAE's loss).
+            ``MAEOutput.pred``/``target`` are then in those unit-radius coordinates.
         **encoder_kwargs: :class:`~pointclora.backbone.PointTransformerEncoder` arguments (``trans_dim``, ``depth``,
             ``num_groups``, ``group_size``, ...; ``cls_token`` is forced off as in ``MaskTransformer``).
 
@@ -116,6 +119,7 @@ class PointMAEPretrain(nn.Module):
         decoder_depth: int = 4,
         decoder_num_heads: Optional[int] = None,
         decoder_drop_path_rate: float = 0.1,
+        norm_target: bool = False,
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -126,6 +130,7 @@ class PointMAEPretrain(nn.Module):
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio}")
         self.mask_ratio = float(mask_ratio)
+        self.norm_target = bool(norm_target)
         self.encoder_kwargs = dict(encoder_kwargs)
         self.MAE_encoder = PointTransformerEncoder(cls_token=False, **encoder_kwargs)
         enc = self.MAE_encoder
@@ -179,6 +184,8 @@ class PointMAEPretrain(nn.Module):
         x_rec = self.MAE_decoder(x_full, dec_pos, M)  # (B, M, C)
         pred = self.increase_dim(x_rec.transpose(1, 2)).transpose(1, 2).reshape(B, M, K, 3)
         target = torch.gather(neighborhood, 1, mask_idx[:, :, None, None].expand(-1, -1, K, 3))
+        if self.norm_target:  # (B, M, K, 3) / (B, M, 1, 1): each patch's farthest point at radius 1
+            target = target / target.norm(dim=-1).amax(dim=-1).clamp_min(1e-6)[..., None, None]
         loss = chamfer_distance(pred.reshape(B * M, K, 3), target.reshape(B * M, K, 3))
         return MAEOutput(loss, pred, target, mask, centers)
 
@@ -260,11 +267,14 @@ def export_encoder_state(
 
 
 def build_pretrain_model(
-    variant: str, mask_ratio: float = 0.6, decoder_depth: int = 4, **overrides: Any
+    variant: str, mask_ratio: float = 0.6, decoder_depth: int = 4, norm_target: bool = False, **overrides: Any
 ) -> PointMAEPretrain:
     """``PointMAEPretrain`` whose encoder matches the registered classification variant ``variant``."""
     model = PointMAEPretrain(
-        mask_ratio=mask_ratio, decoder_depth=decoder_depth, **encoder_kwargs_from_variant(variant, **overrides)
+        mask_ratio=mask_ratio,
+        decoder_depth=decoder_depth,
+        norm_target=norm_target,
+        **encoder_kwargs_from_variant(variant, **overrides),
     )
     model.variant = variant
     return model

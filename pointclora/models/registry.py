@@ -3,22 +3,58 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, List
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
 from .backbone import PointTransformer
 
-__all__ = ["register_model", "create_model", "list_models", "model_defaults"]
+__all__ = [
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_defaults",
+    "pretrained_names",
+    "pretrained_path",
+]
 
 _VARIANTS: Dict[str, Dict[str, Any]] = {}
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
+#: variant name -> weights file shipped in pointclora/assets (package data: loads offline).
+_PRETRAINED: Dict[str, str] = {}
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
-def register_model(name: str, builder: Callable[..., nn.Module] = PointTransformer, **defaults: Any) -> None:
-    """Register ``name`` as ``builder(**defaults)``; overrides given to :func:`create_model` win."""
+def register_model(
+    name: str, builder: Callable[..., nn.Module] = PointTransformer, pretrained_file: Optional[str] = None,
+    **defaults: Any,
+) -> None:
+    """Register ``name`` as ``builder(**defaults)``; overrides given to :func:`create_model` win.
+
+    ``pretrained_file``: a file name in ``pointclora/assets`` holding the variant's pre-trained encoder
+    (``create_model(name, pretrained=True)`` and ``--ckpt NAME`` load it).
+    """
     _VARIANTS[name] = dict(defaults)
     _BUILDERS[name] = builder
+    if pretrained_file:
+        _PRETRAINED[name] = pretrained_file
+
+
+def pretrained_names() -> List[str]:
+    """Variants that ship pre-trained weights."""
+    return sorted(_PRETRAINED)
+
+
+def pretrained_path(name: str) -> Path:
+    """The shipped weights file of ``name``; KeyError naming the variants that have one, FileNotFoundError when the
+    package was installed without its assets."""
+    if name not in _PRETRAINED:
+        raise KeyError(f"model {name!r} ships no pre-trained weights; variants that do: {pretrained_names()}")
+    path = _ASSETS / _PRETRAINED[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the pre-trained weights of {name!r} are missing from the installed package")
+    return path
 
 
 def list_models() -> List[str]:
@@ -38,8 +74,11 @@ def _check_name(name: str) -> None:
         raise KeyError(f"unknown model {name!r}{hint} Available: {', '.join(list_models())}")
 
 
-def create_model(name: str, num_classes: int = 40, **overrides: Any) -> nn.Module:
+def create_model(name: str, num_classes: int = 40, pretrained: bool = False, **overrides: Any) -> nn.Module:
     """Build a named variant, e.g. ``create_model("point_mae_s", num_classes=15, num_groups=128)``.
+
+    ``pretrained=True`` loads the variant's shipped encoder weights (:func:`pretrained_names`; the head stays
+    freshly initialised, the cls token too: Point-MAE pre-training has none).
 
     The model records its name in ``model.variant`` and its arguments in ``model.constructor_kwargs`` (checkpoints
     and adapter files use them to rebuild the model and to refuse mismatches).
@@ -50,6 +89,10 @@ def create_model(name: str, num_classes: int = 40, **overrides: Any) -> nn.Modul
     model.variant = name
     # Enough to rebuild the same architecture later (adapter files and checkpoints record it).
     model.constructor_kwargs = {"name": name, "num_classes": num_classes, **overrides}
+    if pretrained:
+        from .checkpoint import load_pretrained
+
+        load_pretrained(model, pretrained_path(name), log=False)
     return model
 
 
@@ -69,6 +112,22 @@ register_model(
     encoder_hidden_dims=(32, 64, 128),
     num_groups=32,
     group_size=16,
+    drop_path_rate=0.0,
+    head_hidden_dim=128,
+)
+# The shipped pre-trained small backbone: point_mae_demo's shapes with 32-point patches (32 x 32 covers all 1,024
+# points), pre-trained with Point-MAE on the ModelNet10 train shapes outside the held-out report split
+# (bench/pretrain_backbone.py; model card in models/README.md). ModelNet: academic research use only.
+register_model(
+    "point_mae_mn10",
+    pretrained_file="point_mae_mn10.pth",
+    trans_dim=128,
+    depth=4,
+    num_heads=4,
+    encoder_dims=128,
+    encoder_hidden_dims=(32, 64, 128),
+    num_groups=32,
+    group_size=32,
     drop_path_rate=0.0,
     head_hidden_dim=128,
 )
