@@ -31,6 +31,7 @@ setup(
         "tqdm>=4.60",
         "safetensors>=0.4",
         "scikit-learn>=1.0",  # the linear probe (engine/probe.py)
+        "threadpoolctl>=3.0",  # one BLAS thread per data-loader worker (utils/threads.py)
     ],
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],

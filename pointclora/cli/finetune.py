@@ -24,6 +24,8 @@ def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argpa
     add_config_args(p, "experiment config: a path or a bare name found in configs/")
     add_training_args(p)
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed and report mean ± std")
+    p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="run every combination (e.g. optim.lr=5e-4,1e-3,"
+                   "2e-3), choose the best on validation, print the table; resumable (finished points are kept)")  # fmt: skip
     return p
 
 
@@ -33,10 +35,29 @@ def train_main(args: argparse.Namespace, task: str) -> int:
     from ..engine.trainer import Trainer
 
     cfg = config_from_args(args, task=task)
+    if args.sweep:
+        return _sweep(cfg, args)
     if args.seeds:
         fit_seeds(cfg, args.seeds, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet)
     else:
         Trainer(cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet).fit()
+    return 0
+
+
+def _sweep(cfg, args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from ..engine.sweep import parse_sweep, run_sweep
+    from ..tasks import get_task
+
+    if args.seeds:
+        raise ValueError("--sweep and --seeds together: sweep first, then run the chosen values with --seeds")
+    monitor = get_task(cfg.get("task") or "classification").monitor
+    out = Path(args.output) if args.output else Path("runs") / str(cfg.get("name") or "run") / (
+        f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")  # fmt: skip
+    result = run_sweep(cfg, parse_sweep(args.sweep), output=out, select=f"best_val_{monitor}", quiet=args.quiet)
+    print(result["table"])
     return 0
 
 

@@ -430,7 +430,10 @@ class Trainer:
             self.task.on_best(self.model, self.run_dir, epoch + 1)
         if test is not None and self.task.better(test[monitor], self.best_test.get(f"test_{monitor}")):
             self.best_test = summary
-        self.logger.scalars({k.replace("_", "/", 1): v for k, v in out.items()}, epoch + 1)
+        hook = getattr(self.task, "extra_metrics", None)  # e.g. pre-training's linear probe
+        if hook is not None:
+            out.update(hook(self.model, self.data.val, epoch + 1, self.device))
+        self.logger.scalars({k if "/" in k else k.replace("_", "/", 1): v for k, v in out.items()}, epoch + 1)
         return out
 
     # ------------------------------------------------------------------------------------------- saving

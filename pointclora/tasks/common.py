@@ -54,6 +54,10 @@ def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optiona
     ckpt = get_key(cfg, "model.checkpoint")
     if not ckpt:
         return None
+    from ..models.registry import pretrained_names, pretrained_path
+
+    if str(ckpt) in pretrained_names():  # a shipped backbone's name: package data, offline
+        return pretrained_path(str(ckpt))
     path = resolve_checkpoint_path(ckpt)
     if path.is_file():
         return path

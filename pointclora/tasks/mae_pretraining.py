@@ -38,6 +38,9 @@ PRETRAIN_KEYS: Dict[str, Any] = {
     "output": None,
     "max_train_samples": None,
     "max_val_samples": None,
+    # Every N epochs (0: never) a linear probe of the frozen encoder on the labelled validation shapes (never
+    # pre-trained on): fit on half, scored on the other half, printed and logged beside a random encoder's.
+    "probe_every": 0,
 }
 
 
@@ -132,6 +135,15 @@ class MAEPretrainingTask(Task):
         model.train(was_training)
         return {"loss": total / max(1, count)}
 
+    def extra_metrics(self, model: nn.Module, val: Any, epoch: int, device: torch.device) -> Dict[str, float]:
+        """The probe of ``pretrain.probe_every`` (see :data:`PRETRAIN_KEYS`); {} on other epochs."""
+        every = int(self.options.get("probe_every") or 0)
+        if every <= 0 or epoch % every:
+            return {}
+        if getattr(self, "_probe", None) is None:
+            self._probe = _probe_on_validation(val, int(self.cfg["data"].get("val_seed", 0)), device)
+        return self._probe(model) if self._probe is not None else {}
+
     def final_metrics(self, model, loaders, device, autocast, meta) -> Dict[str, Any]:
         return {"val_loss": self.evaluate(model, loaders["val"], device, autocast)["loss"],
                 "encoder_params": sum(p.numel() for p in model.MAE_encoder.parameters())}  # fmt: skip
@@ -158,7 +170,12 @@ class MAEPretrainingTask(Task):
                 f"| {metrics.get('best_val_loss', float('nan')):.5f} |")  # fmt: skip
 
     def epoch_line(self, record: Mapping[str, Any]) -> str:
-        return f"val Chamfer-L2 {record['val_loss']:.5f}" if "val_loss" in record else ""
+        line = f"val Chamfer-L2 {record['val_loss']:.5f}" if "val_loss" in record else ""
+        for key in ("probe/mean_max/all/oa", "probe/mean_max/10pc/oa"):
+            if key in record:
+                rnd = record.get(key.replace("probe/", "probe_random/", 1))
+                line += f" | {key.split('/')[2]} probe {record[key]:.1f}%" + (f" (random {rnd:.1f}%)" if rnd else "")
+        return line
 
 
 def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, log: Log = print) -> Path:
@@ -177,3 +194,22 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
     best = MAEPretrainingTask(cfg).encoder_path(Path(run_dir))
     atomic_write_bytes(best.read_bytes(), export_to)
     return Path(export_to)
+
+
+def _probe_on_validation(val: Any, seed: int, device: torch.device) -> Optional[Callable[[nn.Module], Dict[str, float]]]:
+    """A probe callback on the validation shapes: a stratified half to fit, the other half to score."""
+    from ..engine.probe import make_probe_callback
+
+    labels = np.asarray([int(val[i]["label"]) for i in range(len(val))]) if len(val) else np.zeros(0)
+    if labels.size < 4 or len(np.unique(labels)) < 2:
+        return None  # unlabelled or too small: nothing to probe
+    rng = np.random.default_rng(seed)
+    fit, score = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fit += idx[: (len(idx) + 1) // 2].tolist()
+        score += idx[(len(idx) + 1) // 2 :].tolist()
+    pts = torch.stack([torch.as_tensor(val[i]["points"])[..., :3].float() for i in range(len(val))])
+    per_class = (None, 10) if min(np.bincount(labels[fit])[np.unique(labels)]) >= 10 else (None,)
+    return make_probe_callback(pts[fit], labels[fit], pts[score], labels[score], per_class=per_class,
+                               poolings=("mean_max",), device=device)  # fmt: skip

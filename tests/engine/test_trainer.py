@@ -215,3 +215,44 @@ def test_an_empty_class_folder_is_refused_before_the_first_step(tmp_path, monkey
     with pytest.raises(ValueError, match="cone"):
         Trainer(_folder_cfg(tmp_path, root), output=tmp_path / "run", quiet=True).fit()
     assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_probes_its_features_beside_a_random_encoder(tmp_path):
+    cfg = task_cfg("mae_pretraining", tmp_path, epochs=2)
+    cfg["dataset"]["num_samples"] = 96
+    cfg["pretrain"]["probe_every"] = 2
+    cfg["data"]["val_fraction"] = 0.5
+    Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    history = _history(tmp_path / "run")
+    assert "probe/mean_max/all/oa" not in history[0]  # every 2 epochs
+    probe = history[1]
+    assert 0 <= probe["probe/mean_max/all/oa"] <= 100 and "probe_random/mean_max/all/oa" in probe
+    assert probe["probe/gain/mean_max/all/oa"] == pytest.approx(
+        probe["probe/mean_max/all/oa"] - probe["probe_random/mean_max/all/oa"])
+    assert "all probe" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_sweep_chooses_on_validation_and_resumes(tmp_path, capsys):
+    from pointclora.cli.finetune import main
+    from pointclora.config import dump_config
+
+    (tmp_path / "c.yaml").write_text(dump_config(task_cfg("classification", tmp_path, epochs=1)))
+    argv = ["--cfg", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "sweep"), "--quiet",
+            "--sweep", "optim.lr=1e-3,4e-3"]  # fmt: skip
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "optim.lr" in table and "best_val_acc" in table
+    result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    vals = [r["best_val_acc"] for r in result["rows"]]
+    assert len(vals) == 2 and result["best"]["best_val_acc"] == max(vals)
+    first = sorted(p.name for p in (tmp_path / "sweep").iterdir())
+    assert main(argv) == 0  # finished points are kept, not rerun
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == first
+
+
+def test_a_shipped_backbone_loads_by_name(tmp_path):
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["model"] = {"name": "point_mae_mn10", "checkpoint": "point_mae_mn10"}  # as --ckpt point_mae_mn10
+    Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "assets/point_mae_mn10.pth" in log and "loaded" in log
