@@ -25,7 +25,8 @@ def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argpa
     add_training_args(p)
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed and report mean ± std")
     p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="run every combination (e.g. optim.lr=5e-4,1e-3,"
-                   "2e-3), choose the best on validation, print the table; resumable (finished points are kept)")  # fmt: skip
+                   "2e-3), choose the best on validation, print the table; resumable (finished points are "
+                   "kept)")  # fmt: skip
     return p
 
 

@@ -196,7 +196,8 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
     return Path(export_to)
 
 
-def _probe_on_validation(val: Any, seed: int, device: torch.device) -> Optional[Callable[[nn.Module], Dict[str, float]]]:
+def _probe_on_validation(val: Any, seed: int,
+                         device: torch.device) -> Optional[Callable[[nn.Module], Dict[str, float]]]:  # fmt: skip
     """A probe callback on the validation shapes: a stratified half to fit, the other half to score."""
     from ..engine.probe import make_probe_callback
 
