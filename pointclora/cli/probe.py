@@ -82,7 +82,9 @@ def _build_backbone(weights: str, model_name: Optional[str]):
     # Encoder overrides recorded at pre-training (e.g. group_size=32) shape the tokenizer: without them the features
     # would come from patches the weights never saw.
     recorded = (meta.get("config") or {}).get("model") or {}
-    overrides = {k: v for k, v in recorded.items() if k not in ("name", "checkpoint", "checkpoint_prefix")}
+    from ..tasks.common import MODEL_META_KEYS
+
+    overrides = {k: v for k, v in recorded.items() if k not in MODEL_META_KEYS and v is not None}
     if model_name and model_name != meta.get("variant"):
         overrides = {}  # another variant named on the command line: its own defaults
     model = create_model(name, num_classes=2, **overrides)

@@ -161,3 +161,23 @@ def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path):
         err = _run(*bad)
         assert err.returncode == 2, bad
         assert err.stderr.startswith("error: ") and "Traceback" not in err.stderr and err.stderr.count("\n") == 1
+
+
+def test_probe_cli_reads_an_encoder_exported_by_the_pretraining_trainer(tmp_path):
+    """tools/pretrain.py's encoder records the run's model section (with config-only keys like `init`): the probe
+    rebuilds the encoder from the constructor keys alone."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from task_configs import task_cfg
+
+    from pointclora.engine.trainer import Trainer
+
+    cfg = task_cfg("mae_pretraining", tmp_path, epochs=1)
+    cfg["model"]["group_size"] = 8
+    Trainer(cfg, output=tmp_path / "pre", quiet=True).fit()
+    data = _folder_dataset(tmp_path)
+    out = _run("--weights", str(tmp_path / "pre" / "encoder-best.pth"), "--cfg", str(data), "--npoints", "64",
+               "--per-class", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "group_size=8" in json.loads(out.stdout)["weights"]  # the recorded tokenizer shape was applied
