@@ -103,34 +103,13 @@ register_model(
     "point_bert_s", trans_dim=384, depth=12, num_heads=6, encoder_dims=256, drop_path_rate=0.1, head_batch_norm=False
 )
 # Small backbone for the embedded demo: trains on 2 CPU cores in minutes.
-register_model(
-    "point_mae_demo",
-    trans_dim=128,
-    depth=4,
-    num_heads=4,
-    encoder_dims=128,
-    encoder_hidden_dims=(32, 64, 128),
-    num_groups=32,
-    group_size=16,
-    drop_path_rate=0.0,
-    head_hidden_dim=128,
-)
+_SMALL = dict(trans_dim=128, depth=4, num_heads=4, encoder_dims=128, encoder_hidden_dims=(32, 64, 128), num_groups=32,
+              drop_path_rate=0.0, head_hidden_dim=128)  # fmt: skip
+register_model("point_mae_demo", group_size=16, **_SMALL)
 # The shipped pre-trained small backbone: point_mae_demo's shapes with 32-point patches (32 x 32 covers all 1,024
 # points), pre-trained with Point-MAE on the ModelNet10 train shapes outside the held-out report split
 # (bench/pretrain_backbone.py; model card in models/README.md). ModelNet: academic research use only.
-register_model(
-    "point_mae_mn10",
-    pretrained_file="point_mae_mn10.pth",
-    trans_dim=128,
-    depth=4,
-    num_heads=4,
-    encoder_dims=128,
-    encoder_hidden_dims=(32, 64, 128),
-    num_groups=32,
-    group_size=32,
-    drop_path_rate=0.0,
-    head_hidden_dim=128,
-)
+register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth", group_size=32, **_SMALL)
 # Tiny variants for the test suite (same structure, every shape small).
 register_model(
     "point_mae_tiny",
