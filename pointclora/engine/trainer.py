@@ -478,7 +478,12 @@ class Trainer:
         from .weights import load_weights
 
         loaders = {"val": self.val_loader, "test": self.test_loader}
-        last = self.task.final_metrics(self.model, loaders, self.device, self.autocast, self.data.meta)
+        # The last epoch's plain test score: voting (up to 299 x 10 passes under the protocol) is for the selected
+        # model only, below.
+        if self.test_loader is not None:
+            last = self.task.evaluate(self.model, self.test_loader, self.device, self.autocast)
+        else:
+            last = self.task.final_metrics(self.model, loaders, self.device, self.autocast, self.data.meta)
         # The selected model exactly as saved: rebuilt from best/ the way `evaluate` will rebuild it.
         selected = load_weights(self.run_dir / "best", device=self.device).model
         final = self.task.final_metrics(selected, loaders, self.device, self.autocast, self.data.meta)
