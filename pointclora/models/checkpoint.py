@@ -181,8 +181,11 @@ def load_pretrained(
     prefix: Optional[str] = None,
     strict: bool = False,
     log: bool = True,
+    source: Optional[str] = None,
 ) -> LoadResult:
     """Load a checkpoint (path or already-loaded object) into ``model``; see the module docstring for formats.
+
+    ``source`` names an already-loaded object's file in messages (a caller that read the file once for other checks).
 
     Returns ``LoadResult(missing_keys, unexpected_keys, loaded_keys)`` and logs the first two.
     Raises :class:`CheckpointError` on any shape mismatch (naming the key and both shapes), when no key at all
@@ -193,8 +196,9 @@ def load_pretrained(
 
         if path_or_state in pretrained_names():  # `--ckpt NAME`: a shipped backbone, loaded from package data
             path_or_state = str(pretrained_path(path_or_state))
-    source = os.fspath(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "state dict"
-    obj = safe_torch_load(path_or_state) if source != "state dict" else path_or_state
+    is_path = isinstance(path_or_state, (str, os.PathLike))
+    obj = safe_torch_load(path_or_state) if is_path else path_or_state
+    source = os.fspath(path_or_state) if is_path else (source or "state dict")
     incoming = convert_state_dict(extract_state_dict(obj, source), prefix=prefix)
     own = model.state_dict()
     mismatched = [

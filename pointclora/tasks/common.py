@@ -105,10 +105,13 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
     for k in MODEL_META_KEYS:
         mcfg.pop(k, None)
     defaults: Dict[str, Any] = {}
+    checkpoint = None
     if backbone is not None:  # official checkpoints default to pointnet2_ops' FPS (skip near-origin points)
         from ..engine.protocol import model_overrides_for_checkpoint
+        from ..models.checkpoint import safe_torch_load
 
-        defaults = model_overrides_for_checkpoint(backbone)
+        checkpoint = safe_torch_load(backbone)  # read once: for these defaults and for the weights below
+        defaults = model_overrides_for_checkpoint(checkpoint)
     model = create_model(variant, **{**defaults, **mcfg, **model_kwargs})
     if init == "pytorch":  # the official runner's from-scratch model: PyTorch's default initialisation
         from ..engine.protocol import pytorch_default_init_
@@ -118,7 +121,8 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
         raise ValueError(f"model.init must be null or 'pytorch', got {init!r}")
     keys: list = []
     if backbone is not None:
-        result = load_pretrained(model, backbone, prefix=get_key(cfg, "model.checkpoint_prefix"), log=False)
+        result = load_pretrained(model, checkpoint, prefix=get_key(cfg, "model.checkpoint_prefix"), log=False,
+                                 source=str(backbone))  # fmt: skip
         keys = sorted(result.loaded_keys)
         log(f"loaded {len(keys)} tensors from {backbone}; not in the file: {len(result.missing_keys)} "
             f"({', '.join(result.missing_keys[:6])}{', ...' if len(result.missing_keys) > 6 else ''}); "
