@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -366,35 +366,18 @@ def make_probe_callback(
     train_y: np.ndarray,
     test: DataLike,
     test_y: np.ndarray,
-    per_class: Sequence[Optional[int]] = (None, 10),
-    draws: int = 3,
-    poolings: Sequence[str] = ("cls_max", "mean_max"),
-    layers: Optional[Sequence[int]] = None,
-    Cs: Sequence[float] = DEFAULT_CS,
-    classifier: str = "logreg",
-    seed: int = 0,
-    batch_size: int = 64,
-    device: Union[str, torch.device] = "cpu",
+    **probe_kwargs: Any,
 ) -> Callable[[nn.Module], Dict[str, float]]:
     """``callback(model) -> {"probe/<pooling>/<all|10pc>/oa": ..., "probe_random/...": ..., "probe/gain/...": ...}``
     for a pre-training loop: call it every N epochs with the ``PointMAEPretrain`` (or its ``MAE_encoder``) and log
-    the flat dict (e.g. ``writer.add_scalar(key, value, epoch)``). The random baseline is computed on the first call
-    and cached; ``probe/gain/...`` = backbone − random OA. Model modes are restored."""
+    the flat dict (e.g. ``writer.add_scalar(key, value, epoch)``). ``probe_kwargs`` are :func:`probe_backbone`'s
+    (``per_class``, ``draws``, ``poolings``, ``layers``, ``Cs``, ``classifier``, ``seed``, ``batch_size``,
+    ``device``). The random baseline is computed on the first call and cached; ``probe/gain/...`` = backbone − random
+    OA. Model modes are restored."""
     cache: Dict[str, Dict[str, float]] = {}
 
     def callback(model: nn.Module) -> Dict[str, float]:
-        kwargs = dict(
-            per_class=per_class,
-            draws=draws,
-            poolings=poolings,
-            layers=layers,
-            Cs=Cs,
-            classifier=classifier,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-        )
-        res = probe_backbone(model, train, train_y, test, test_y, with_random="random" not in cache, **kwargs)
+        res = probe_backbone(model, train, train_y, test, test_y, with_random="random" not in cache, **probe_kwargs)
         if "random" in res:
             cache["random"] = res["random"]
         out = {f"probe/{k}": v for k, v in res["backbone"].items()}
