@@ -28,7 +28,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -112,20 +111,17 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- public entry
     def fit(self) -> Dict[str, Any]:
         self._setup_process()
-        created = not self.run_dir.exists()
-        lock = None
+        lock = self._claim_run_dir()
         try:
-            lock = self._claim_run_dir()
             self._setup_data()
             self._setup_model()
             self._setup_optimization()
             self._restore_or_start()
         except BaseException:
-            if lock is not None:
-                lock.release()
-            if created and self.main and not self.last_path.exists():
-                shutil.rmtree(self.run_dir, ignore_errors=True)  # a failed start leaves no empty run folder behind
+            self._abandon(lock)
             raise
+        if lock is not None:
+            lock.mark_started()  # from here a failure keeps the folder: its log and checkpoints explain it
         try:
             for epoch in range(self.start_epoch, self.epochs):
                 self._run_epoch(epoch)
@@ -167,17 +163,32 @@ class Trainer:
                 f.write(msg + "\n")
 
     def _claim_run_dir(self):
+        """The main process locks the run folder (creating it when new; a second writer is refused), then checks
+        that it holds a run exactly when resuming."""
         from .runlock import RunLock
 
+        lock = None
         if self.main:
-            if not self.resume and self.last_path.exists():
-                raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
-                                      "another --output")  # fmt: skip
-            if self.resume and not self.last_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+            lock = RunLock(self.run_dir).acquire()
+            try:
+                if not self.resume and self.last_path.exists():
+                    raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
+                                          "choose another --output")  # fmt: skip
+                if self.resume and not self.last_path.exists():
+                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+            except BaseException:
+                self._abandon(lock)
+                raise
             self.last_path.parent.mkdir(parents=True, exist_ok=True)
         du.barrier()
-        return RunLock(self.run_dir).acquire() if self.main else None
+        return lock
+
+    @staticmethod
+    def _abandon(lock) -> None:
+        """A failed start: release the lock, and remove the run folder if this start created it."""
+        if lock is not None:
+            lock.release()
+            lock.remove_if_failed_start()
 
     def _setup_data(self) -> None:
         data = self.prebuilt if self.prebuilt is not None else self.task.build_data(self.data_root)
