@@ -261,7 +261,7 @@ class Trainer:
                                                                  find_unused_parameters=unused)  # fmt: skip
         from ..peft import trainable_parameter_summary
 
-        self.params = trainable_parameter_summary(self.model, head_modules=self.task.head_modules(self.model))
+        self.params = trainable_parameter_summary(self.model)  # head: the model's declared one
         self.log(f"{self.task.name} [protocol {self.cfg.get('protocol', 'ours')}]: {self.cfg['model']['name']} + "
                  f"{self.method}: {self.params['trainable_params']:,} "
                  f"trainable of {self.params['total_params']:,} parameters; {len(self.data.train)} train / "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Type
 
 import torch
 from torch import nn
@@ -39,8 +39,6 @@ class Task:
     #: the validation metric that selects the best epoch (a key of :meth:`evaluate`'s result) and its direction
     monitor: ClassVar[str] = "acc"
     monitor_mode: ClassVar[str] = "max"
-    #: history/metrics keys printed per epoch besides the monitor
-    default_peft_method: ClassVar[str] = "clora"
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
@@ -85,9 +83,6 @@ class Task:
 
     def on_best(self, model: nn.Module, run_dir: Path, epoch: int) -> None:
         """Called after a new best epoch was saved (pre-training exports the encoder here)."""
-
-    def head_modules(self, model: nn.Module) -> Tuple[str, ...]:
-        return tuple(getattr(model, "head_modules", ()) or ())
 
     def manifest_meta(self, meta: Mapping[str, Any]) -> Dict[str, Any]:
         """What the saved-weights manifest records besides the config (classes, categories, parts...)."""
