@@ -237,11 +237,13 @@ def _register() -> None:
     register_model(
         "point_mae_s_seg", trans_dim=384, depth=12, num_heads=6, encoder_dims=384, num_groups=128, group_size=32, **seg
     )
-    # Same encoder as ``point_mae_demo`` (read from its registration, so the two never drift apart and its
-    # pre-trained weights always load); 128 groups for 2048 points, head widths scaled to the 128-wide model.
-    demo = _encoder_defaults("point_mae_demo")
-    demo.update(num_groups=128, propagation_dims=(256, 256), head_dims=(256, 128))
-    register_model("point_mae_demo_seg", builder=PointTransformerSeg, **demo)
+    # Same encoders as ``point_mae_demo`` and the shipped ``point_mae_mn10`` (read from their registrations, so they
+    # never drift apart and their pre-trained weights always load); 128 groups for 2048 points, head widths scaled
+    # to the 128-wide model.
+    for small in ("point_mae_demo", "point_mae_mn10"):
+        encoder = _encoder_defaults(small)
+        encoder.update(num_groups=128, propagation_dims=(256, 256), head_dims=(256, 128))
+        register_model(f"{small}_seg", builder=PointTransformerSeg, **encoder)
     # The test-suite variant: point_mae_tiny's encoder with a tiny head.
     tiny = _encoder_defaults("point_mae_tiny")
     tiny.update(label_dim=8, propagation_dims=(32, 32), head_dims=(32, 16))

@@ -53,6 +53,13 @@ def test_parts_and_categories_come_from_the_data(tmp_path):
 def test_seg_variant_mapping():
     assert seg_variant("point_mae_s") == "point_mae_s_seg"
     assert seg_variant("point_mae_demo_seg") == "point_mae_demo_seg"
+    # The shipped backbone segments too: its encoder loads whole into the segmentation variant.
+    from pointclora.models import create_model, load_pretrained
+
+    seg = create_model(seg_variant("point_mae_mn10"), num_classes=4, num_categories=1)
+    result = load_pretrained(seg, "point_mae_mn10", log=False)
+    assert result.unexpected_keys == [] and result.missing_keys
+    assert not [k for k in result.missing_keys if k.startswith(("encoder.", "blocks.", "pos_embed.", "norm."))]
     with pytest.raises(ValueError, match="no segmentation variant"):
         seg_variant("point_bert_s")
 
