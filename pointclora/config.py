@@ -27,7 +27,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -103,7 +103,9 @@ DEFAULTS: Dict[str, Any] = {
         "warmup_epochs": 10,
         "warmup_lr_init": 1e-6,
         "lr_min": 1e-6,
-        "stepping": "before_epoch",  # before_epoch (ours) | official (timm, stepped after each epoch: 301 epochs)
+        # before_epoch (ours: lr(e) for all of epoch e) | per_step (the same curve at epoch + step / steps: timm's
+        # t_in_epochs=False) | official (timm, stepped after each epoch: 301 epochs)
+        "stepping": "before_epoch",
     },
     "train": {
         "seed": 0,
@@ -125,6 +127,15 @@ DEFAULTS: Dict[str, Any] = {
 #: Sections whose keys are not checked here: a fine-tuning config's ``pretrain`` is a whole pre-training config (the
 #: demo), a pre-training config's holds the MAE options; the task that reads it checks it.
 FREE_SECTIONS = ("pretrain",)
+
+#: Keys that take one of a few words: a typo must not fall back to the default silently.
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "protocol": ("ours", "point-mae"),
+    "optim.no_decay": ("ours", "point-mae"),
+    "schedule.stepping": ("before_epoch", "per_step", "official"),
+    "train.vote_mode": ("single", "max_over_repeats"),
+    "train.amp_dtype": ("auto", "bfloat16", "float16"),
+}
 
 #: Folders searched for a bare ``_base_`` name, in order, after the folder matching the including key.
 _SHELVES = ("configs", "datasets", "models")
@@ -311,7 +322,14 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str], validate: boo
                 node[k] = {}
             node = node[k]
         node[keys[-1]] = _parse_value(text)
+        if validate:
+            _check_choice(dotted, node[keys[-1]], source=f"--set {item}")
     return cfg
+
+
+def _check_choice(dotted: str, value: Any, source: str) -> None:
+    if dotted in CHOICES and value is not None and value not in CHOICES[dotted]:
+        raise ConfigError(f"{source}: {dotted} must be one of {', '.join(CHOICES[dotted])}; got {value!r}")
 
 
 def _model_keys(model_name: Optional[str]) -> List[str]:
@@ -400,6 +418,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "config") -> None:
         for k, v in node.items():
             if k not in valid:
                 raise _unknown(k, valid, ".".join([*prefix, k]), source)
+            _check_choice(".".join([*prefix, k]), v, source)
             default = _get(DEFAULTS, [*prefix, k])
             if isinstance(default, Mapping) and default and v is not None and not isinstance(v, Mapping):
                 raise ConfigError(f"{source}: {'.'.join([*prefix, k])} must be a mapping, got {v!r}")

@@ -128,3 +128,14 @@ def test_dump_round_trip():
     text = dump_config(cfg)
     assert config_from_string(text) == cfg
     assert yaml.safe_load(text)["pretrain"]["model"]["name"] == "point_mae_demo"
+
+
+@pytest.mark.parametrize("key,bad", [("schedule.stepping", "per-step"), ("optim.no_decay", "pointmae"),
+                                     ("train.vote_mode", "max")])  # fmt: skip
+def test_a_word_outside_a_keys_choices_is_refused_not_defaulted(tmp_path, key, bad):
+    section, name = key.split(".")
+    path = _write(tmp_path / "bad.yaml", f"dataset: {{name: synthetic}}\n{section}: {{{name}: {bad}}}\n")
+    with pytest.raises(ConfigError, match=rf"bad\.yaml.*{key} must be one of .*got '{bad}'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"{key} must be one of"):
+        apply_overrides(load_config("demo.yaml"), [f"{key}={bad}"])

@@ -69,7 +69,7 @@ def build_optimizer(
 
 
 def cosine_lr(
-    epoch: int, base_lr: float, epochs: int, warmup_epochs: int = 10, warmup_lr_init: float = 1e-6, lr_min: float = 1e-6
+    epoch: float, base_lr: float, epochs: int, warmup_epochs: int = 10, warmup_lr_init: float = 1e-6, lr_min: float = 1e-6
 ) -> float:
     """timm ``CosineLRScheduler(t_initial=epochs, warmup_t, warmup_lr_init, lr_min)`` at epoch ``epoch``.
 
@@ -103,10 +103,11 @@ class CosineWarmupScheduler:
         self.base_lrs = list(base_lrs) if base_lrs is not None else [g["lr"] for g in optimizer.param_groups]
         self.last_epoch = -1
 
-    def lr_at(self, epoch: int, base_lr: float) -> float:
+    def lr_at(self, epoch: float, base_lr: float) -> float:
         return cosine_lr(epoch, base_lr, self.epochs, self.warmup_epochs, self.warmup_lr_init, self.lr_min)
 
-    def step(self, epoch: int) -> None:
+    def step(self, epoch: float) -> None:
+        """``epoch`` may be fractional (``schedule.stepping: per_step``: epoch + step / steps_per_epoch)."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.lr_at(epoch, base)
         self.last_epoch = epoch
@@ -130,7 +131,7 @@ class CosineWarmupScheduler:
         self.warmup_lr_init = float(state["warmup_lr_init"])
         self.lr_min = float(state["lr_min"])
         self.base_lrs = [float(v) for v in state["base_lrs"]]
-        self.last_epoch = int(state["last_epoch"])
+        self.last_epoch = float(state["last_epoch"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -350,7 +350,11 @@ class Trainer:
         self.ddp_model.train()  # inject_adapters keeps frozen BatchNorm in eval mode under train()
         sums: Dict[str, float] = {"loss": 0.0, "aux": 0.0, "count": 0.0}
         bar = self._progress(self.train_loader, f"epoch {epoch + 1}/{self.epochs}")
+        per_step = self.cfg["schedule"].get("stepping") == "per_step"
         for i, batch in enumerate(bar):
+            if per_step and i % self.accum == 0:
+                # timm's t_in_epochs=False: the lr follows the curve through the epoch, not in one jump per epoch
+                self.scheduler.step(epoch + i / len(self.train_loader))
             last_micro = (i + 1) % self.accum == 0
             # Under accumulation DDP must only all-reduce on the last micro-batch of each optimizer step.
             sync = self.ddp_model.no_sync() if (self.dist.enabled and not last_micro) else contextlib.nullcontext()
@@ -367,7 +371,7 @@ class Trainer:
             for k, v in step["stats"].items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if last_micro:
-                self._optimizer_step(epoch, float(step["loss"].detach()), float(aux.detach()), lr, bar)
+                self._optimizer_step(epoch, float(step["loss"].detach()), float(aux.detach()), bar)
         keys = sorted(sums)
         totals = dict(zip(keys, du.all_reduce_sum([sums[k] for k in keys], self.device)))
         count = max(totals.pop("count"), 1.0)
@@ -386,7 +390,8 @@ class Trainer:
         aux = auxiliary_loss(self.model)
         return torch.zeros((), device=self.device) if aux is None else aux
 
-    def _optimizer_step(self, epoch: int, task_loss: float, aux: float, lr: float, bar: Any) -> None:
+    def _optimizer_step(self, epoch: int, task_loss: float, aux: float, bar: Any) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]  # the step's own lr (it moves within an epoch when per_step)
         if self.double_step:  # --protocol point-mae, segmentation: step, clip, step again (official main.py)
             from .protocol import official_seg_step
 

@@ -81,6 +81,40 @@ def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
     _assert_same_run(full, killed)
 
 
+def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+    from pointclora.engine.optim import cosine_lr
+
+    cfg = task_cfg("mae_pretraining", tmp_path, epochs=3)
+    cfg["schedule"].update(stepping="per_step", warmup_epochs=1)
+    seen, real_step = [], Trainer._optimizer_step
+
+    def record(self, epoch, *args):
+        seen.append((epoch, len(self.train_loader), self.optimizer.param_groups[0]["lr"]))
+        return real_step(self, epoch, *args)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", record)
+    Trainer(cfg, output=tmp_path / "full", quiet=True).fit()
+    steps = seen[0][1]
+    assert steps >= 2 and len(seen) == 3 * steps
+    expected = [cosine_lr(e + i / steps, 0.002, 3, 1, 1e-6, 1e-6) for e in range(3) for i in range(steps)]
+    assert [lr for _, _, lr in seen] == pytest.approx(expected, rel=1e-12)
+    assert len(set(lr for _, _, lr in seen)) == len(seen)  # every step its own lr, unlike before_epoch
+
+    real_save = trainer_mod.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "last.pth" and obj["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill right after epoch 2's checkpoint")
+
+    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, output=tmp_path / "killed", quiet=True).fit()
+    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    Trainer(cfg, output=tmp_path / "killed", resume=True, quiet=True).fit()
+    _assert_same_run(tmp_path / "full", tmp_path / "killed")
+
+
 def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg = task_cfg("classification", tmp_path)
