@@ -32,6 +32,7 @@ setup(
         "safetensors>=0.4",
         "scikit-learn>=1.0",  # the linear probe (engine/probe.py)
         "threadpoolctl>=3.0",  # one BLAS thread per data-loader worker (utils/threads.py)
+        "numba>=0.58",  # the compiled exact FPS of large clouds (ops/_fps_numba.py); the ops fall back without it
     ],
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],

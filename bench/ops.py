@@ -21,6 +21,7 @@ picks index for index, and ``fps_sampling`` (start 0) ours.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 
 from pointclora.ops import farthest_point_sample, farthest_point_sample_naive, group_points, knn_gather, knn_points
+from pointclora.ops._backend import use_numba
 from pointclora.ops._fps_bucket import fps_bucket
+from pointclora.ops._fps_numba import fps_blocks
 
 GROUPS = {1024: (64, 32), 2048: (128, 32), 4096: (256, 32), 8192: (512, 32)}
 
@@ -79,16 +82,29 @@ def _cpu_min(fns: dict, repeats: int) -> dict:
     return {k: min(v) for k, v in times.items()}
 
 
+def _numpy_fallback(pts: torch.Tensor, num_samples: int):
+    """``farthest_point_sample`` as it runs without numba (``POINTCLORA_OPS_BACKEND=torch``)."""
+    old = os.environ.get("POINTCLORA_OPS_BACKEND")
+    os.environ["POINTCLORA_OPS_BACKEND"] = "torch"
+    try:
+        return farthest_point_sample(pts, num_samples)
+    finally:
+        if old is None:
+            del os.environ["POINTCLORA_OPS_BACKEND"]
+        else:
+            os.environ["POINTCLORA_OPS_BACKEND"] = old
+
+
 def scan_table(sizes, num_samples: int, batch: int, repeats: int, have_fpsample: bool) -> None:
     """FPS at real-scan sizes: ours vs fpsample's exact methods, single clouds and a batch of ``batch`` clouds."""
     print(
         f"\nFPS at real-scan sizes -> {num_samples} samples (process CPU ms, min of {repeats}; ratio > 1: ours faster)"
     )
     print(
-        "| clouds x N | ours | fpsample fps_sampling | fpsample bucket kdline | fps_sampling/ours | bucket/ours "
-        "| exact vs both |"
+        "| clouds x N | ours | ours, numpy fallback | fpsample fps_sampling | fpsample bucket kdline "
+        "| fps_sampling/ours | bucket/ours | exact vs both |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for n in sizes:
         for b in (1, batch):
@@ -96,7 +112,7 @@ def scan_table(sizes, num_samples: int, batch: int, repeats: int, have_fpsample:
                 continue  # minutes per round; the single-cloud row says the same
             pts = torch.rand(b, n, 3, generator=g) * 2 - 1
             np_pts = [np.ascontiguousarray(p) for p in pts.numpy()]
-            fns = {"ours": lambda: farthest_point_sample(pts, num_samples)}
+            fns = {"ours": lambda: farthest_point_sample(pts, num_samples), "numpy": lambda: _numpy_fallback(pts, num_samples)}
             exact = "—"
             if have_fpsample:
                 import fpsample
@@ -108,7 +124,8 @@ def scan_table(sizes, num_samples: int, batch: int, repeats: int, have_fpsample:
                 if n <= 100_000:  # the plain C++ loop takes seconds per million-point cloud
                     fns["plain"] = lambda: [fpsample.fps_sampling(p, num_samples, start_idx=0) for p in np_pts]
                 kd = fpsample.bucket_fps_kdline_sampling(np_pts[0], num_samples, h=h, start_idx=0).astype(np.int64)
-                same_kd = np.array_equal(fps_bucket(np_pts[0].T.copy(), num_samples, int(kd[0])), kd)
+                ours_from = fps_blocks if use_numba() else fps_bucket  # the path farthest_point_sample takes
+                same_kd = np.array_equal(ours_from(np_pts[0].T.copy(), num_samples, int(kd[0])), kd)
                 ours0 = farthest_point_sample(pts[:1], num_samples).idx[0].numpy()
                 same_plain = (
                     np.array_equal(fpsample.fps_sampling(np_pts[0], num_samples, start_idx=0), ours0)
@@ -121,7 +138,7 @@ def scan_table(sizes, num_samples: int, batch: int, repeats: int, have_fpsample:
             ms = lambda k: f"{t[k] * 1e3:.1f}" if k in t else "—"  # noqa: E731
             ratio = lambda k: f"{t[k] / t['ours']:.2f}x" if k in t else "—"  # noqa: E731
             print(
-                f"| {b} x {n:,} | {ms('ours')} | {ms('plain')} | {ms('bucket')} | {ratio('plain')} "
+                f"| {b} x {n:,} | {ms('ours')} | {ms('numpy')} | {ms('plain')} | {ms('bucket')} | {ratio('plain')} "
                 f"| {ratio('bucket')} | {exact} |"
             )
 

@@ -15,9 +15,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from ._backend import use_pytorch3d
+from ._backend import use_numba, use_pytorch3d
 from ._checks import check_count, check_lengths, check_points
 from ._fps_bucket import fps_bucket
+from ._fps_numba import fps_blocks
 
 __all__ = ["SampledPoints", "farthest_point_sample", "farthest_point_sample_naive", "gather_points"]
 
@@ -152,9 +153,10 @@ def squared_distances_to(planar: np.ndarray, index: int, out: np.ndarray, scratc
 def _fps_numpy_single(
     points: torch.Tensor, num_samples: int, lengths: torch.Tensor, starts: torch.Tensor, skip_near_origin: bool
 ) -> torch.Tensor:
-    """One cloud on the CPU (the per-sample transforms of data loaders): the same loop as :func:`_fps_torch` in
-    numpy, whose per-call overhead on an (N,) array is a fraction of torch's (~4x faster at 8192 -> 1200 points);
-    from :data:`BUCKET_MIN_POINTS` points on, the bucketed FPS with the same picks.
+    """One cloud on the CPU (the per-sample transforms of data loaders), with the picks of :func:`_fps_torch`: the
+    compiled block FPS when numba is there (:mod:`._fps_numba`); else the same loop in numpy, whose per-call
+    overhead on an (N,) array is a fraction of torch's (~4x faster at 8192 -> 1200 points), and from
+    :data:`BUCKET_MIN_POINTS` points on the bucketed numpy FPS.
 
     ``points (1, N, 3)`` -> ``(1, S)`` int64.
     """
@@ -162,6 +164,8 @@ def _fps_numpy_single(
     dtype = np.float64 if points.dtype == torch.float64 else np.float32
     planar = np.ascontiguousarray(points[0, :n].detach().cpu().numpy().astype(dtype).T)  # (3, n)
     never = (planar**2).sum(0) <= NEAR_ORIGIN_SQ if skip_near_origin else None
+    if use_numba():
+        return torch.from_numpy(fps_blocks(planar, num_samples, int(starts[0]), never))[None]
     if n >= BUCKET_MIN_POINTS:
         return torch.from_numpy(fps_bucket(planar, num_samples, int(starts[0]), never))[None]
     min_dist = np.full(n, np.inf, dtype=dtype)

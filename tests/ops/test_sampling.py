@@ -112,16 +112,17 @@ def test_single_cloud_cpu_path_equals_batched_path(skip):
 
 
 def _plain_loop(points: torch.Tensor, num_samples: int, start: int = 0, skip: bool = False) -> torch.Tensor:
-    """The plain numpy loop (the same float operations as the bucketed FPS), forced by a huge bucket threshold."""
+    """The plain numpy loop (the same float operations as the bucketed FPS), forced by a huge bucket threshold and
+    numba switched off."""
     from pointclora.ops import sampling
 
     lengths, starts = torch.tensor([points.shape[1]]), torch.tensor([start])
-    old = sampling.BUCKET_MIN_POINTS
-    sampling.BUCKET_MIN_POINTS = 10**12
+    old = sampling.BUCKET_MIN_POINTS, sampling.use_numba
+    sampling.BUCKET_MIN_POINTS, sampling.use_numba = 10**12, lambda: False
     try:
         return sampling._fps_numpy_single(points, num_samples, lengths, starts, skip)[0]
     finally:
-        sampling.BUCKET_MIN_POINTS = old
+        sampling.BUCKET_MIN_POINTS, sampling.use_numba = old
 
 
 def _clouds(seed: int):
@@ -184,6 +185,7 @@ def test_large_clouds_take_the_bucketed_path_with_the_same_picks(monkeypatch):
     monkeypatch.setattr(sampling, "fps_bucket", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(sampling, "BUCKET_MIN_POINTS", 200)
     monkeypatch.setattr(sampling, "PER_CLOUD_MIN_POINTS", 200)
+    monkeypatch.setattr(sampling, "use_numba", lambda: False)  # the numpy fallback (numba has its own tests below)
     points = torch.rand(3, 300, 3, dtype=torch.float64) * 2 - 1
     points[1, :40] *= 0.01
     lengths = torch.tensor([300, 260, 150])  # the last cloud stays on the plain loop
@@ -197,3 +199,58 @@ def test_large_clouds_take_the_bucketed_path_with_the_same_picks(monkeypatch):
             )
             assert torch.equal(out.idx[b], ref.idx[0])
     assert len(calls) == 4  # two large clouds, twice
+
+
+# --- the compiled block FPS (pointclora.ops._fps_numba; numba is a dependency, the numpy paths its fallback) ----------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("skip", [False, True])
+def test_block_fps_equals_plain_loop_on_hard_clouds(seed, skip, dtype):
+    from pointclora.ops._fps_numba import fps_blocks
+
+    for name, points in _clouds(seed).items():
+        points = points.to(dtype)
+        n = points.shape[1]
+        planar = points[0].numpy().T.copy()
+        never = (planar**2).sum(0) <= 1e-3 if skip else None
+        for start in (0, n // 2 + seed):
+            want = _plain_loop(points, 300, start, skip)
+            # Blocks of 4 points: many blocks, most tests skip; 1,024: one block, no skipping at all.
+            for block_size in (None, 4, 1024):
+                got = torch.from_numpy(fps_blocks(planar, 300, start, never, block_size=block_size))
+                assert torch.equal(got, want), (name, start, block_size)
+
+
+def test_block_fps_equals_naive_reference_with_ties():
+    from pointclora.ops._fps_numba import fps_blocks
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+    grid = grid[:, torch.randperm(216, generator=g)]
+    for block_size in (4, 8, 64):
+        got = fps_blocks(grid[0].numpy().T.copy(), 216, 0, block_size=block_size)
+        assert torch.equal(torch.from_numpy(got), farthest_point_sample_naive(grid, 216).idx[0])
+    assert sorted(got.tolist()) == list(range(216))
+
+
+def test_single_clouds_take_the_compiled_path_and_the_fallback_agrees(monkeypatch):
+    from pointclora.ops import _fps_numba, sampling
+
+    calls = []
+    real = _fps_numba.fps_blocks
+    monkeypatch.setattr(sampling, "fps_blocks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    points = torch.rand(1, 1500, 3) * 2 - 1
+    points[0, :300] *= 0.01
+    gen = torch.Generator().manual_seed(3)
+    for skip in (False, True):
+        fast = farthest_point_sample(points, 100, skip_near_origin=skip, start="random", generator=gen)
+        monkeypatch.setenv("POINTCLORA_OPS_BACKEND", "torch")  # the numpy fallback
+        slow = farthest_point_sample(points, 100, skip_near_origin=skip, start="first").idx
+        monkeypatch.delenv("POINTCLORA_OPS_BACKEND")
+        first = farthest_point_sample(points, 100, skip_near_origin=skip, start="first").idx
+        assert torch.equal(first, slow)
+        ref = farthest_point_sample_naive(points, 100, start_idx=fast.idx[:, 0], skip_near_origin=skip)
+        assert torch.equal(fast.idx, ref.idx)
+    assert len(calls) == 4
