@@ -112,7 +112,10 @@ def scan_table(sizes, num_samples: int, batch: int, repeats: int, have_fpsample:
                 continue  # minutes per round; the single-cloud row says the same
             pts = torch.rand(b, n, 3, generator=g) * 2 - 1
             np_pts = [np.ascontiguousarray(p) for p in pts.numpy()]
-            fns = {"ours": lambda: farthest_point_sample(pts, num_samples), "numpy": lambda: _numpy_fallback(pts, num_samples)}
+            fns = {
+                "ours": lambda: farthest_point_sample(pts, num_samples),
+                "numpy": lambda: _numpy_fallback(pts, num_samples),
+            }
             exact = "—"
             if have_fpsample:
                 import fpsample

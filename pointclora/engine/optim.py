@@ -69,7 +69,12 @@ def build_optimizer(
 
 
 def cosine_lr(
-    epoch: float, base_lr: float, epochs: int, warmup_epochs: int = 10, warmup_lr_init: float = 1e-6, lr_min: float = 1e-6
+    epoch: float,
+    base_lr: float,
+    epochs: int,
+    warmup_epochs: int = 10,
+    warmup_lr_init: float = 1e-6,
+    lr_min: float = 1e-6,
 ) -> float:
     """timm ``CosineLRScheduler(t_initial=epochs, warmup_t, warmup_lr_init, lr_min)`` at epoch ``epoch``.
 
