@@ -32,11 +32,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pointclora.config import DEFAULTS, merge  # noqa: E402
+from pointclora.config import DEFAULTS, apply_overrides, merge  # noqa: E402
 from pointclora.datasets.base import to_sample  # noqa: E402
 from pointclora.datasets.transforms import ScaleAndTranslate  # noqa: E402
 from pointclora.engine.probe import few_label_indices  # noqa: E402
-from pointclora.engine.sweep import run_sweep  # noqa: E402
+from pointclora.engine.sweep import parse_sweep, run_sweep  # noqa: E402
 from pointclora.engine.trainer import run_finetune  # noqa: E402
 
 METHODS = ("clora", "lora", "full", "linear", "scratch")
@@ -139,21 +139,23 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
         return run_finetune(c, output=output, resume=resume, quiet=quiet, datasets=data)
 
     lrs = a.lrs.get(method, DEFAULT_LRS[method])
+    grid = {"optim.lr": lrs, **a.grids.get(method, {})}
     sweep = run_sweep(
         cfg,
-        {"optim.lr": lrs},
+        grid,
         out / "sweep",
         runner=runner,
         log=lambda s: print(f"[{regime} {method}] {s}", flush=True),
     )
     lr = sweep["best"]["optim.lr"]
+    chosen = {k: sweep["best"][k] for k in grid}  # lr and any other swept key
     runs = [json.loads((Path(sweep["best"]["dir"]) / "metrics.json").read_text())]
     for seed in a.seeds[1:]:
         d = out / f"seed{seed}"
         if (d / "metrics.json").exists():
             runs.append(json.loads((d / "metrics.json").read_text()))
             continue
-        c = merge(cfg, {"optim": {"lr": lr}, "train": {"seed": seed}})
+        c = apply_overrides(cfg, [f"{k}={v}" for k, v in chosen.items()] + [f"train.seed={seed}"])
         runs.append(runner(c, d, (d / "checkpoints" / "last.pth").exists(), True))
         print(f"[{regime} {method}] seed {seed}: acc {runs[-1]['acc']:.2f}", flush=True)
     accs = [float(r["acc"]) for r in runs]
@@ -161,6 +163,7 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
         "regime": regime,
         "method": method,
         "lr": lr,
+        "chosen": chosen,
         "sweep": sweep["table"],
         "seeds": len(runs),
         "accs": accs,
@@ -175,12 +178,13 @@ def run_method(regime: str, method: str, data: Dict[str, Any], a: argparse.Names
 
 def table(rows: List[Dict[str, Any]]) -> str:
     lines = [
-        "| labels | method | lr (chosen on val) | test OA % (mean ± std) | seeds | trainable params | s / epoch |",
+        "| labels | method | chosen on val | test OA % (mean ± std) | seeds | trainable params | s / epoch |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        chosen = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in r.get("chosen", {"optim.lr": r["lr"]}).items())
         lines.append(
-            f"| {r['regime']} | {r['method']} | {r['lr']:g} | {r['mean']:.2f} ± {r['std']:.2f} | "
+            f"| {r['regime']} | {r['method']} | {chosen} | {r['mean']:.2f} ± {r['std']:.2f} | "
             f"{r['seeds']} | {r['trainable_params']:,} | {r['s_per_epoch']:.1f} |"
         )
     return "\n".join(lines)
@@ -223,6 +227,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--evals", type=int, default=1, help="validation passes per run (each also scores the test split)")
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR1,LR2", help="override a method's lr grid")
     p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=V1,V2",
+        help="also sweep KEY for METHOD (the product with its lr grid), e.g. clora:peft.sade_weight=0,0.1,1",
+    )
+    p.add_argument(
         "--combine",
         nargs="+",
         type=Path,
@@ -232,6 +243,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--plot", default=str(ROOT / "docs" / "images" / "learning.png"), help="'' for no plot")
     a = p.parse_args(argv)
     a.lrs = {m: [float(v) for v in vals.split(",")] for m, vals in (s.split("=", 1) for s in a.lr)}
+    a.grids = {}
+    for spec in a.grid:
+        method, sep, rest = spec.partition(":")
+        if not sep or method not in METHODS:
+            p.error(f"--grid {spec!r}: expected METHOD:KEY=V1,V2 with METHOD one of {', '.join(METHODS)}")
+        a.grids.setdefault(method, {}).update(parse_sweep([rest]))
     if a.combine:
         rows = [r for f in a.combine for r in json.loads(f.read_text())]
         print(table(rows))
