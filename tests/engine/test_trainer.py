@@ -41,6 +41,21 @@ def _assert_same_run(a: Path, b: Path):
     assert _history(a) == _history(b)
 
 
+def _killed_after_epoch(cfg, run: Path, epoch: int, monkeypatch) -> None:
+    """Train ``cfg`` into ``run`` and die right after epoch ``epoch``'s checkpoint is written."""
+    real_save = trainer_mod.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "last.pth" and obj["epoch"] == epoch:
+            raise KeyboardInterrupt(f"simulated kill right after epoch {epoch}'s checkpoint")
+
+    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, output=run, quiet=True).fit()
+    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_outputs_of_every_task(task, tmp_path):
     run = tmp_path / "run"
@@ -64,17 +79,7 @@ def test_outputs_of_every_task(task, tmp_path):
 def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     Trainer(task_cfg(task, tmp_path, epochs=3), output=full, quiet=True).fit()
-    real_save = trainer_mod.atomic_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if Path(path).name == "last.pth" and obj["epoch"] == 1:
-            raise KeyboardInterrupt("simulated kill right after epoch 1's checkpoint")
-
-    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, quiet=True).fit()
-    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    _killed_after_epoch(task_cfg(task, tmp_path, epochs=3), killed, 1, monkeypatch)
     assert _state(killed)["epoch"] == 1 and not (killed / "metrics.json").exists()
     torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must fix it
     Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, resume=True, quiet=True).fit()
@@ -100,17 +105,7 @@ def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exa
     assert [lr for _, _, lr in seen] == pytest.approx(expected, rel=1e-12)
     assert len(set(lr for _, _, lr in seen)) == len(seen)  # every step its own lr, unlike before_epoch
 
-    real_save = trainer_mod.atomic_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if Path(path).name == "last.pth" and obj["epoch"] == 2:
-            raise KeyboardInterrupt("simulated kill right after epoch 2's checkpoint")
-
-    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, output=tmp_path / "killed", quiet=True).fit()
-    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    _killed_after_epoch(cfg, tmp_path / "killed", 2, monkeypatch)
     Trainer(cfg, output=tmp_path / "killed", resume=True, quiet=True).fit()
     _assert_same_run(tmp_path / "full", tmp_path / "killed")
 
