@@ -51,8 +51,9 @@ __all__ = ["Trainer", "run_finetune", "default_run_dir", "ResumeError", "RESUME_
 
 EpochCallback = Callable[[int, Dict[str, Any]], None]
 
-#: Config keys a resumed run may change: they do not change what the run computes.
-RESUME_MAY_CHANGE = ("train.device", "data.num_workers", "train.log_every", "name")
+#: Config keys a resumed run may change: they do not change what the run computes (the device and the thread count
+#: change only float rounding; with ``train.threads: null`` the count already follows the cores free at start).
+RESUME_MAY_CHANGE = ("train.device", "train.threads", "data.num_workers", "train.log_every", "name")
 
 
 class ResumeError(ValueError):
