@@ -40,7 +40,7 @@ def _morton_sort_kernel(x, y, z, bits):  # pragma: no cover - compiled
     """A stable counting sort of the points by their z-order cell (``2^bits`` cells per axis, one pass: the cells
     only need to be finer than the blocks). Returns ``(order, x, y, z sorted)``."""
     n = x.shape[0]
-    lo_x, lo_y, lo_z, extent = x[0], y[0], z[0], 0.0
+    lo_x, lo_y, lo_z = x[0], y[0], z[0]
     hi_x, hi_y, hi_z = x[0], y[0], z[0]
     for i in range(n):
         lo_x, hi_x = min(lo_x, x[i]), max(hi_x, x[i])
