@@ -252,6 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.combine:
         rows = [r for f in a.combine for r in json.loads(f.read_text())]
         print(table(rows))
+        for r in rows:  # every sweep that chose a row's values, as recorded
+            print(f"\n{r['regime']} {r['method']}, chosen on validation:\n{r['sweep']}")
         if a.plot:
             plot(rows, Path(a.plot))
         return 0
