@@ -108,7 +108,7 @@ _SMALL = dict(trans_dim=128, depth=4, num_heads=4, encoder_dims=128, encoder_hid
 register_model("point_mae_demo", group_size=16, **_SMALL)
 # The shipped pre-trained small backbone: point_mae_demo's shapes with 32-point patches (32 x 32 covers all 1,024
 # points), pre-trained with Point-MAE on the ModelNet10 train shapes outside the held-out report split
-# (bench/pretrain_backbone.py; model card in models/README.md). ModelNet: academic research use only.
+# (tools/pretrain.py --cfg pretrain_mn10.yaml; model card in models/README.md). ModelNet: academic research use only.
 register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth", group_size=32, **_SMALL)
 # Tiny variants for the test suite (same structure, every shape small).
 register_model(
