@@ -7,6 +7,7 @@ batch per optimizer step, so a 2-process run optimises the same objective as a 1
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Iterator, List
@@ -45,6 +46,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+        # Destroy the group before the interpreter tears down: left alive, its gloo threads are killed at exit and a
+        # rank can abort ("terminate called without an active exception"), failing the launch after a good run.
+        atexit.register(cleanup_distributed)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
