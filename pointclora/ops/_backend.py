@@ -27,6 +27,6 @@ def use_pytorch3d() -> bool:
 
 def use_numba() -> bool:
     """True when numba is importable and not disabled by ``POINTCLORA_OPS_BACKEND=torch``."""
-    from ._fps_numba import HAS_NUMBA
+    from ._fps_numba import has_numba
 
-    return HAS_NUMBA and os.environ.get("POINTCLORA_OPS_BACKEND", "auto").lower() != "torch"
+    return os.environ.get("POINTCLORA_OPS_BACKEND", "auto").lower() != "torch" and has_numba()

@@ -19,15 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["HAS_NUMBA", "fps_blocks"]
-
-try:
-    import numba
-
-    HAS_NUMBA = True
-except Exception:  # ImportError, or a numba built for another numpy
-    numba = None
-    HAS_NUMBA = False
+__all__ = ["has_numba", "fps_blocks"]
 
 
 def _block_size(n: int) -> int:
@@ -128,10 +120,27 @@ def _fps_blocks_kernel(px, py, pz, orig, never, num_samples, start_pos, L):  # p
     return picks
 
 
-if HAS_NUMBA:
-    _compile = numba.njit(cache=True, nogil=True, boundscheck=False)
-    _morton_sort_compiled = _compile(_morton_sort_kernel)
-    _fps_blocks_compiled = _compile(_fps_blocks_kernel)
+_KERNELS = None  # (morton sort, block FPS) compiled on first use; False where numba cannot be imported
+
+
+def _kernels():
+    """numba is imported here, not with the package: it adds ~0.25 s to every start (every CLI call) and only the
+    single-cloud FPS needs it."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            import numba
+        except Exception:  # ImportError, or a numba built for another numpy
+            _KERNELS = False
+        else:
+            jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+            _KERNELS = (jit(_morton_sort_kernel), jit(_fps_blocks_kernel))
+    return _KERNELS
+
+
+def has_numba() -> bool:
+    """True when numba can be imported (imports it on the first call)."""
+    return bool(_kernels())
 
 
 def fps_blocks(
@@ -141,16 +150,17 @@ def fps_blocks(
     """Exact FPS of one cloud: ``planar (3, n)`` float32/float64 -> ``(num_samples,)`` int64 indices.
 
     ``never_pick (n,)`` bool marks points never picked after the start (the near-origin skip). ``block_size``
-    changes the speed only, never the result. Needs numba (:data:`HAS_NUMBA`).
+    changes the speed only, never the result. Needs numba (:func:`has_numba`).
     """
-    if not HAS_NUMBA:
+    if not has_numba():
         raise RuntimeError("fps_blocks needs numba (pip install numba); farthest_point_sample falls back without it")
     n = planar.shape[1]
     L = int(block_size or _block_size(n))
     # At least ~8 cells per block, at most 2^21 cells (the counting sort's table).
     bits = int(min(7, max(2, np.ceil(np.log2(max(-(-n // L), 2)) / 3) + 1)))
     planar = np.ascontiguousarray(planar)
-    order, xs, ys, zs = _morton_sort_compiled(planar[0], planar[1], planar[2], bits)
+    morton_sort, blocks = _kernels()
+    order, xs, ys, zs = morton_sort(planar[0], planar[1], planar[2], bits)
     never = np.zeros(n, dtype=np.bool_) if never_pick is None else np.asarray(never_pick, dtype=np.bool_)[order]
     start_pos = int(np.flatnonzero(order == start)[0])
-    return _fps_blocks_compiled(xs, ys, zs, order, never, int(num_samples), start_pos, L)
+    return blocks(xs, ys, zs, order, never, int(num_samples), start_pos, L)
