@@ -114,12 +114,18 @@ def run_probe(
     :func:`pointclora.engine.probe.probe_backbone`).
     """
     import numpy as np
+    import torch
 
     from ..datasets import build_dataset
     from ..datasets.transforms import eval_transforms
     from ..engine.probe import probe_backbone
 
-    model, desc = _build_backbone(weights, model_name)
+    # What the weights do not provide is drawn at build time: the cls token and position of a Point-MAE encoder (which
+    # every patch token attends to), or the whole of a random backbone. Drawn from ``seed``, so a command gives the
+    # same features and figures every time it runs.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, desc = _build_backbone(weights, model_name)
     tf = eval_transforms(npoints)
     train = build_dataset(dict(dataset_cfg), train_split, tf)
     test = build_dataset(dict(dataset_cfg), test_split, tf)

@@ -181,3 +181,22 @@ def test_probe_cli_reads_an_encoder_exported_by_the_pretraining_trainer(tmp_path
                "--per-class", "--json")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "group_size=8" in json.loads(out.stdout)["weights"]  # the recorded tokenizer shape was applied
+
+
+def test_probe_gives_the_same_figures_every_run(tmp_path):
+    """A Point-MAE encoder has no cls token, yet its patch tokens attend to the one the classifier adds: drawn
+    unseeded, it made the held-out probe of the shipped backbone read 94.1 to 95.4 % from one run to the next."""
+    from pointclora.cli.probe import load_dataset_config, run_probe
+
+    cfg = load_dataset_config(str(_folder_dataset(tmp_path)))
+    ckpt = export_encoder_state(
+        build_pretrain_model("point_mae_tiny", decoder_depth=1), str(tmp_path / "enc.pth"), variant="point_mae_tiny"
+    )
+
+    def figures():
+        res = run_probe(ckpt, cfg, npoints=64, per_class=())
+        return {k: v for k, v in res["backbone"].items() if not k.endswith("time_s")}
+
+    first = figures()
+    torch.manual_seed(1234)  # whatever ran before in the process must not matter
+    assert figures() == first
