@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import pointclora.api  # noqa: F401  (lets tests written against the old Trainer(cfg) find their task)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

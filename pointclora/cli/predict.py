@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
-
+from ..api.predict import predict_files, prediction_line
 from .common import ToolParser, run_cli
 
 __all__ = ["main", "build_parser", "predict_files"]
@@ -39,64 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@torch.no_grad()
-def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points: Optional[int] = None,
-                  normalize: bool = True, device: str = "auto", backbone: Optional[str] = None,
-                  category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
-    """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
-    "labels": [part id per point], "points": N 3}`` (part segmentation)."""
-    from ..datasets.base import pc_normalize
-    from ..datasets.transforms import eval_transforms
-    from ..engine.weights import load_weights
-    from ..utils.device import resolve_device
-
-    dev = resolve_device(device)
-    run = load_weights(weights, backbone=backbone, device=dev)
-    n = num_points or int(run.manifest["config"]["data"]["num_points"])
-    transform = eval_transforms(n)
-    results = []
-    for path in files:
-        xyz = _read(path, max(n, 2048))
-        if normalize:
-            xyz = pc_normalize(xyz).astype("float32")
-        points = transform({"points": torch.from_numpy(xyz)})["points"][:, :3].to(dev)
-        if run.task.name == "classification":
-            out = run.task.predict(run.model, points, topk=topk)
-        else:
-            out = {**run.task.predict(run.model, points, category=category), "points": points.cpu().tolist()}
-        results.append({"file": str(path), **out})
-    return results
-
-
-def _read(path: str, num_points: int):
-    """``read_point_cloud`` with any reader failure turned into a ValueError naming the file; native readers'
-    own stderr chatter (Open3D's RPly) is silenced so the tool's one error line stays the only one."""
-    import os
-
-    import numpy as np
-
-    from ..datasets.io import read_point_cloud
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            xyz = read_point_cloud(path, num_points=num_points)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as err:  # a corrupt file must not look like a bug of ours
-        raise ValueError(f"{path}: cannot read this point cloud ({type(err).__name__}: {err})") from None
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    xyz = np.asarray(xyz)
-    if xyz.ndim != 2 or xyz.shape[0] == 0 or xyz.shape[1] < 3:
-        raise ValueError(f"{path}: expected N x 3 points, got an array of shape {xyz.shape}")
-    return xyz[:, :3].astype("float32")
-
-
 def _body(args: argparse.Namespace) -> int:
     results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
                             normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
@@ -109,13 +50,7 @@ def _body(args: argparse.Namespace) -> int:
         render_segmentation(results[0]["points"], results[0]["labels"], title=f"predicted parts "
                             f"({results[0]['category']})", out=args.png)  # fmt: skip
     for r in results:
-        if args.json:
-            print(json.dumps({k: v for k, v in r.items() if k != "points"}))
-        elif "predictions" in r:
-            print(f"{r['file']}: " + ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"]))
-        else:
-            counts = ", ".join(f"part {p}: {c}" for p, c in r["counts"].items())
-            print(f"{r['file']} [{r['category']}]: {len(r['labels'])} points; {counts}")
+        print(json.dumps({k: v for k, v in r.items() if k != "points"}) if args.json else prediction_line(r))
     return 0
 
 

@@ -111,14 +111,14 @@ def run_probe(
     """Probe ``weights`` on ``dataset_cfg``.
 
     Returns ``{"weights", "train", "test", "backbone": {...}, "random": {...}}`` (metric keys as
-    :func:`pointclora.engine.probe.probe_backbone`).
+    :func:`pointclora.models.probe.probe_backbone`).
     """
     import numpy as np
     import torch
 
     from ..datasets import build_dataset
     from ..datasets.transforms import eval_transforms
-    from ..engine.probe import probe_backbone
+    from ..models.probe import probe_backbone
 
     # What the weights do not provide is drawn at build time: the cls token and position of a Point-MAE encoder (which
     # every patch token attends to), or the whole of a random backbone. Drawn from ``seed``, so a command gives the

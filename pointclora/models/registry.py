@@ -17,6 +17,8 @@ __all__ = [
     "model_defaults",
     "pretrained_names",
     "pretrained_path",
+    "resolve_checkpoint_path",
+    "find_backbone",
 ]
 
 _VARIANTS: Dict[str, Dict[str, Any]] = {}
@@ -54,6 +56,36 @@ def pretrained_path(name: str) -> Path:
     path = _ASSETS / _PRETRAINED[name]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the pre-trained weights of {name!r} are missing from the installed package")
+    return path
+
+
+def resolve_checkpoint_path(path: Any) -> Path:
+    """A relative checkpoint path is looked up in the current directory, then in the repository / install root."""
+    import os
+
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.is_absolute():
+        return p
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / p).exists():
+            return root / p
+    return Path.cwd() / p
+
+
+def find_backbone(checkpoint: Optional[Any]) -> Optional[Path]:
+    """The backbone file a config's ``model.checkpoint`` names: ``None`` for none, a shipped backbone's name (package
+    data, offline), or a path (:func:`resolve_checkpoint_path`); FileNotFoundError saying what to do when missing."""
+    if not checkpoint:
+        return None
+    if str(checkpoint) in pretrained_names():
+        return pretrained_path(str(checkpoint))
+    path = resolve_checkpoint_path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.checkpoint={checkpoint!r} not found (looked in {Path.cwd()} and the repository root). Get the "
+            "pre-trained weights (see models/README.md), pass --ckpt PATH, or --set model.checkpoint=null to train "
+            "from scratch."
+        )
     return path
 
 

@@ -63,7 +63,10 @@ from .training import (
     auxiliary_losses,
     can_merge,
     load_adapter_state_dict,
+    method_name,
     no_weight_decay_names,
+    saves_every_tensor,
+    write_method_files,
 )
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "load_adapter_state_dict",
     "make_peft_config",
     "merge_adapters",
+    "method_name",
     "merge_and_unload",
     "model_adapter_targets",
     "model_head_modules",
@@ -116,7 +120,9 @@ __all__ = [
     "sade_loss",
     "sade_loss_naive",
     "save_adapter",
+    "saves_every_tensor",
     "trainable_parameter_summary",
     "unmerge_adapters",
     "unregister_peft_method",
+    "write_method_files",
 ]

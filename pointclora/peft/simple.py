@@ -19,6 +19,7 @@ class FullMethod(PeftMethod):
     name = "full"
     config_class = FullConfig
     description = "full fine-tuning"
+    saves_every_tensor = True
 
     def default_train_modules(self, model: nn.Module) -> Tuple[str, ...]:
         return ()  # everything trains anyway

@@ -8,7 +8,7 @@ split, with ``train.vote`` views of voting when asked.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,8 @@ class ClassificationTask(Task):
     name = "classification"
     monitor = "acc"
     monitor_mode = "max"
+    protocol_name = "classification"
+    summary_metrics = ("mean_class_acc", "vote_acc")
 
     def build_data(self, data_root: Optional[str] = None) -> TaskData:
         return build_classification_data(self.cfg, data_root)
@@ -76,14 +78,14 @@ class ClassificationTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device,
                  autocast: Callable) -> Dict[str, Any]:  # fmt: skip
         return evaluate_classifier(model, loader, len(self.meta["classes"]), device, autocast=autocast,
-                                   num_points=int(self.cfg["data"]["num_points"]))  # fmt: skip
+                                   num_points=self.num_points)  # fmt: skip
 
     def final_metrics(self, model: nn.Module, loaders: Mapping[str, DataLoader], device: torch.device,
                       autocast: Callable, meta: Mapping[str, Any]) -> Dict[str, Any]:  # fmt: skip
         from ..engine.evaluation import vote_max_over_repeats
 
         vote = int(get_key(self.cfg, "train.vote", 0))
-        seed, n = int(get_key(self.cfg, "train.seed", 0)), int(self.cfg["data"]["num_points"])
+        seed, n = int(get_key(self.cfg, "train.seed", 0)), self.num_points
         res = evaluate_classifier(model, loaders["test"], len(meta["classes"]), device, vote=vote, vote_seed=seed,
                                   autocast=autocast, num_points=n)  # fmt: skip
         res["per_class_acc"] = dict(zip(meta["classes"], res["per_class_acc"]))
@@ -108,7 +110,7 @@ class ClassificationTask(Task):
         from ..datasets.transforms import eval_transforms, vote_eval_transforms
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
-        n, skip = int(self.cfg["data"]["num_points"]), bool(self.cfg["data"].get("fps_skip_near_origin", False))
+        n, skip = self.num_points, bool(self.cfg["data"].get("fps_skip_near_origin", False))
         tf = vote_eval_transforms(n, skip_near_origin=skip) if vote else eval_transforms(n, skip_near_origin=skip)
         ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         names = [str(c) for c in getattr(ds, "classes", self.meta["classes"])]
@@ -116,8 +118,40 @@ class ClassificationTask(Task):
             return ds
         return RemapLabels(ds, names, self.meta["classes"])
 
+    def evaluate_split(self, model: nn.Module, loader: DataLoader, device: torch.device, vote: int = 0,
+                       seed: int = 0) -> Dict[str, Any]:  # fmt: skip
+        """OA, mAcc, per-class accuracy (by class name) and the confusion matrix; ``vote`` views of voting too."""
+        classes = list(self.meta["classes"])
+        res = evaluate_classifier(model, loader, len(classes), device, vote=vote, vote_seed=seed,
+                                  num_points=self.num_points)  # fmt: skip
+        res["per_class_acc"] = dict(zip(classes, res["per_class_acc"]))
+        if vote:
+            res["vote_per_class_acc"] = dict(zip(classes, res["vote_per_class_acc"]))
+        res["classes"] = classes
+        return res
+
+    @classmethod
+    def evaluation_report(cls, res: Mapping[str, Any]) -> str:
+        from ..engine.evaluation import format_confusion
+        from ..engine.logging import markdown_table
+
+        rows: List[List[Any]] = [["no voting", f"{res['acc']:.2f}", f"{res['mean_class_acc']:.2f}"]]
+        if res.get("vote_views"):
+            rows.append([f"{res['vote_views']}-view vote", f"{res['vote_acc']:.2f}",
+                         f"{res['vote_mean_class_acc']:.2f}"])  # fmt: skip
+        out = [markdown_table(["evaluation", "OA (%)", "mAcc (%)"], rows), "\nper-class accuracy (%):\n"]
+        per = [[c, "-" if v is None else f"{v:.2f}"] for c, v in res["per_class_acc"].items()]
+        out.append(markdown_table(["class", "no voting"], per))
+        out.append("\nconfusion matrix (rows: true class, columns: predicted):\n")
+        out.append(format_confusion(res["confusion"], res["classes"]))
+        return "\n".join(out)
+
+    @classmethod
+    def predict_report(cls, r: Mapping[str, Any]) -> str:
+        return f"{r['file']}: " + ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"])
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, points: torch.Tensor, topk: int = 5) -> Dict[str, Any]:
+    def predict(self, model: nn.Module, points: torch.Tensor, topk: int = 5, **_options: Any) -> Dict[str, Any]:
         """``points (N, 3)`` already normalised and sampled -> the top-k labels with probabilities."""
         probs = torch.softmax(model(points[None]).float(), dim=-1)[0]
         values, idx = probs.topk(max(1, min(topk, len(self.meta["classes"]))))

@@ -39,9 +39,12 @@ def setting_key(way: int, shot: int) -> str:
 
 
 def default_runner(cfg: Dict[str, Any], datasets: Dict[str, Any], run_dir: Path, resume: bool) -> Mapping[str, Any]:
-    from ..engine.trainer import run_finetune
+    """One episode: the classification task on the episode's datasets (the backbone is ``model.checkpoint``)."""
+    from ..engine.trainer import Trainer, as_task_data
+    from .classification import ClassificationTask
 
-    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True)
+    return Trainer(ClassificationTask(cfg), cfg, output=run_dir, resume=resume, data=as_task_data(datasets),
+                   quiet=True).fit()  # fmt: skip
 
 
 def _episode_datasets(root: Path, way: int, shot: int, fold: int, cfg: Mapping[str, Any]) -> Dict[str, Any]:

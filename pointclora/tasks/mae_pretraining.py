@@ -76,6 +76,10 @@ class MAEPretrainingTask(Task):
     name = "mae_pretraining"
     monitor = "loss"
     monitor_mode = "min"
+    protocol_name = "pretrain"
+
+    def run_label(self) -> str:
+        return "mae"
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
@@ -190,8 +194,9 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
     cfg = merge(DEFAULTS, cfg)
     cfg["task"] = MAEPretrainingTask.name
     resume = (Path(run_dir) / "checkpoints" / "last.pth").is_file()
-    Trainer(cfg, output=run_dir, resume=resume, log=log).fit()
-    best = MAEPretrainingTask(cfg).encoder_path(Path(run_dir))
+    task = MAEPretrainingTask(cfg)
+    Trainer(task, cfg, output=run_dir, resume=resume, log=log, backbone=None).fit()
+    best = task.encoder_path(Path(run_dir))
     atomic_write_bytes(best.read_bytes(), export_to)
     return Path(export_to)
 
@@ -199,7 +204,7 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
 def _probe_on_validation(val: Any, seed: int,
                          device: torch.device) -> Optional[Callable[[nn.Module], Dict[str, float]]]:  # fmt: skip
     """A probe callback on the validation shapes: a stratified half to fit, the other half to score."""
-    from ..engine.probe import make_probe_callback
+    from ..models.probe import make_probe_callback
 
     labels = np.asarray([int(val[i]["label"]) for i in range(len(val))]) if len(val) else np.zeros(0)
     if labels.size < 4 or len(np.unique(labels)) < 2:

@@ -103,7 +103,7 @@ def evaluate_segmentation(model: nn.Module, loader: DataLoader, meta: Mapping[st
     """Loss (mean over points) and class / instance mIoU, accuracy, per-category table over ``loader``."""
     import contextlib
 
-    from ..engine.segmentation_metrics import SegmentationMeter
+    from .segmentation_metrics import SegmentationMeter
 
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
@@ -127,6 +127,11 @@ class PartSegmentationTask(Task):
     name = "part_segmentation"
     monitor = "instance_miou"
     monitor_mode = "max"
+    protocol_name = "segmentation"
+    summary_metrics = ("class_miou",)
+    #: the official segmentation script runs max_epoch epochs (its classification runner one more)
+    official_extra_epoch = False
+    default_num_points = 2048
     #: with one category the label branch's BatchNorm output is constant and some head parameters get no gradient
     ddp_find_unused_parameters = True
 
@@ -157,12 +162,13 @@ class PartSegmentationTask(Task):
                       autocast: Callable, meta: Mapping[str, Any]) -> Dict[str, Any]:  # fmt: skip
         return evaluate_segmentation(model, loaders["test"], meta, device, autocast)
 
-    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None):
+    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None,
+                     vote: bool = False):  # fmt: skip
         from ..datasets import build_dataset
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
         dcfg.pop("train_split", None)
-        dcfg["num_points"] = int(self.cfg["data"]["num_points"])
+        dcfg["num_points"] = self.num_points
         ds = build_dataset(dcfg, split, transform=None, root=data_root)
         if list(ds.categories) != list(self.meta["categories"]):
             raise ValueError(f"the dataset's categories {list(ds.categories)} differ from the model's "
@@ -170,7 +176,8 @@ class PartSegmentationTask(Task):
         return ds
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None) -> Dict[str, Any]:
+    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None,
+                **_options: Any) -> Dict[str, Any]:  # fmt: skip
         """``points (N, 3)`` of one object of ``category`` (needed when the model knows several) -> a part id per
         point, restricted to that category's parts as in the evaluation."""
         cats = list(self.meta["categories"])
@@ -187,13 +194,24 @@ class PartSegmentationTask(Task):
         return {"category": category, "labels": labels.cpu().tolist(),
                 "counts": {int(p): int((labels == p).sum()) for p in parts.tolist()}}  # fmt: skip
 
+    @classmethod
+    def evaluation_report(cls, res: Mapping[str, Any]) -> str:
+        from .segmentation_metrics import format_category_table
+
+        return format_category_table(res) if "per_category" in res else str(res)
+
+    @classmethod
+    def predict_report(cls, r: Mapping[str, Any]) -> str:
+        counts = ", ".join(f"part {p}: {c}" for p, c in r["counts"].items())
+        return f"{r['file']} [{r['category']}]: {len(r['labels'])} points; {counts}"
+
     def gflops(self, model: nn.Module, num_points: int) -> Dict[str, Any]:
         from .classification import classifier_gflops
 
         return classifier_gflops(model, num_points, forward_model=_WithCategory)
 
     def results_table(self, metrics: Mapping[str, Any]) -> str:
-        from ..engine.segmentation_metrics import format_category_table
+        from .segmentation_metrics import format_category_table
 
         return format_category_table(metrics)
 

@@ -185,7 +185,7 @@ def test_train_compile_runs_the_compiled_model(tmp_path, monkeypatch):
     CPU) and the run's weights still save and reload under the eager names."""
     import functools
 
-    from pointclora.engine.weights import load_weights
+    from pointclora.api import load_weights
     from pointclora.utils import compile as compile_mod
 
     calls = []
