@@ -54,20 +54,15 @@ def _dataset_cfg(path: str) -> Dict[str, Any]:
         return dict(load_config(wrapper, validate=False)["dataset"])
 
 
-#: Up axis of a point-cloud file by its format when no dataset says otherwise (see ``--up``).
-_FILE_UP = {".off": "z", ".obj": "z", ".ply": "z", ".pcd": "z", ".pcd.gz": "z"}
-
-
 def default_up(path: str, dataset: Any = None) -> str:
     """The ``--up`` default: the dataset's ``up_axis``, else by file format (meshes and PCD z-up, text/npy y-up)."""
     axis = getattr(dataset, "up_axis", None)
     if axis in ("x", "y", "z"):
         return axis
-    name = str(path).lower()
-    for ext, up in _FILE_UP.items():
-        if name.endswith(ext):
-            return up
-    return "y"
+    from ..datasets.io import point_format
+
+    fmt = point_format(path)  # the convention registered with the format (register_point_format's up_axis)
+    return fmt.up_axis if fmt is not None and fmt.up_axis else "y"
 
 
 def load_input(args) -> Dict[str, Any]:
