@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ..engine.data import TaskData
 
-__all__ = ["Task", "register_task", "get_task", "list_tasks", "StepResult"]
+__all__ = ["Task", "register_task", "unregister_task", "get_task", "list_tasks", "StepResult"]
 
 Log = Callable[[str], None]
 
@@ -174,6 +174,11 @@ def register_task(cls: Type[Task]) -> Type[Task]:
         raise ValueError(f"{cls.__name__} needs a non-empty `name`")
     _TASKS[cls.name] = cls
     return cls
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (tests registering a toy task clean up with this)."""
+    _TASKS.pop(name, None)
 
 
 def list_tasks() -> List[str]:
