@@ -2,9 +2,13 @@
 provided (pre-trained first for the demo); saved weights are rebuilt by the task they name; a finished run is
 evaluated or asked to predict. ``cli -> api -> tasks -> engine -> models / peft / datasets -> ops``.
 
-Importing it also lets the old ``Trainer(cfg)`` find its task (:func:`pointclora.engine.trainer.set_task_resolver`).
+Importing it registers every built-in section schema (models, datasets, peft) with :mod:`pointclora.config`, and lets
+the old ``Trainer(cfg)`` find its task (:func:`pointclora.engine.trainer.set_task_resolver`).
 """
 
+from .. import datasets as _datasets  # noqa: F401  (the owners of the config sections declare their schemas)
+from .. import models as _models  # noqa: F401
+from .. import peft as _peft  # noqa: F401
 from .backbone import backbone_provider, provision_backbone
 from .configure import load_cli_config, resolve_config
 from .run import build_task, fit_seeds, make_trainer, run_finetune, summary_keys, sweep, train

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
+from ..config import register_section_schema
 from .backbone import PointTransformer
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "pretrained_path",
     "resolve_checkpoint_path",
     "find_backbone",
+    "model_constructor_keys",
 ]
 
 _VARIANTS: Dict[str, Dict[str, Any]] = {}
@@ -87,6 +89,29 @@ def find_backbone(checkpoint: Optional[Any]) -> Optional[Path]:
             "from scratch."
         )
     return path
+
+
+def model_constructor_keys(name: Optional[str] = None) -> List[str]:
+    """Keyword arguments a config's ``model`` section may pass to the constructors: those of every registered builder
+    (a task may build the classifier, the segmentation model or the encoder from one section) and ``name``'s own
+    variant defaults. Declared to :func:`pointclora.config.register_section_schema` as the ``model`` schema."""
+    import inspect
+
+    from .backbone import PointTransformerEncoder
+
+    keys = set()
+    for builder in {*_BUILDERS.values(), PointTransformerEncoder}:
+        params = inspect.signature(builder).parameters.values()
+        keys.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    keys -= {"self", "num_classes", "encoder_kwargs"}
+    if name in _VARIANTS:
+        keys.update(_VARIANTS[name])
+    return sorted(keys)
+
+
+def _model_section_keys(cfg: Dict[str, Any]) -> List[str]:
+    section = cfg.get("model")
+    return model_constructor_keys(section.get("name") if isinstance(section, dict) else None)
 
 
 def list_models() -> List[str]:
@@ -168,3 +193,6 @@ register_model(
     head_hidden_dim=32,
     head_batch_norm=False,
 )
+
+
+register_section_schema("model", _model_section_keys)

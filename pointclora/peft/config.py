@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
+from ..config import register_section_schema
+
 __all__ = [
     "PeftConfig",
     "AdapterConfig",
@@ -286,6 +288,17 @@ def peft_option_names(method: str) -> Optional[List[str]]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def _peft_section_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """The ``peft`` schema: the method's config fields (``method`` picks it; None for an unknown method, which is
+    reported with a suggestion when it is built)."""
+    section = cfg.get("peft") if isinstance(cfg.get("peft"), Mapping) else {}
+    names = peft_option_names(str(section.get("method", DEFAULT_METHOD)))
+    return None if names is None else sorted({"method", *names})
+
+
 def peft_config_from_dict(data: Mapping[str, Any]) -> PeftConfig:
     """``{'method': 'clora', 'r': 8, ...}`` -> config (``method`` defaults to ``clora``)."""
     return PeftConfig.from_dict(data)
+
+
+register_section_schema("peft", _peft_section_keys)

@@ -26,12 +26,13 @@ __all__ = ["ClassificationTask", "build_classification_data"]
 
 
 def build_classification_data(cfg: Mapping[str, Any], data_root: Optional[str] = None) -> TaskData:
-    """Train / val / test with the training and evaluation transforms of ``cfg['data']``; ``meta['classes']``."""
+    """Train / val / test with the training and evaluation transforms of ``cfg['data']``; ``meta['classes']``
+    (``num_points``: :attr:`ClassificationTask.num_points`)."""
     from ..datasets import build_dataset
     from ..datasets.transforms import eval_transforms, train_transforms, vote_eval_transforms
 
     dcfg, data = dict(cfg["dataset"]), cfg["data"]
-    n, skip = int(data["num_points"]), bool(data.get("fps_skip_near_origin", False))
+    n, skip = ClassificationTask(cfg).num_points, bool(data.get("fps_skip_near_origin", False))
     transforms = {True: train_transforms(n, augmentation=data["augmentation"], skip_near_origin=skip),
                   False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
     # Voting re-draws num_points of the point_all FPS points per view, so the test split keeps point_all of them;

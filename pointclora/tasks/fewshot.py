@@ -50,9 +50,10 @@ def default_runner(cfg: Dict[str, Any], datasets: Dict[str, Any], run_dir: Path,
 def _episode_datasets(root: Path, way: int, shot: int, fold: int, cfg: Mapping[str, Any]) -> Dict[str, Any]:
     from ..datasets.fewshot import ModelNetFewShot
     from ..datasets.transforms import eval_transforms, train_transforms
+    from .classification import ClassificationTask
 
     data = cfg.get("data") or {}
-    n = int(data.get("num_points", 1024))
+    n = ClassificationTask(cfg).num_points
     extra = {k: v for k, v in (cfg.get("dataset") or {}).items() if k in ("use_normals", "shape_names")}
     train = ModelNetFewShot(
         root,

@@ -92,7 +92,7 @@ class MAEPretrainingTask(Task):
         dcfg, data = dict(self.cfg.get("dataset") or {}), self.cfg["data"]
         if not dcfg:
             raise ValueError("config has no 'dataset' section: say which point clouds to pre-train on")
-        n, skip = int(data["num_points"]), bool(data.get("fps_skip_near_origin", False))
+        n, skip = self.num_points, bool(data.get("fps_skip_near_origin", False))
         tfs = {True: train_transforms(n, data.get("augmentation", "scale_translate"), skip_near_origin=skip),
                False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
 

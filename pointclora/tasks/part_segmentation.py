@@ -77,7 +77,7 @@ def build_segmentation_data(cfg: Mapping[str, Any], data_root: Optional[str] = N
     data = cfg["data"]
     dcfg = dict(cfg["dataset"])
     train_split = dcfg.pop("train_split", "train")
-    dcfg["num_points"] = int(data["num_points"])  # segmentation readers sample the points themselves
+    dcfg["num_points"] = PartSegmentationTask(cfg).num_points  # segmentation readers sample the points themselves
     train_tf = _augmentation(str(data.get("augmentation", "scale_translate")))
 
     def build(split: str, train: bool):
