@@ -17,14 +17,10 @@ A new method is one class registered with :func:`register_peft_method` (see :mod
 
 # Importing clora, lora and simple registers the built-in methods (list_peft_methods() lists them in that order).
 from .base import AdapterLinear, PeftMergeError
-from .clora import CLoRABank, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
+from .clora import CLoRABank, CLoRAConfig, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
 from .config import (
     AdapterConfig,
-    CLoRAConfig,
-    FullConfig,
-    LinearConfig,
-    LoRAConfig,
-    NoneConfig,
+    LowRankConfig,
     PeftConfig,
     PeftConfigError,
     make_peft_config,
@@ -42,7 +38,7 @@ from .inject import (
     unmerge_adapters,
 )
 from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
-from .lora import LoRALinear, LoRAMethod
+from .lora import LoRAConfig, LoRALinear, LoRAMethod
 from .registry import (
     AdapterMethod,
     AuxLoss,
@@ -55,7 +51,7 @@ from .registry import (
     register_peft_method,
     unregister_peft_method,
 )
-from .simple import FullMethod, LinearMethod, NoneMethod
+from .simple import FullConfig, FullMethod, LinearConfig, LinearMethod, NoneConfig, NoneMethod
 from .training import (
     adapter_state_dict,
     adapter_state_names,
@@ -86,6 +82,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "LoRAMethod",
+    "LowRankConfig",
     "NoneConfig",
     "NoneMethod",
     "PeftConfig",
