@@ -124,6 +124,9 @@ class PointCloudFolder(ClassificationDataset):
         """Resolved file paths: one identity per sample, for the split-overlap check."""
         return [str(p.resolve()) for p, _ in self.samples]
 
+    def source_files(self) -> List[Path]:
+        return [p for p, _ in self.samples]
+
     def _class_dirs(self) -> List[Tuple[str, Path]]:
         """``[(class name, folder holding its files)]`` for the detected layout."""
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))

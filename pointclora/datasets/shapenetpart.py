@@ -189,6 +189,13 @@ class ShapeNetPart(PointCloudDataset):
             raise DataFormatError(f"{path}: part labels must be non-negative integers (last column)")
         return seg.astype(np.int64)
 
+    def sample_keys(self) -> List[str]:
+        """The resolved path of each shape's file."""
+        return [str(Path(p).resolve()) for _, p in self.items]
+
+    def source_files(self) -> List[Path]:
+        return [Path(p) for _, p in self.items]
+
     def __len__(self) -> int:
         return len(self.items)
 
