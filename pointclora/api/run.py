@@ -18,7 +18,8 @@ from ..tasks import Task, get_task
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from .backbone import backbone_provider
 
-__all__ = ["build_task", "make_trainer", "train", "run_finetune", "fit_seeds", "summary_keys", "sweep"]
+__all__ = ["build_task", "make_trainer", "train", "run_finetune", "fewshot_episode", "fit_seeds", "summary_keys",
+           "sweep"]  # fmt: skip
 
 
 def build_task(cfg: Mapping[str, Any]) -> Task:
@@ -55,6 +56,13 @@ def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = N
     ``{"train", "val", "test", "classes"}`` (the few-shot driver passes episodes)."""
     return train(cfg, output=output, resume=resume, data_root=data_root, data=datasets, quiet=quiet,
                  on_epoch_end=on_epoch_end)  # fmt: skip
+
+
+def fewshot_episode(cfg: Mapping[str, Any], datasets: Mapping[str, Any], run_dir: Path,
+                    resume: bool) -> Dict[str, Any]:  # fmt: skip
+    """One few-shot episode (the runner :func:`pointclora.tasks.fewshot.run_fewshot` takes): the config's task on the
+    episode's datasets, its backbone provided as for any run."""
+    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True)
 
 
 def summary_keys(task: Task) -> Sequence[str]:
