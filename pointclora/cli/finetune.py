@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ..tasks import list_tasks
 from ..tasks.classification import ClassificationTask
 from .common import ToolParser, add_config_args, add_training_args, config_from_args, run_cli
 
@@ -27,6 +28,7 @@ def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argpa
     p = ToolParser(prog=prog, description=doc)
     add_config_args(p, "experiment config: a path or a bare name found in configs/")
     add_training_args(p)
+    p.add_argument("--task", choices=list_tasks(), help=f"train another registered task (default: {prog}'s own)")
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed and report mean ± std")
     p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="run every combination (e.g. optim.lr=5e-4,1e-3,"
                    "2e-3), choose the best on validation, print the table; resumable (finished points are "
@@ -38,7 +40,7 @@ def train_main(args: argparse.Namespace, task: Optional[str] = None) -> int:
     """The body of finetune / segment: one run, one per seed, or a sweep (``task`` None: the config's own)."""
     from .. import api
 
-    cfg = config_from_args(args, task=task)
+    cfg = config_from_args(args, task=args.task or task)
     if args.sweep and args.seeds:
         raise ValueError("--sweep and --seeds together: sweep first, then run the chosen values with --seeds")
     if args.sweep:

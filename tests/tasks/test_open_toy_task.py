@@ -146,3 +146,16 @@ def test_toy_task_trains_and_resumes_exactly(tmp_path, toy, monkeypatch):
     assert isinstance(run.task, ToyTask) and run.manifest["task"] == ToyTask.name and run.manifest["method"] == "full"
     best = torch.load(full / "checkpoints" / "last.pth", weights_only=True)
     assert set(run.model.state_dict()) == set(best["model"])
+
+
+def test_toy_task_through_the_training_tool(tmp_path, toy):
+    from pointclora.cli import finetune
+
+    path = tmp_path / "toy.yaml"
+    cfg = {k: v for k, v in _cfg().items() if k in ("name", "peft", "optim", "schedule", "data", "train")}
+    path.write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    assert finetune.main(["--cfg", str(path), "--task", ToyTask.name, "--output", str(run), "--quiet"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == ToyTask.name and metrics["best_epoch"] in (1, 2, 3, 4)
+    assert json.loads((run / "best" / "manifest.json").read_text())["task"] == ToyTask.name
