@@ -18,6 +18,7 @@ class FullMethod(PeftMethod):
 
     name = "full"
     config_class = FullConfig
+    keeps_base_frozen = False  # its file is a whole backbone: it cannot share one with other adapters
     description = "full fine-tuning"
 
     def default_train_modules(self, model: nn.Module) -> Tuple[str, ...]:
