@@ -4,6 +4,7 @@ Examples::
 
     python tools/predict.py scan.ply chair.off cloud.npy --weights runs/demo/clora-seed0-... --topk 5
     python tools/predict.py cow.txt --weights runs/seg --png cow_parts.png       # part segmentation (+ picture)
+    python tools/predict.py scan.ply --adapters runs/mn40 runs/scan runs/mine    # one backbone, one adapter each
 
 Files are read with ``pointclora.datasets.io.read_point_cloud`` (.ply/.pcd/.off/.obj/.npy/.txt/.xyz; meshes are
 sampled), centred and scaled to the unit sphere (``--no-normalize`` keeps them as they are), subsampled to the
@@ -20,13 +21,17 @@ import torch
 
 from .common import ToolParser, run_cli
 
-__all__ = ["main", "build_parser", "predict_files"]
+__all__ = ["main", "build_parser", "predict_files", "predict_with_adapters"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ToolParser(prog="pointclora-predict", description=__doc__)  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help="point clouds or meshes")
-    p.add_argument("--weights", required=True, help="run folder or weights folder (best/, last/, merged)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--weights", help="run folder or weights folder (best/, last/, merged)")
+    which.add_argument("--adapters", nargs="+", metavar="DIR",
+                       help="several run / weights folders trained on the same backbone: the backbone is loaded "
+                            "once, each adapter (and its head) is switched in, and every file is classified by each")  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="classification: labels per file")
     p.add_argument("--category", help="part segmentation: the object's category (when the model knows several)")
     p.add_argument("--png", help="part segmentation: also draw the labelled points to this PNG (one file only)")
@@ -45,13 +50,58 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
                   category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
     """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
     "labels": [part id per point], "points": N 3}`` (part segmentation)."""
-    from ..datasets.base import pc_normalize
-    from ..datasets.transforms import eval_transforms
     from ..engine.weights import load_weights
     from ..utils.device import resolve_device
 
     dev = resolve_device(device)
     run = load_weights(weights, backbone=backbone, device=dev)
+    return _predict_loaded(run, files, topk, num_points, normalize, dev, category)
+
+
+@torch.no_grad()
+def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: int = 5,
+                          num_points: Optional[int] = None, normalize: bool = True, device: str = "auto",
+                          backbone: Optional[str] = None, category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
+    """:func:`predict_files` for each of several runs that share one backbone: the first folder's model is rebuilt,
+    the others' adapters (with their heads) are loaded beside it (:mod:`pointclora.peft.multi`), then each is made
+    active in turn. One result per (adapter, file), with ``"adapter"`` the folder as given."""
+    from ..engine.weights import load_weights, read_manifest, resolve_weights_folder
+    from ..peft import list_adapters, load_adapter, set_adapter
+    from ..peft.io import ADAPTER_CONFIG
+    from ..tasks import get_task
+    from ..utils.device import resolve_device
+
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"--adapters lists a folder twice: {list(folders)}")
+    dev = resolve_device(device)
+    first = load_weights(folders[0], backbone=backbone, device=dev)
+    model = first.model
+    runs = [(folders[0], first.task, first.manifest)]
+    for folder in folders[1:]:
+        weights = resolve_weights_folder(folder)
+        if not (weights / ADAPTER_CONFIG).is_file():
+            raise ValueError(f"{weights}: no {ADAPTER_CONFIG}; --adapters needs runs of a method that keeps the "
+                             "backbone frozen and saves an adapter (clora, lora)")  # fmt: skip
+        load_adapter(model, weights, adapter_name=str(folder))
+        manifest = read_manifest(weights)
+        task = get_task(manifest["task"])(manifest["config"])
+        task.meta = dict(manifest["meta"])
+        runs.append((folder, task, manifest))
+    keys = list_adapters(model)  # the first run's own adapter is kept as "default"
+    results = []
+    for key, (folder, task, manifest) in zip(keys, runs):
+        set_adapter(model, key)
+        model.eval()
+        run = first._replace(model=model, task=task, manifest=manifest)
+        for r in _predict_loaded(run, files, topk, num_points, normalize, dev, category):
+            results.append({"adapter": str(folder), **r})
+    return results
+
+
+def _predict_loaded(run, files, topk, num_points, normalize, dev, category) -> List[Dict[str, Any]]:
+    from ..datasets.base import pc_normalize
+    from ..datasets.transforms import eval_transforms
+
     n = num_points or int(run.manifest["config"]["data"]["num_points"])
     transform = eval_transforms(n)
     results = []
@@ -98,9 +148,10 @@ def _read(path: str, num_points: int):
 
 
 def _body(args: argparse.Namespace) -> int:
-    results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
-                            normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
-                            category=args.category)  # fmt: skip
+    predict = predict_files if args.weights else predict_with_adapters
+    results = predict(args.files, args.weights or args.adapters, topk=args.topk, num_points=args.num_points,
+                      normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
+                      category=args.category)  # fmt: skip
     if args.png:
         if len(results) != 1 or "labels" not in results[0]:
             raise ValueError("--png draws one part-segmentation result: give one FILE and a segmentation run")
@@ -109,13 +160,14 @@ def _body(args: argparse.Namespace) -> int:
         render_segmentation(results[0]["points"], results[0]["labels"], title=f"predicted parts "
                             f"({results[0]['category']})", out=args.png)  # fmt: skip
     for r in results:
+        where = f"[{r['adapter']}] " if "adapter" in r else ""
         if args.json:
             print(json.dumps({k: v for k, v in r.items() if k != "points"}))
         elif "predictions" in r:
-            print(f"{r['file']}: " + ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"]))
+            print(f"{where}{r['file']}: " + ", ".join(f"{p['label']} {100 * p['prob']:.1f}%" for p in r["predictions"]))
         else:
             counts = ", ".join(f"part {p}: {c}" for p, c in r["counts"].items())
-            print(f"{r['file']} [{r['category']}]: {len(r['labels'])} points; {counts}")
+            print(f"{where}{r['file']} [{r['category']}]: {len(r['labels'])} points; {counts}")
     return 0
 
 
