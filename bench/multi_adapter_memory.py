@@ -6,7 +6,7 @@
 Each of the N adapters is a different task (its own number of classes, so its own head). Two figures per setup:
 - tensor bytes: every distinct tensor storage held (exact, independent of the allocator);
 - process RSS growth: each setup runs in a fresh subprocess that reports its resident memory after building the
-  models minus before (includes allocator slack; the honest "what the robot pays").
+  models minus before (freed heap handed back with malloc_trim first, in both setups alike).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def _child(setup: str, variant: str, n: int, folder: str) -> None:
 
     proc = psutil.Process()
     gc.collect()
+    _trim()
     before = proc.memory_info().rss
     tensors = []
     keep = []
@@ -84,7 +85,19 @@ def _child(setup: str, variant: str, n: int, folder: str) -> None:
             keep.append(merge_and_unload(model).eval())
             tensors += list(keep[-1].state_dict().values())
     gc.collect()
+    _trim()
     print(json.dumps({"rss": proc.memory_info().rss - before, "bytes": _storage_bytes(tensors)}))
+
+
+def _trim() -> None:
+    """Hand freed heap back to the OS (glibc keeps it after the transient copies of loading), so RSS counts what
+    is live in both setups alike."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
 
 
 def main() -> None:

@@ -111,6 +111,7 @@ def test_a_method_that_cannot_merge_exports_unmerged(tmp_path):
     @register_peft_method
     class NoMerge(LoRAMethod):
         name = "lora_nomerge_test"
+        config_base = LoRAConfig
         mergeable = False
 
     try:
