@@ -38,7 +38,7 @@ def _make_adapters(variant: str, method: str, n: int, folder: Path) -> None:
         kwargs = {"r": 8, "num_bases": 4} if method == "clora" else {"r": 8}
         inject_adapters(model, make_peft_config(method, **kwargs))
         with torch.no_grad():
-            for name, p in model.named_parameters():
+            for p in model.parameters():
                 if p.requires_grad:
                     p.add_(torch.randn_like(p) * 0.01)
         save_adapter(model, folder / f"task{i}")

@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--weights", help="run folder or weights folder (best/, last/, merged)")
     which.add_argument("--adapters", nargs="+", metavar="DIR",
-                       help="several run / weights folders trained on the same backbone: the backbone is loaded "
-                            "once, each adapter (and its head) is switched in, and every file is classified by each")  # fmt: skip
+                       help="several run / weights folders trained on the same backbone: the backbone is loaded once, "
+                            "each adapter (and its head) is switched in, every file is classified by each")  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="classification: labels per file")
     p.add_argument("--category", help="part segmentation: the object's category (when the model knows several)")
     p.add_argument("--png", help="part segmentation: also draw the labelled points to this PNG (one file only)")
@@ -61,7 +61,8 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
 @torch.no_grad()
 def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: int = 5,
                           num_points: Optional[int] = None, normalize: bool = True, device: str = "auto",
-                          backbone: Optional[str] = None, category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
+                          backbone: Optional[str] = None,
+                          category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
     """:func:`predict_files` for each of several runs that share one backbone: the first folder's model is rebuilt,
     the others' adapters (with their heads) are loaded beside it (:mod:`pointclora.peft.multi`), then each is made
     active in turn. One result per (adapter, file), with ``"adapter"`` the folder as given."""

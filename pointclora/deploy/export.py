@@ -228,7 +228,8 @@ def _export_onnx(wrapper: ExportableModel, example: Tuple[torch.Tensor, ...], pa
 
 
 def export_weights(path: PathLike, out: PathLike, fmt: str = "onnx", which: str = "best",
-                   backbone: Optional[PathLike] = None, num_points: Optional[int] = None) -> Dict[str, Any]:  # fmt: skip
+                   backbone: Optional[PathLike] = None,
+                   num_points: Optional[int] = None) -> Dict[str, Any]:  # fmt: skip
     """Export a run / weights folder (the model rebuilt as ``evaluate`` does, merged) and write ``<out>.json`` beside
     it: the task, input names and shapes, and the class / part names. Returns that description."""
     from ..engine.weights import load_weights

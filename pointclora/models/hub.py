@@ -7,7 +7,8 @@
   already uses for the demo backbone;
 - downloads to ``<file>.part`` with a progress bar (tqdm, only on a terminal), resuming a partial ``.part`` with an
   HTTP ``Range`` request where the server allows it, and renames it into place only once it is verified: it loads with
-  ``torch.load(weights_only=True)``, its tensor names and shapes fit the variant the table names, and its SHA-256 matches where the table pins one. A wrong file is deleted and reported;
+  ``torch.load(weights_only=True)``, its tensor names and shapes fit the variant the table names, and its SHA-256
+  matches where the table pins one. A wrong file is deleted and reported;
 - holds ``<file>.lock`` while downloading, so two processes asking at once end with one good file (the second waits,
   then finds it);
 - fails offline or when refused with ONE line naming the URL, the error and the exact path where the user can put

@@ -126,7 +126,8 @@ def _pretrained_name(variant: str, pretrained: Union[bool, str]) -> Optional[str
 
     default = default_hub_file(variant)
     if default is None:
-        raise KeyError(f"model {variant!r} ships no pre-trained weights and has no known official file; variants that do: "
+        raise KeyError(f"model {variant!r} ships no pre-trained weights and has no known official file; "
+                       "variants that do: "
                        f"{sorted(set(_PRETRAINED) | set(_hub_defaults()))}")  # fmt: skip
     return default
 

@@ -68,7 +68,7 @@ class HubServer:
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}"
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         self.thread.start()
         return self
 

@@ -13,8 +13,7 @@ import pytest
 import torch
 from hub_server import HubServer
 
-from pointclora.models import create_model, load_pretrained, to_point_mae_layout
-from pointclora.models import hub
+from pointclora.models import create_model, hub, load_pretrained, to_point_mae_layout
 from pointclora.models.hub import DownloadError, PretrainedFile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,8 +154,9 @@ def test_no_server_at_all(tmp_path, monkeypatch):
 def test_offline_cli_error_is_one_line(tmp_path):
     env = {**os.environ, "POINTCLORA_CACHE": str(tmp_path), hub.URL_ENV: "http://127.0.0.1:9/x",
            "PYTHONPATH": str(REPO)}  # fmt: skip
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "probe.py"), "--weights", "point_mae_pretrain",
-                          "--cfg", "datasets/modelnet10_folder.yaml"], capture_output=True, text=True, env=env)  # fmt: skip
+    cmd = [sys.executable, str(REPO / "tools" / "probe.py"), "--weights", "point_mae_pretrain",
+           "--cfg", "datasets/modelnet10_folder.yaml"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: cannot download"), out.stderr
 
