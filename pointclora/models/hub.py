@@ -9,6 +9,7 @@
   HTTP ``Range`` request where the server allows it, and renames it into place only once it is verified: it loads with
   ``torch.load(weights_only=True)``, its tensor names and shapes fit the variant the table names, and its SHA-256
   matches where the table pins one. A wrong file is deleted and reported;
+- records ``<file>.verified`` (size and mtime), so a later call trusts the unchanged file without re-reading it;
 - holds ``<file>.lock`` while downloading, so two processes asking at once end with one good file (the second waits,
   then finds it);
 - fails offline or when refused with ONE line naming the URL, the error and the exact path where the user can put
@@ -238,11 +239,14 @@ def download_pretrained(name: str, progress: bool = True, retries: int = 3, forc
     by_hand = f"download {url} by hand and place it at {dest}"
     with FileLock(str(dest.with_name(dest.name + ".lock"))):
         if dest.is_file() and not force:
+            if _stamp(dest) == _read_stamp(dest):
+                return dest  # verified when it arrived and unchanged since
             try:
                 verify_pretrained_file(dest, entry)
-                return dest
             except CheckpointError as err:  # a hand-placed (or damaged) file that is not the expected one
                 raise DownloadError(f"{_one_line(err)}; delete it, or {by_hand}") from None
+            _write_stamp(dest)
+            return dest
         resumable, last = False, None
         for _ in range(max(1, retries)):
             try:
@@ -270,7 +274,31 @@ def download_pretrained(name: str, progress: bool = True, retries: int = 3, forc
                 f"downloaded {url} but it is not the expected file, deleted it: {_one_line(err)}; {by_hand}"
             ) from None
         os.replace(part, dest)  # same folder: atomic
+        _write_stamp(dest)
     return dest
+
+
+def _stamp(path: Path) -> str:
+    """Size and modification time: a verified file that changed since is verified again."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _read_stamp(path: Path) -> Optional[str]:
+    try:
+        return _stamp_path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_stamp(path: Path) -> None:
+    from ..utils.atomic import atomic_write_text
+
+    atomic_write_text(_stamp(path), _stamp_path(path))
 
 
 # --- the table ------------------------------------------------------------------------------------------------------

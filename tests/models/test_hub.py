@@ -45,7 +45,10 @@ def hubenv(tmp_path, monkeypatch):
 
 
 def _leftovers(folder: Path):
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
+    """Files in the cache besides lock files and verification stamps."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".lock", ".verified")))
 
 
 def test_download_verifies_caches_and_loads(hubenv, monkeypatch):
@@ -54,8 +57,10 @@ def test_download_verifies_caches_and_loads(hubenv, monkeypatch):
     assert path == hub.hub_path(NAME) and path.parent == Path(os.environ["POINTCLORA_CACHE"]) / "hub"
     assert path.read_bytes() == hubenv.files[f"{NAME}.pth"]
     assert _leftovers(path.parent) == [path.name]  # no .part left
-    # cached: a second call makes no request
-    hub.download_pretrained(NAME)
+    # cached: a second call makes no request and trusts the verified, unchanged file
+    with monkeypatch.context() as m:
+        m.setattr(hub, "verify_pretrained_file", lambda *a: pytest.fail("re-verified an unchanged file"))
+        hub.download_pretrained(NAME)
     assert len(hubenv.log) == 1
     # the three entry points load the same tensors
     torch.manual_seed(0)
