@@ -77,6 +77,9 @@ def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: in
     dev = resolve_device(device)
     first = load_weights(folders[0], backbone=backbone, device=dev)
     model = first.model
+    if getattr(model, "peft_config", None) is None:
+        raise ValueError(f"--adapters: {folders[0]} holds a plain (merged) model, not an adapter on a frozen backbone; "
+                         "give the runs themselves")  # fmt: skip
     runs = [(folders[0], first.task, first.manifest)]
     for folder in folders[1:]:
         weights = resolve_weights_folder(folder)

@@ -82,3 +82,8 @@ def test_adapters_classify_the_same_files_with_each(run, second_run, tmp_path, c
     assert {len(r["predictions"]) for r in lines if r["adapter"] == str(second_run)} == {3}
     assert main([str(files[0]), "--adapters", str(run), str(run), "--device", "cpu"]) == 2
     assert "twice" in capsys.readouterr().err
+    from pointclora.engine.weights import merge_weights
+
+    merged = merge_weights(run, tmp_path / "merged")
+    assert main([str(files[0]), "--adapters", str(merged), str(second_run), "--device", "cpu"]) == 2
+    assert "different pre-trained weights" in capsys.readouterr().err  # merged weights are another backbone
