@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -201,7 +202,9 @@ def export_model(model: nn.Module, out: PathLike, fmt: str = "onnx", num_points:
             if fmt == "onnx":
                 _export_onnx(wrapper, example, tmp, opset)
             else:
-                traced = torch.jit.trace(wrapper, example, check_trace=False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the tracer's notes on shapes read as numbers (see below)
+                    traced = torch.jit.trace(wrapper, example, check_trace=False)
                 traced.save(str(tmp))
         os.replace(tmp, out)
     finally:
@@ -211,8 +214,6 @@ def export_model(model: nn.Module, out: PathLike, fmt: str = "onnx", num_points:
 
 
 def _export_onnx(wrapper: ExportableModel, example: Tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
-    import warnings
-
     try:
         import onnx  # noqa: F401
     except ImportError:

@@ -160,3 +160,30 @@ def test_a_single_adapter_model_keeps_its_adapter_as_default(folders, points):
 def test_the_registry_contract_covers_every_method():
     frozen = [m for m in list_peft_methods() if get_peft_method(m).keeps_base_frozen]
     assert {"clora", "lora", "linear", "none"} <= set(frozen) and "full" not in frozen
+
+
+@torch.no_grad()
+def test_part_segmentation_adapters_bring_their_own_heads(tmp_path):
+    def seg(parts, categories):
+        torch.manual_seed(0)
+        return create_model("point_mae_tiny_seg", num_classes=parts, num_categories=categories)
+
+    folders = {}
+    setups = {"p6": (6, 2, LoRAConfig(r=2)), "p9": (9, 3, CLoRAConfig(r=2, num_bases=2))}
+    for name, (parts, cats, cfg) in setups.items():
+        model = inject_adapters(seg(parts, cats), cfg)
+        randomize_adapters(model, seed=parts)
+        with torch.no_grad():
+            model.convs3.weight.add_(0.1)
+        folders[name] = save_adapter(model, tmp_path / name)
+    pts = torch.rand(2, 128, 3) * 2 - 1
+    model = seg(6, 2).eval()
+    load_adapter(model, folders["p6"], adapter_name="p6")
+    load_adapter(model, folders["p9"], adapter_name="p9")
+    for name, (parts, cats) in (("p9", (9, 3)), ("p6", (6, 2))):
+        set_adapter(model, name)
+        cat = torch.tensor([0, cats - 1])
+        out = model(pts, cat)
+        alone = load_adapter(seg(parts, cats), folders[name]).eval()(pts, cat)
+        assert out.shape == (2, 128, parts) and torch.equal(out, alone)
+        assert model.num_categories == cats
