@@ -37,8 +37,12 @@ setup(
     extras_require={
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
         # timm (with torchvision): the openness tests put CLoRA/LoRA on a timm ViT; `test` is dev's test-only part.
-        "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9"],
+        # onnx + onnxruntime: the export parity tests run in CI (never skipped).
+        "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9", "onnx>=1.15", "onnxruntime>=1.17"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9", "onnx>=1.15",
+                "onnxruntime>=1.17"],
+        # tools/export.py --format onnx and running the exported file (pointclora.deploy).
+        "deploy": ["onnx>=1.15", "onnxruntime>=1.17"],
         # Side-by-side benchmarks only (bench/ops.py, bench/adapters.py): never imported by the library.
         "bench": ["fpsample>=0.3", "peft>=0.10"],
     },
@@ -56,6 +60,7 @@ setup(
             "pointclora-merge-adapter=pointclora.cli.merge_adapter:main",
             "pointclora-plot-runs=pointclora.cli.plot_runs:main",
             "pointclora-probe=pointclora.cli.probe:main",
+            "pointclora-export=pointclora.cli.export:main",
         ]
     },
     classifiers=["Programming Language :: Python :: 3"],

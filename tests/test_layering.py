@@ -1,6 +1,7 @@
 """The package's layering, checked over its source ASTs (issue 17's "done when"):
 
-- imports point down only: ``cli -> api -> tasks -> engine -> models / peft / datasets / viz -> ops -> utils / config``
+- imports point down only: ``cli -> api -> tasks -> engine -> models / peft / datasets / viz / deploy -> ops ->
+  utils / config``
   (modules of one layer may import each other, except that ``peft`` knows no model, dataset or loop);
 - no string literal in ``engine/`` or ``cli/`` names a registered task or PEFT method (the code asks the registries);
 - no function in ``engine/`` or ``tasks/`` is over 100 lines, no CLI module over 150 lines.
@@ -22,8 +23,8 @@ from pointclora.tasks.protocol import TASKS as PROTOCOL_TASKS
 PKG = Path(pointclora.api.__file__).resolve().parents[1]
 
 #: Higher imports lower; equal ranks may import each other (see the module docstring for the exception).
-RANK = {"cli": 6, "api": 5, "tasks": 4, "engine": 3, "models": 2, "peft": 2, "datasets": 2, "viz": 2, "ops": 1,
-        "utils": 0, "config": 0, "assets": 0, "__init__": 0}  # fmt: skip
+RANK = {"cli": 6, "api": 5, "tasks": 4, "engine": 3, "models": 2, "peft": 2, "datasets": 2, "viz": 2, "deploy": 2,
+        "ops": 1, "utils": 0, "config": 0, "assets": 0, "__init__": 0}  # fmt: skip
 #: Same-rank imports that are still wrong: the adapters know nothing of models, data or the loop.
 FORBIDDEN = {("peft", "models"), ("peft", "datasets"), ("peft", "viz")}
 
@@ -57,6 +58,10 @@ def _imported_layer(path: Path, node: ast.AST) -> List[str]:
     if parts:
         return [_layer(tuple(parts[:1]))]
     return [_layer((a.name,)) for a in node.names]  # from .. import x / from . import x
+
+
+def test_every_layer_is_ranked():
+    assert {layer for _, layer, _ in _modules()} <= set(RANK), "a new top-level module needs its place in RANK"
 
 
 def test_imports_point_down_only():

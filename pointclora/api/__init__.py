@@ -14,6 +14,8 @@ from .configure import load_cli_config, resolve_config
 from .run import build_task, fit_seeds, make_trainer, run_finetune, summary_keys, sweep, train
 from .weights import LoadedRun, WeightsError, load_weights, merge_weights
 
+_peft.multi.set_model_factory(_models.create_model)  # peft knows no model: several heads are built through this
+
 __all__ = [
     "LoadedRun",
     "WeightsError",

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ["predict_files", "prediction_line"]
+__all__ = ["predict_files", "predict_with_adapters", "prediction_line"]
 
 
 @torch.no_grad()
@@ -16,13 +16,64 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
                   category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
     """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
     "labels": [part id per point], "points": N 3}`` (part segmentation)."""
-    from ..datasets.base import pc_normalize
-    from ..datasets.transforms import eval_transforms
     from ..utils.device import resolve_device
     from .weights import load_weights
 
     dev = resolve_device(device)
     run = load_weights(weights, backbone=backbone, device=dev)
+    return _predict_loaded(run, files, topk, num_points, normalize, dev, category)
+
+
+@torch.no_grad()
+def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: int = 5,
+                          num_points: Optional[int] = None, normalize: bool = True, device: str = "auto",
+                          backbone: Optional[str] = None,
+                          category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
+    """:func:`predict_files` for each of several runs that share one backbone: the first folder's model is rebuilt,
+    the others' adapters (with their heads) are loaded beside it (:mod:`pointclora.peft.multi`), then each is made
+    active in turn. One result per (adapter, file), with ``"adapter"`` the folder as given."""
+    from ..engine.weights import read_manifest, resolve_weights_folder
+    from ..peft import list_adapters, load_adapter, set_adapter
+    from ..peft.io import ADAPTER_CONFIG
+    from ..tasks import get_task
+    from ..utils.device import resolve_device
+    from .weights import load_weights
+
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"--adapters lists a folder twice: {list(folders)}")
+    dev = resolve_device(device)
+    first = load_weights(folders[0], backbone=backbone, device=dev)
+    model = first.model
+    if getattr(model, "peft_config", None) is None:
+        raise ValueError(f"--adapters: {folders[0]} holds a plain (merged) model, not an adapter on a frozen backbone; "
+                         "give the runs themselves")  # fmt: skip
+    runs = [(folders[0], first.task, first.manifest)]
+    for folder in folders[1:]:
+        weights = resolve_weights_folder(folder)
+        if not (weights / ADAPTER_CONFIG).is_file():
+            raise ValueError(f"{weights}: no {ADAPTER_CONFIG}; --adapters needs runs of a method that keeps the "
+                             "backbone frozen and saves an adapter (clora, lora)")  # fmt: skip
+        load_adapter(model, weights, adapter_name=str(folder))
+        manifest = read_manifest(weights)
+        task = get_task(manifest["task"])(manifest["config"])
+        task.meta = dict(manifest["meta"])
+        runs.append((folder, task, manifest))
+    keys = list_adapters(model)  # the first run's own adapter is kept as "default"
+    results = []
+    for key, (folder, task, manifest) in zip(keys, runs):
+        set_adapter(model, key)
+        model.eval()
+        run = first._replace(model=model, task=task, manifest=manifest)
+        for r in _predict_loaded(run, files, topk, num_points, normalize, dev, category):
+            results.append({"adapter": str(folder), **r})
+    return results
+
+
+def _predict_loaded(run: Any, files: Sequence[str], topk: int, num_points: Optional[int], normalize: bool,
+                    dev: torch.device, category: Optional[str]) -> List[Dict[str, Any]]:  # fmt: skip
+    from ..datasets.base import pc_normalize
+    from ..datasets.transforms import eval_transforms
+
     n = num_points or run.task.num_points
     transform = eval_transforms(n)
     results = []
@@ -71,4 +122,5 @@ def prediction_line(result: Dict[str, Any]) -> str:
     """The line ``tools/predict.py`` prints for one file's result (the task's own format)."""
     from ..tasks import get_task
 
-    return get_task(result["task"]).predict_report(result)
+    where = f"[{result['adapter']}] " if "adapter" in result else ""
+    return where + get_task(result["task"]).predict_report(result)

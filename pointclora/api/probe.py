@@ -35,8 +35,11 @@ def _build_backbone(weights: str, model_name: Optional[str]):
     from ..models import registry
 
     shipped = getattr(registry, "pretrained_names", lambda: [])()
-    if weights in shipped:
-        return create_model(weights, num_classes=2, pretrained=True), weights
+    if weights in shipped:  # a shipped backbone (named as its variant) or an official file of the hub table
+        from ..models.hub import hub_entry, hub_names
+
+        variant = hub_entry(weights).variant if weights in hub_names() else weights
+        return create_model(model_name or variant, num_classes=2, pretrained=weights), weights
     if not os.path.isfile(weights):
         hint = f" or one of the shipped backbones {shipped}" if shipped else ""
         raise FileNotFoundError(f"--weights {weights!r}: no such file{hint}")

@@ -4,6 +4,7 @@ Examples::
 
     python tools/predict.py scan.ply chair.off cloud.npy --weights runs/demo/clora-seed0-... --topk 5
     python tools/predict.py cow.txt --weights runs/seg --png cow_parts.png       # part segmentation (+ picture)
+    python tools/predict.py scan.ply --adapters runs/mn40 runs/scan runs/mine    # one backbone, one adapter each
 
 Files are read with ``pointclora.datasets.io.read_point_cloud`` (.ply/.pcd/.off/.obj/.npy/.txt/.xyz; meshes are
 sampled), centred and scaled to the unit sphere (``--no-normalize`` keeps them as they are), subsampled to the
@@ -16,16 +17,20 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from ..api.predict import predict_files, prediction_line
+from ..api.predict import predict_files, predict_with_adapters, prediction_line
 from .common import ToolParser, run_cli
 
-__all__ = ["main", "build_parser", "predict_files"]
+__all__ = ["main", "build_parser", "predict_files", "predict_with_adapters"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ToolParser(prog="pointclora-predict", description=__doc__)  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help="point clouds or meshes")
-    p.add_argument("--weights", required=True, help="run folder or weights folder (best/, last/, merged)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--weights", help="run folder or weights folder (best/, last/, merged)")
+    which.add_argument("--adapters", nargs="+", metavar="DIR",
+                       help="several run / weights folders trained on the same backbone: the backbone is loaded once, "
+                            "each adapter (and its head) is switched in, every file is classified by each")  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="classification: labels per file")
     p.add_argument("--category", help="part segmentation: the object's category (when the model knows several)")
     p.add_argument("--png", help="part segmentation: also draw the labelled points to this PNG (one file only)")
@@ -39,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
-    results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
-                            normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
-                            category=args.category)  # fmt: skip
+    predict = predict_files if args.weights else predict_with_adapters
+    results = predict(args.files, args.weights or args.adapters, topk=args.topk, num_points=args.num_points,
+                      normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
+                      category=args.category)  # fmt: skip
     if args.png:
         if len(results) != 1 or "labels" not in results[0]:
             raise ValueError("--png draws one part-segmentation result: give one FILE and a segmentation run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from torch import nn
 
@@ -46,15 +46,23 @@ def register_model(
 
 
 def pretrained_names() -> List[str]:
-    """Variants that ship pre-trained weights."""
-    return sorted(_PRETRAINED)
+    """Weights known by name: variants that ship pre-trained weights, and the official files of
+    :mod:`pointclora.models.hub` (downloaded on first use)."""
+    from .hub import hub_names
+
+    return sorted(set(_PRETRAINED) | set(hub_names()))
 
 
 def pretrained_path(name: str) -> Path:
-    """The shipped weights file of ``name``; KeyError naming the variants that have one, FileNotFoundError when the
-    package was installed without its assets."""
+    """The weights file of ``name``: shipped package data, or an official file downloaded, verified and cached by
+    :func:`pointclora.models.hub.download_pretrained`. KeyError naming the known names, FileNotFoundError when the
+    package was installed without its assets, ``DownloadError`` (one line) when a download fails."""
+    from .hub import download_pretrained, hub_names
+
+    if name not in _PRETRAINED and name in hub_names():
+        return download_pretrained(name)
     if name not in _PRETRAINED:
-        raise KeyError(f"model {name!r} ships no pre-trained weights; variants that do: {pretrained_names()}")
+        raise KeyError(f"no pre-trained weights named {name!r}; known: {pretrained_names()}")
     path = _ASSETS / _PRETRAINED[name]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the pre-trained weights of {name!r} are missing from the installed package")
@@ -131,26 +139,60 @@ def _check_name(name: str) -> None:
         raise KeyError(f"unknown model {name!r}{hint} Available: {', '.join(list_models())}")
 
 
-def create_model(name: str, num_classes: int = 40, pretrained: bool = False, **overrides: Any) -> nn.Module:
+def create_model(name: str, num_classes: int = 40, pretrained: Union[bool, str] = False, **overrides: Any) -> nn.Module:
     """Build a named variant, e.g. ``create_model("point_mae_s", num_classes=15, num_groups=128)``.
 
-    ``pretrained=True`` loads the variant's shipped encoder weights (:func:`pretrained_names`; the head stays
-    freshly initialised, the cls token too: Point-MAE pre-training has none).
+    ``pretrained=True`` loads the variant's pre-trained encoder weights: shipped in the package, or the official file
+    of :mod:`pointclora.models.hub` (downloaded once into the cache; the head stays freshly initialised, the cls token
+    too: Point-MAE pre-training has none). ``pretrained="point_mae_scan_objbg"`` names another known file.
 
     The model records its name in ``model.variant`` and its arguments in ``model.constructor_kwargs`` (checkpoints
     and adapter files use them to rebuild the model and to refuse mismatches).
     """
     _check_name(name)
+    weights = _pretrained_name(name, pretrained)
+    if weights is not None and weights not in _PRETRAINED:
+        from .hub import hub_entry
+
+        # Official files: their encoders saw pointnet2_ops' FPS centres (skip_near_origin); explicit overrides win.
+        defaults = {k: v for k, v in hub_entry(weights).model_kwargs.items() if k != "num_classes"}
+        overrides = {**defaults, **overrides}
     kwargs = {**_VARIANTS[name], **overrides}
     model = _BUILDERS[name](num_classes=num_classes, **kwargs)
     model.variant = name
     # Enough to rebuild the same architecture later (adapter files and checkpoints record it).
     model.constructor_kwargs = {"name": name, "num_classes": num_classes, **overrides}
-    if pretrained:
+    if weights is not None:
         from .checkpoint import load_pretrained
 
-        load_pretrained(model, pretrained_path(name), log=False)
+        load_pretrained(model, pretrained_path(weights), log=False)
     return model
+
+
+def _pretrained_name(variant: str, pretrained: Union[bool, str]) -> Optional[str]:
+    """The weights ``create_model(variant, pretrained=...)`` loads: ``None``, a shipped or a hub file name."""
+    if not pretrained:
+        return None
+    if isinstance(pretrained, str):
+        if pretrained not in pretrained_names():
+            raise KeyError(f"no pre-trained weights named {pretrained!r}; known: {pretrained_names()}")
+        return pretrained
+    if variant in _PRETRAINED:
+        return variant
+    from .hub import default_hub_file
+
+    default = default_hub_file(variant)
+    if default is None:
+        raise KeyError(f"model {variant!r} ships no pre-trained weights and has no known official file; "
+                       "variants that do: "
+                       f"{sorted(set(_PRETRAINED) | set(_hub_defaults()))}")  # fmt: skip
+    return default
+
+
+def _hub_defaults() -> List[str]:
+    from .hub import _DEFAULTS
+
+    return list(_DEFAULTS)
 
 
 # Point-MAE ViT-S: 384 wide, 12 blocks, 6 heads, qkv without bias. 22,093,327 parameters with 15 classes.

@@ -39,6 +39,7 @@ from .inject import (
 )
 from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
 from .lora import LoRAConfig, LoRALinear, LoRAMethod
+from .multi import active_adapter, delete_adapter, list_adapters, set_adapter
 from .registry import (
     AdapterMethod,
     AuxLoss,
@@ -89,6 +90,7 @@ __all__ = [
     "PeftConfigError",
     "PeftMergeError",
     "PeftMethod",
+    "active_adapter",
     "adapter_layers",
     "adapter_named_parameters",
     "adapter_parameter_groups",
@@ -97,9 +99,11 @@ __all__ = [
     "auxiliary_loss",
     "auxiliary_losses",
     "can_merge",
+    "delete_adapter",
     "format_parameter_summary",
     "get_peft_method",
     "inject_adapters",
+    "list_adapters",
     "list_peft_methods",
     "load_adapter",
     "load_adapter_state_dict",
@@ -118,6 +122,7 @@ __all__ = [
     "sade_loss_naive",
     "save_adapter",
     "saves_every_tensor",
+    "set_adapter",
     "trainable_parameter_summary",
     "unmerge_adapters",
     "unregister_peft_method",

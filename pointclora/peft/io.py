@@ -162,14 +162,22 @@ def load_adapter(
     model: nn.Module,
     directory: Union[str, os.PathLike],
     allow_fingerprint_mismatch: bool = False,
+    adapter_name: Optional[str] = None,
 ) -> nn.Module:
     """Load an adapter saved by :func:`save_adapter` into ``model`` (injecting its config first if needed).
+
+    With ``adapter_name`` the adapter is loaded *beside* those the model holds, peft-style (one frozen backbone,
+    ``set_adapter`` switches; see :mod:`pointclora.peft.multi`).
 
     ``model`` must be the same backbone variant and architecture, carrying the same pre-trained weights as when the
     adapter was saved. With ``allow_fingerprint_mismatch=True`` an adapter trained on another checkpoint of the same
     shape loads with a warning. Raises :class:`AdapterMismatchError` naming what differs (a model this call injected
     is then restored to its plain form). Returns ``model``.
     """
+    if adapter_name is not None:
+        from .multi import load_named_adapter
+
+        return load_named_adapter(model, directory, adapter_name, allow_fingerprint_mismatch)
     meta = read_adapter_config(directory)
     config = peft_config_from_dict(meta["peft_config"])
     base = meta.get("base_model", {})

@@ -142,6 +142,9 @@ class PeftMethod:
     config_base: ClassVar[Type[PeftConfig]] = PeftConfig
     #: Whether :meth:`merge` folds an update into the base weights (the deployed model then has the frozen FLOPs).
     mergeable: ClassVar[bool] = False
+    #: Whether the backbone stays frozen (what the method saves is not the backbone): then several of its adapters
+    #: can share one backbone (:mod:`pointclora.peft.multi`). False for ``full``.
+    keeps_base_frozen: ClassVar[bool] = True
     description: ClassVar[str] = ""
     #: What a run's weights folder keeps for this method: every tensor of the model (``True``: the backbone was
     #: trained too), or only the tensors the backbone file did not provide (``False``).

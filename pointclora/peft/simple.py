@@ -37,6 +37,7 @@ class FullMethod(PeftMethod):
 
     name = "full"
     config_class = FullConfig
+    keeps_base_frozen = False  # its file is a whole backbone: it cannot share one with other adapters
     description = "full fine-tuning"
     saves_every_tensor = True
 

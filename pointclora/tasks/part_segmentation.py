@@ -3,7 +3,7 @@
 Recipe (Point-MAE ``segmentation/main.py``): AdamW lr 2e-4, weight decay 0.05, cosine with warm-up, batch 16, 2048
 points, 128 groups; isotropic scale U(0.8, 1.25) + shift U(-0.1, 0.1); cross-entropy over all part logits.
 
-Evaluation is the standard one (:mod:`pointclora.engine.segmentation_metrics`): predictions restricted to the object
+Evaluation is the standard one (:mod:`pointclora.tasks.segmentation_metrics`): predictions restricted to the object
 category's parts, class mIoU and instance mIoU, a per-category table. Categories and part ids come from the dataset
 (``categories`` / ``category_parts``), never from constants, so one category with parts 50-53 (the cattle scans) and
 ShapeNetPart's 16 categories / 50 parts use the same code. The best epoch has the highest validation instance mIoU.

@@ -168,7 +168,7 @@ def test_probe_cli_reads_an_encoder_exported_by_the_pretraining_trainer(tmp_path
     rebuilds the encoder from the constructor keys alone."""
     import sys as _sys
 
-    _sys.path.insert(0, str(Path(__file__).parent))
+    _sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))  # task_configs.py
     from task_configs import task_cfg
 
     from pointclora.engine.trainer import Trainer

@@ -7,7 +7,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TOOLS = ["finetune", "evaluate", "predict", "fewshot", "segment", "pretrain", "visualize", "count_params",
-         "merge_adapter", "plot_runs", "probe"]  # fmt: skip
+         "merge_adapter", "plot_runs", "probe", "export"]  # fmt: skip
 
 
 def test_console_scripts_and_shims_point_at_cli_mains():

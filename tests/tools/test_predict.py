@@ -52,3 +52,38 @@ def test_unreadable_file_is_a_clear_error(run, tmp_path, capsys):
     bad.write_text("1 2 3\n")
     assert main([str(bad), "--weights", str(run), "--device", "cpu"]) == 2
     assert "x.xyz123" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    """Another task (3 classes) trained on the same backbone as ``run`` (same seed: the same random backbone)."""
+    folder = tmp_path_factory.mktemp("predict2")
+    (folder / "tiny3.yaml").write_text(TINY.replace("num_classes: 4", "num_classes: 3").replace(
+        "_base_: [adapters/clora.yaml]", "_base_: [adapters/lora.yaml]"))  # fmt: skip
+    out = folder / "run"
+    assert finetune(["--cfg", str(folder / "tiny3.yaml"), "--output", str(out), "--device", "cpu", "--quiet"]) == 0
+    return out
+
+
+def test_adapters_classify_the_same_files_with_each(run, second_run, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"s{i}.npy")
+        np.save(files[-1], rng.normal(size=(200, 3)).astype(np.float32))
+    args = [str(f) for f in files] + ["--adapters", str(run), str(second_run), "--device", "cpu", "--json"]
+    assert main(args) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["adapter"], r["file"]) for r in lines] == [(str(d), str(f)) for d in (run, second_run) for f in files]
+    # each adapter answers exactly as its run loaded alone
+    for r in lines:
+        alone = predict_files([r["file"]], r["adapter"], topk=5, device="cpu")[0]
+        assert r["predictions"] == alone["predictions"], r["adapter"]
+    assert {len(r["predictions"]) for r in lines if r["adapter"] == str(second_run)} == {3}
+    assert main([str(files[0]), "--adapters", str(run), str(run), "--device", "cpu"]) == 2
+    assert "twice" in capsys.readouterr().err
+    from pointclora.api import merge_weights
+
+    merged = merge_weights(run, tmp_path / "merged")
+    assert main([str(files[0]), "--adapters", str(merged), str(second_run), "--device", "cpu"]) == 2
+    assert "different pre-trained weights" in capsys.readouterr().err  # merged weights are another backbone
