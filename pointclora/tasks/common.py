@@ -50,6 +50,7 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
     reload refuse a different backbone.
     """
     from ..peft import inject_adapters, make_peft_config
+    from ..peft.config import DEFAULT_METHOD
 
     mcfg = dict(cfg["model"])
     init = mcfg.pop("init", None)
@@ -84,7 +85,7 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
         "fingerprint": tensor_fingerprint(state, keys) if keys else None,
         "keys": keys,
     }
-    peft = dict(cfg.get("peft") or {"method": "clora"})
+    peft = dict(cfg.get("peft") or {"method": DEFAULT_METHOD})
     return inject_adapters(model, make_peft_config(**peft))
 
 

@@ -225,10 +225,11 @@ def run_fewshot(
             stub.
         num_query: query shapes per class in generated episodes (20 in the protocol).
     """
+    from ..peft.config import DEFAULT_METHOD
     from ..utils.atomic import atomic_write_json, atomic_write_text
 
     cfg = json.loads(json.dumps(cfg))
-    method = str((cfg.get("peft") or {}).get("method", "clora"))
+    method = str((cfg.get("peft") or {}).get("method", DEFAULT_METHOD))
     out = Path(output) if output else Path("runs") / str(cfg.get("name") or "fewshot") / f"fewshot-{method}"
     ways, shots, folds = [int(w) for w in ways], [int(s) for s in shots], [int(f) for f in folds]
     if not ways or not shots or not folds:
