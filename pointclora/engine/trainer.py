@@ -182,6 +182,8 @@ class Trainer:
                 raise
             self.last_path.parent.mkdir(parents=True, exist_ok=True)
         du.barrier()
+        self.log(f"run {self.run_dir}: {self.task.name}, world size {self.dist.world_size} "
+                 f"({'torchrun' if self.dist.enabled else 'one process'}), device {self.device}, seed {self.seed}")
         return lock
 
     @staticmethod
@@ -256,6 +258,12 @@ class Trainer:
             self.model = maybe_compile(self.model, enabled=True, device=str(self.device))
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
+            from .sync_batchnorm import use_global_batchnorm
+
+            # BatchNorm that trains must see the global batch, or N processes train another model than one (#19)
+            synced = use_global_batchnorm(self.model)
+            if synced:
+                self.log(f"BatchNorm over the global batch ({self.dist.world_size} processes): {', '.join(synced)}")
             ids = [self.device.index] if self.device.type == "cuda" else None
             unused = bool(getattr(self.task, "ddp_find_unused_parameters", False))
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
