@@ -103,11 +103,28 @@ class Trainer:
         from ..tasks import get_task
 
         self.cfg: Dict[str, Any] = json.loads(json.dumps(cfg))  # a private plain copy
-        self.task = get_task(self.cfg.get("task") or "classification")(self.cfg)
         self.run_dir = Path(output) if output is not None else default_run_dir(self.cfg)
+        data_root = self._record_data_root(data_root, resume)
+        self.task = get_task(self.cfg.get("task") or "classification")(self.cfg)
         self.resume, self.data_root, self.prebuilt, self.quiet = resume, data_root, data, quiet
         self.on_epoch_end, self.external_log = on_epoch_end, log
         self.last_path = self.run_dir / "checkpoints" / "last.pth"
+
+    def _record_data_root(self, data_root: Optional[str], resume: bool) -> Optional[str]:
+        """The absolute data folder this run reads goes into its config (config.yaml, every saved manifest), so
+        ``evaluate RUN`` and ``--resume`` without ``--data-root`` read the files the run trained on (#19)."""
+        from .data import resolve_data_root
+
+        dcfg = self.cfg.get("dataset")
+        if not isinstance(dcfg, dict) or not dcfg:
+            return data_root
+        if resume and data_root is None and (self.run_dir / "config.yaml").is_file():
+            recorded = config_from_string((self.run_dir / "config.yaml").read_text()).get("dataset") or {}
+            data_root = recorded.get("root")
+        root = resolve_data_root(dcfg, data_root)
+        if root is not None:
+            dcfg["root"] = root
+        return root if root is not None else data_root
 
     # ------------------------------------------------------------------------------------------- public entry
     def fit(self) -> Dict[str, Any]:
@@ -222,6 +239,12 @@ class Trainer:
         self.val_loader = eval_loader(data.val)
         self.test_loader = self.val_loader if data.val_is_test else eval_loader(data.test)
         self.eval_test = bool(get_key(self.cfg, "train.eval_test", False)) and data.test is not None
+        from .selection import choose_selection
+
+        self.select_last, self.select_reason = choose_selection(str(get_key(self.cfg, "train.select", "auto")), data)
+        if self.select_last and self.select_reason and not self.select_reason.startswith("train.select"):
+            self.log(f"warning: the validation set is too small to choose an epoch on ({self.select_reason}): the "
+                     "result is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip
 
     def _check_data(self, data: TaskData) -> None:
         """Before the first step: train and test share no sample (a wrong split is corruption), and every file reads
@@ -448,7 +471,7 @@ class Trainer:
         summary = {"epoch": epoch + 1, f"val_{monitor}": val[monitor]}
         if test is not None:
             summary[f"test_{monitor}"] = test[monitor]
-        if self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
+        if self.select_last or self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
             self.best = summary
             save_weights(self.model, self.run_dir / "best", task=self.task.name, config=self.cfg,
                          meta=self.task.manifest_meta(self.data.meta), epoch=epoch + 1, metrics=summary)  # fmt: skip
@@ -517,9 +540,11 @@ class Trainer:
         metrics: Dict[str, Any] = {
             "task": self.task.name, "protocol": self.cfg.get("protocol", "ours"), "config": self.cfg.get("name"),
             "method": self.method, "seed": self.seed, **final, **self.task.manifest_meta(self.data.meta),
-            "selection": "best_on_test" if on_test else "best_on_val",
-            "selection_label": ("best on test (papers' protocol, optimistic)" if on_test
+            "selection": "last_epoch" if self.select_last else ("best_on_test" if on_test else "best_on_val"),
+            "selection_label": (f"last epoch ({self.select_reason})" if self.select_last
+                                else "best on test (papers' protocol, optimistic)" if on_test
                                 else f"best on val [{self.data.val_source}]"),
+            "test_source": self.data.meta.get("test_source"),
             "val_source": self.data.val_source, "best_epoch": self.best.get("epoch"),
             f"best_val_{monitor}": self.best.get(f"val_{monitor}"),
             **{f"last_{k}": v for k, v in last.items() if isinstance(v, (int, float))},

@@ -110,7 +110,13 @@ class ClassificationTask(Task):
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
         n, skip = int(self.cfg["data"]["num_points"]), bool(self.cfg["data"].get("fps_skip_near_origin", False))
         tf = vote_eval_transforms(n, skip_near_origin=skip) if vote else eval_transforms(n, skip_near_origin=skip)
-        ds = build_dataset(dcfg, split, transform=tf, root=data_root)
+        from ..engine.data import carved_test_for_evaluation
+
+        train_tf = eval_transforms(n, skip_near_origin=skip)  # as the carve was read in training
+        ds = carved_test_for_evaluation(self.cfg["data"], split, dataset_cfg is None,
+                                        lambda: build_dataset(dict(dcfg), "train", transform=train_tf, root=data_root))
+        if ds is None:
+            ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         names = [str(c) for c in getattr(ds, "classes", self.meta["classes"])]
         if self.meta.get("classes_are_indices") or names == list(self.meta["classes"]):
             return ds

@@ -159,11 +159,15 @@ class PartSegmentationTask(Task):
 
     def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None):
         from ..datasets import build_dataset
+        from ..engine.data import carved_test_for_evaluation
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
-        dcfg.pop("train_split", None)
+        train_split = dcfg.pop("train_split", "train")
         dcfg["num_points"] = int(self.cfg["data"]["num_points"])
-        ds = build_dataset(dcfg, split, transform=None, root=data_root)
+        ds = carved_test_for_evaluation(self.cfg["data"], split, dataset_cfg is None,
+                                        lambda: build_dataset(dict(dcfg), train_split, transform=None, root=data_root))
+        if ds is None:
+            ds = build_dataset(dcfg, split, transform=None, root=data_root)
         if list(ds.categories) != list(self.meta["categories"]):
             raise ValueError(f"the dataset's categories {list(ds.categories)} differ from the model's "
                              f"{self.meta['categories']}")  # fmt: skip
