@@ -156,7 +156,8 @@ class ShapeNetPart(PointCloudDataset):
         for c, ids in table.items():
             if c not in self.categories:
                 raise ValueError(
-                    f"ShapeNetPart: category_parts names {c!r}, not in the category file ({self.categories})"
+                    f"ShapeNetPart: category_parts names {c!r}, not in the category file ({self.categories}); "
+                    "for your own categories read the parts from the files: --set dataset.category_parts=null"
                 )
             ids = [int(i) for i in ids]
             if not ids or min(ids) < 0:
