@@ -173,10 +173,8 @@ class PartSegmentationTask(Task):
                              f"{self.meta['categories']}")  # fmt: skip
         return ds
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None) -> Dict[str, Any]:
-        """``points (N, 3)`` of one object of ``category`` (needed when the model knows several) -> a part id per
-        point, restricted to that category's parts as in the evaluation."""
+    def resolve_category(self, category: Optional[str]) -> str:
+        """``category``, or the model's only one; a one-line error otherwise."""
         cats = list(self.meta["categories"])
         if category is None and len(cats) > 1:
             raise ValueError(f"this model segments {len(cats)} categories; name one with --category "
@@ -184,6 +182,14 @@ class PartSegmentationTask(Task):
         category = category or cats[0]
         if category not in cats:
             raise ValueError(f"--category {category!r} is not one of the model's categories: {', '.join(cats)}")
+        return category
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None) -> Dict[str, Any]:
+        """``points (N, 3)`` of one object of ``category`` (needed when the model knows several) -> a part id per
+        point, restricted to that category's parts as in the evaluation."""
+        category = self.resolve_category(category)
+        cats = list(self.meta["categories"])
         cls = torch.tensor([cats.index(category)], device=points.device)
         logits = model(points[None], cls)[0].float()  # N P
         parts = torch.tensor(self.meta["category_parts"][category], device=points.device, dtype=torch.long)
