@@ -187,13 +187,23 @@ class Trainer:
 
         lock = None
         if self.main:
-            lock = RunLock(self.run_dir).acquire()
+            import warnings
+
+            with warnings.catch_warnings(record=True):  # a dead writer's lock: said in one line below, not a raw
+                warnings.simplefilter("always")         # UserWarning with its source line (#19)
+                lock = RunLock(self.run_dir).acquire()
             try:
                 if not self.resume and self.last_path.exists():
                     raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                                           "choose another --output")  # fmt: skip
                 if self.resume and not self.last_path.exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}: the run stopped before "
+                                            "its first epoch ended, so there is nothing to continue; start it again "
+                                            "without --resume (same --output)")  # fmt: skip
+                if lock.took_over:
+                    rec = lock.took_over
+                    self.log(f"note: took over the run-folder lock of process {rec.get('pid')} (started "
+                             f"{rec.get('started', '?')}), which no longer runs")  # fmt: skip
             except BaseException:
                 self._abandon(lock)
                 raise
@@ -257,11 +267,23 @@ class Trainer:
         self.split_check = check_disjoint_splits(splits)
         if not self.main or not bool(self.cfg["data"].get("validate", True)):
             return
+        from ..datasets.validation import DatasetValidationError
+
         seen: List[int] = []
+        failed: List[DatasetValidationError] = []
         for ds in splits.values():
             if id(ds) not in seen:
                 seen.append(id(ds))
-                validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                try:
+                    validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                except DatasetValidationError as err:  # check every split: all bad files in one error, not one a run
+                    failed.append(err)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            from .data_errors import merge_validation_errors
+
+            raise merge_validation_errors(failed)
 
     def _setup_model(self) -> None:
         from ..tasks.common import ensure_backbone
@@ -445,7 +467,11 @@ class Trainer:
             bar.set_postfix(loss=f"{task_loss:.3f}", lr=f"{lr:.2e}")
 
     def _progress(self, iterable: Any, desc: str) -> Any:
-        if not self.main or self.quiet:
+        import sys
+
+        # A bar only on a terminal: redirected to a file every redraw is kept (198 KB of bars for one demo, #19);
+        # the per-epoch line says the same once.
+        if not self.main or self.quiet or not sys.stderr.isatty():
             return iterable
         from tqdm.auto import tqdm
 
@@ -518,8 +544,11 @@ class Trainer:
             atomic_write_json(metrics, self.run_dir / "metrics.json")
             table = self.task.results_table(metrics)
             atomic_write_text(table + "\n", self.run_dir / "results.md")
-            self.log("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
-                     f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            summary = ("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
+                       f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            self.log(summary)
+            if self.quiet and self.external_log is None:
+                print(summary.lstrip("\n"), flush=True)  # --quiet drops the per-epoch lines, never the result
         return metrics
 
     def _final_metrics(self) -> Dict[str, Any]:

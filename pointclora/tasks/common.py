@@ -41,14 +41,17 @@ def resolve_checkpoint_path(path: os.PathLike | str) -> Path:
 
 
 def _default_cache() -> Path:
-    return Path(os.environ.get("POINTCLORA_CACHE", Path.home() / ".cache" / "pointclora"))
+    from ..datasets.cache import default_cache_dir
+
+    return default_cache_dir()  # one variable for every cache: $POINTCLORA_CACHE
 
 
 def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optional[Path] = None) -> Optional[Path]:
     """The pre-trained backbone file named by ``model.checkpoint``.
 
     When it is missing and the config has a ``pretrain`` section (the demo), the backbone is pre-trained first with
-    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE`` or ``~/.cache/pointclora``), never into the
+    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE``, ``$XDG_CACHE_HOME/pointclora`` or
+    ``~/.cache/pointclora``), never into the
     installed package, and that file is used.
     """
     ckpt = get_key(cfg, "model.checkpoint")
