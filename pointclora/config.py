@@ -89,6 +89,9 @@ DEFAULTS: Dict[str, Any] = {
         "test_split": "dataset",
         "test_fraction": 0.2,
         "test_seed": 0,
+        # The up axis the model works in (x | y | z): null = the backbone's recorded one (else the dataset's); files
+        # whose declared up axis differs are rotated into it. Resolved and recorded in every run's config.
+        "up_axis": None,
         "fps_skip_near_origin": False,  # data-level FPS skips |p|^2 <= 1e-3 after the first point (pointnet2_ops)
         "validate": True,  # read every file once before training (cached fingerprint): bad rows fail before step 1
     },
@@ -146,6 +149,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "train.amp_dtype": ("auto", "bfloat16", "float16"),
     "train.select": ("auto", "best", "last"),
     "data.test_split": ("dataset", "carve"),
+    "data.up_axis": ("x", "y", "z"),
 }
 
 #: Folders searched for a bare ``_base_`` name, in order, after the folder matching the including key.

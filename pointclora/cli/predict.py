@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=1, help="part segmentation: sub-samples averaged (default 1)")
     p.add_argument("--num-points", type=int, help="points fed to the model (default: the config's data.num_points)")
     p.add_argument("--no-normalize", action="store_true", help="do not centre / scale to the unit sphere")
+    p.add_argument("--up", choices=["x", "y", "z"],
+                   help="the up axis of your files; they are turned into the model's (recorded in its run). "
+                        "Default: assume they already use the model's")  # fmt: skip
     p.add_argument("--ckpt", help="the backbone file, when the one recorded in the run moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 @torch.no_grad()
 def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points: Optional[int] = None,
                   normalize: bool = True, device: str = "auto", backbone: Optional[str] = None,
-                  category: Optional[str] = None, views: int = 1) -> List[Dict[str, Any]]:  # fmt: skip
+                  category: Optional[str] = None, views: int = 1, up: Optional[str] = None
+                  ) -> List[Dict[str, Any]]:  # fmt: skip
     """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
     "labels": [part id of every input point, in input order], "points": M 3 (normalised), "input_points": M 3 (as
     read)}`` (part segmentation)."""
@@ -64,10 +68,19 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
     run = load_weights(weights, backbone=backbone, device=dev)
     n = num_points or int(run.manifest["config"]["data"]["num_points"])
     transform = eval_transforms(n)
+    from ..datasets.up_axis import rotation_between
+
+    frame = run.manifest["config"]["data"].get("up_axis")
+    if up is not None and frame is None:
+        raise ValueError(f"--up {up}: this model's run records no up axis, so there is no frame to turn the files "
+                         "into; leave --up out")  # fmt: skip
+    turn = rotation_between(up, frame).T.astype("float32") if up is not None else None
     results = []
     for path in files:
         raw = _read(path, max(n, 2048))
         xyz = pc_normalize(raw).astype("float32") if normalize else raw
+        if turn is not None:  # the files' up axis -> the model's (exact quarter turns)
+            xyz = (xyz @ turn).astype("float32")
         if run.task.name == "classification":
             points = transform({"points": torch.from_numpy(xyz)})["points"][:, :3].to(dev)
             out = run.task.predict(run.model, points, topk=topk)
@@ -118,7 +131,7 @@ def _read(path: str, num_points: int):
 def _body(args: argparse.Namespace) -> int:
     results = predict_files(args.files, args.weights, topk=args.topk, num_points=args.num_points,
                             normalize=not args.no_normalize, device=args.device, backbone=args.ckpt,
-                            category=args.category, views=args.views)  # fmt: skip
+                            category=args.category, views=args.views, up=args.up)  # fmt: skip
     if args.labels_out:
         if any("labels" not in r for r in results):
             raise ValueError("--labels-out writes part labels: give a part-segmentation run")

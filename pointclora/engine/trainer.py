@@ -223,6 +223,8 @@ class Trainer:
     def _setup_data(self) -> None:
         data = self.prebuilt if self.prebuilt is not None else self.task.build_data(self.data_root)
         self.data, self.task.meta = data, data.meta
+        if data.meta.get("up_axis_note"):
+            self.log(data.meta["up_axis_note"])  # said once per run (#19)
         self._check_data(data)
         dcfg, ocfg = self.cfg["data"], self.cfg["optim"]
         self.accum = int(ocfg.get("accumulation_steps", 1))

@@ -47,20 +47,29 @@ def default_runner(cfg: Dict[str, Any], datasets: Dict[str, Any], run_dir: Path,
 def _episode_datasets(root: Path, way: int, shot: int, fold: int, cfg: Mapping[str, Any]) -> Dict[str, Any]:
     from ..datasets.fewshot import ModelNetFewShot
     from ..datasets.transforms import eval_transforms, train_transforms
+    from ..datasets.up_axis import dataset_up_axis
+    from .up_frame import backbone_up_axis, with_up_axis
 
     data = cfg.get("data") or {}
     n = int(data.get("num_points", 1024))
     extra = {k: v for k, v in (cfg.get("dataset") or {}).items() if k in ("use_normals", "shape_names")}
+    # Episodes keep the axis of the shapes they were drawn from (official: ModelNet40, y-up; generated: the config's
+    # dataset); the clouds are turned into the backbone's frame (#19).
+    files = dataset_up_axis(cfg.get("dataset") or {"name": "modelnet_fewshot"})
+    frame = data.get("up_axis") or backbone_up_axis(cfg) or files
+    if isinstance(cfg.get("data"), dict):
+        cfg["data"]["up_axis"] = frame
     train = ModelNetFewShot(
         root,
         way,
         shot,
         fold,
         "train",
-        transform=train_transforms(n, data.get("augmentation", "scale_translate")),
+        transform=with_up_axis(train_transforms(n, data.get("augmentation", "scale_translate")), frame, files),
         **extra,
     )
-    test = ModelNetFewShot(root, way, shot, fold, "test", transform=eval_transforms(n), **extra)
+    test = ModelNetFewShot(root, way, shot, fold, "test", transform=with_up_axis(eval_transforms(n), frame, files),
+                           **extra)  # fmt: skip
     # No validation split in the protocol: selection on the query set, labelled "test (field protocol)".
     return {
         "train": train,

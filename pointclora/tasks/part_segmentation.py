@@ -78,13 +78,18 @@ def build_segmentation_data(cfg: Mapping[str, Any], data_root: Optional[str] = N
     dcfg = dict(cfg["dataset"])
     train_split = dcfg.pop("train_split", "train")
     dcfg["num_points"] = int(data["num_points"])  # segmentation readers sample the points themselves
-    train_tf = _augmentation(str(data.get("augmentation", "scale_translate")))
+    from .up_frame import resolve_frame, rotation_note, with_up_axis
+
+    frame, files = resolve_frame(cfg, dcfg)  # the backbone's up axis; the files are turned into it (#19)
+    train_tf = with_up_axis(_augmentation(str(data.get("augmentation", "scale_translate"))), frame, files)
+    eval_tf = with_up_axis(None, frame, files)
 
     def build(split: str, train: bool):
-        make = lambda: build_dataset(dict(dcfg), split, transform=train_tf if train else None, root=data_root)  # noqa: E731
+        make = lambda: build_dataset(dict(dcfg), split, transform=train_tf if train else eval_tf, root=data_root)  # noqa: E731
         return try_split(make) if split == "val" else make()
 
     out = split_with_validation(build, data, train_split=train_split)
+    out.meta["up_axis_note"] = rotation_note(frame, files)
     base = out.test
     categories = list(base.categories)
     out.meta.update(categories=categories, num_parts=int(base.num_parts),
@@ -164,10 +169,14 @@ class PartSegmentationTask(Task):
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
         train_split = dcfg.pop("train_split", "train")
         dcfg["num_points"] = int(self.cfg["data"]["num_points"])
+        from ..datasets.up_axis import dataset_up_axis
+        from .up_frame import with_up_axis
+
+        tf = with_up_axis(None, self.cfg["data"].get("up_axis"), dataset_up_axis(dcfg))  # the run's recorded frame
         ds = carved_test_for_evaluation(self.cfg["data"], split, dataset_cfg is None,
-                                        lambda: build_dataset(dict(dcfg), train_split, transform=None, root=data_root))
+                                        lambda: build_dataset(dict(dcfg), train_split, transform=tf, root=data_root))
         if ds is None:
-            ds = build_dataset(dcfg, split, transform=None, root=data_root)
+            ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         if list(ds.categories) != list(self.meta["categories"]):
             raise ValueError(f"the dataset's categories {list(ds.categories)} differ from the model's "
                              f"{self.meta['categories']}")  # fmt: skip
