@@ -37,7 +37,7 @@ def main() -> None:
             files.append(str(data / cls / f"{shape_id}.txt.gz"))
             truth.append(cls)
     out = {"run": str(a.weights), "model_up_axis": frame, "shapes": len(files), "classes": sorted(set(truth))}
-    for name, up in (("as stored (y-up files, no turn)", None), ("turned y -> z (--up y)", "y")):
+    for name, up in (("as stored (y-up files, no turn)", "z"), ("turned y -> z (--up y)", "y")):
         preds = predict_files(files, a.weights, topk=1, device="cpu", up=up)
         correct = sum(r["predictions"][0]["label"] == t for r, t in zip(preds, truth))
         out[name] = correct

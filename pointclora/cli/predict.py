@@ -9,7 +9,8 @@ Examples::
 Part segmentation gives a label to every point of the file, in the file's order: the model's probabilities on its
 ``num_points`` sub-sample are carried to every point by 3-NN interpolation (averaged over ``--views`` sub-samples);
 ``--labels-out DIR`` writes ``<name>.labels.txt`` (``x y z label``, the file's own coordinates) or ``.ply``
-(``--format ply``).
+(``--format ply``). ``--up y`` says your files are y-up: they are turned into the model's frame (by default they are
+taken to be up like the files the model was trained on).
 
 Files are read with ``pointclora.datasets.io.read_point_cloud`` (.ply/.pcd/.off/.obj/.npy/.txt/.xyz; meshes are
 sampled), centred and scaled to the unit sphere (``--no-normalize`` keeps them as they are), subsampled to the
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", type=int, help="points fed to the model (default: the config's data.num_points)")
     p.add_argument("--no-normalize", action="store_true", help="do not centre / scale to the unit sphere")
     p.add_argument("--up", choices=["x", "y", "z"],
-                   help="the up axis of your files; they are turned into the model's (recorded in its run). "
-                        "Default: assume they already use the model's")  # fmt: skip
+                   help="the up axis of your files; they are turned into the model's frame (recorded in its run). "
+                        "Default: the up axis of the files the model was trained on")  # fmt: skip
     p.add_argument("--ckpt", help="the backbone file, when the one recorded in the run moved")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -68,13 +69,16 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
     run = load_weights(weights, backbone=backbone, device=dev)
     n = num_points or int(run.manifest["config"]["data"]["num_points"])
     transform = eval_transforms(n)
-    from ..datasets.up_axis import rotation_between
+    from ..datasets.up_axis import dataset_up_axis, rotation_between
 
-    frame = run.manifest["config"]["data"].get("up_axis")
+    cfg = run.manifest["config"]
+    frame = cfg["data"].get("up_axis")
     if up is not None and frame is None:
         raise ValueError(f"--up {up}: this model's run records no up axis, so there is no frame to turn the files "
                          "into; leave --up out")  # fmt: skip
-    turn = rotation_between(up, frame).T.astype("float32") if up is not None else None
+    if up is None and frame is not None and cfg.get("dataset"):
+        up = dataset_up_axis(cfg["dataset"])  # by default your files are taken to be up like the training files
+    turn = rotation_between(up, frame).T.astype("float32") if up is not None and frame is not None else None
     results = []
     for path in files:
         raw = _read(path, max(n, 2048))
