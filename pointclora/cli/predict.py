@@ -98,7 +98,7 @@ def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points:
             labels = res["labels"]
             out = {"category": cat, "labels": labels.tolist(), "model_points": min(n, len(xyz)), "views": views,
                    "counts": {int(p): int((labels == p).sum()) for p in parts},
-                   "points": xyz.tolist(), "input_points": raw.tolist()}  # fmt: skip
+                   "points": xyz.tolist(), "input_points": raw.tolist(), "up_axis": frame}  # fmt: skip
         results.append({"file": str(path), **out})
     return results
 
@@ -151,9 +151,12 @@ def _body(args: argparse.Namespace) -> int:
         if len(results) != 1 or "labels" not in results[0]:
             raise ValueError("--png draws one part-segmentation result: give one FILE and a segmentation run")
         from ..viz import render_segmentation
+        from ..viz.render import RenderOptions
 
+        # "points" are in the model's frame: draw them with its up axis pointing up
         render_segmentation(results[0]["points"], results[0]["labels"], title=f"predicted parts "
-                            f"({results[0]['category']})", out=args.png)  # fmt: skip
+                            f"({results[0]['category']})", opts=RenderOptions(up=results[0].get("up_axis") or "y"),
+                            out=args.png)  # fmt: skip
     for r in results:
         if args.json:
             print(json.dumps({k: v for k, v in r.items() if k not in ("points", "input_points")}))
