@@ -604,7 +604,8 @@ class Trainer:
 
 def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
                  data_root: Optional[str] = None, datasets: Optional[Any] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None) -> Dict[str, Any]:  # fmt: skip
+                 on_epoch_end: Optional[EpochCallback] = None,
+                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:  # fmt: skip
     """``Trainer(cfg, ...).fit()`` — kept as the library's one-call entry (``cfg['task']`` defaults to
     classification). ``datasets`` is a :class:`TaskData` or a dict ``{"train", "val", "test", "classes"}``."""
     data = datasets
@@ -613,4 +614,4 @@ def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = N
                         datasets.get("val_source") or ("test" if datasets["val"] is datasets["test"] else "val split"),
                         {"classes": list(datasets["classes"])})  # fmt: skip
     return Trainer(cfg, output=output, resume=resume, data_root=data_root, data=data, quiet=quiet,
-                   on_epoch_end=on_epoch_end).fit()  # fmt: skip
+                   on_epoch_end=on_epoch_end, log=log).fit()  # fmt: skip

@@ -41,7 +41,8 @@ def setting_key(way: int, shot: int) -> str:
 def default_runner(cfg: Dict[str, Any], datasets: Dict[str, Any], run_dir: Path, resume: bool) -> Mapping[str, Any]:
     from ..engine.trainer import run_finetune
 
-    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True)
+    # Each episode's lines go to its log.txt only: the driver prints one line per episode and the summary table.
+    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True, log=lambda _msg: None)
 
 
 def _episode_datasets(root: Path, way: int, shot: int, fold: int, cfg: Mapping[str, Any]) -> Dict[str, Any]:
