@@ -35,14 +35,15 @@ def small_validation_reason(val: Any, min_per_class: int = MIN_PER_CLASS, min_to
     return None
 
 
-def choose_selection(mode: str, data: TaskData) -> Tuple[bool, Optional[str]]:
+def choose_selection(mode: str, data: TaskData, small_val_selects_last: bool = True) -> Tuple[bool, Optional[str]]:
     """``(select the last epoch?, why)`` for ``train.select`` = auto | best | last. Selection on the test split (the
-    field's protocol, chosen explicitly) is left as asked."""
+    field's protocol, chosen explicitly) is left as asked, and so is a task that declares its validation score steady
+    on few samples (``small_val_selects_last = False``)."""
     if mode not in ("auto", "best", "last"):
         raise ValueError(f"train.select must be auto, best or last, got {mode!r}")
     if mode == "last":
         return True, "train.select: last"
-    if mode == "best" or data.val_is_test:
+    if mode == "best" or data.val_is_test or not small_val_selects_last:
         return False, None
     reason = small_validation_reason(data.val)
     return (reason is not None), reason

@@ -253,7 +253,9 @@ class Trainer:
         self.eval_test = bool(get_key(self.cfg, "train.eval_test", False)) and data.test is not None
         from .selection import choose_selection
 
-        self.select_last, self.select_reason = choose_selection(str(get_key(self.cfg, "train.select", "auto")), data)
+        small_rule = bool(getattr(self.task, "small_val_selects_last", True))
+        self.select_last, self.select_reason = choose_selection(str(get_key(self.cfg, "train.select", "auto")), data,
+                                                                small_rule)  # fmt: skip
         if self.select_last and self.select_reason and not self.select_reason.startswith("train.select"):
             self.log(f"warning: the validation set is too small to choose an epoch on ({self.select_reason}): the "
                      "result is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip

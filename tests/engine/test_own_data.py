@@ -103,3 +103,8 @@ def test_large_enough_validation_keeps_best_on_val():
     assert choose_selection("auto", TaskData([], Val([0] * 60 + [1] * 60), None, "x")) == (False, None)
     assert choose_selection("best", TaskData([], Val([0] * 5), None, "x")) == (False, None)
     assert choose_selection("last", TaskData([], Val([0] * 500), None, "x"))[0] is True
+    assert choose_selection("auto", TaskData([], Val([0] * 5), None, "x"), small_val_selects_last=False)[0] is False
+    from pointclora.tasks import get_task
+
+    assert get_task("mae_pretraining").small_val_selects_last is False  # its Chamfer loss: steady on few clouds
+    assert get_task("classification").small_val_selects_last and get_task("part_segmentation").small_val_selects_last
