@@ -79,7 +79,12 @@ def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
     """``key: old -> new`` for every key that differs (ignoring :data:`RESUME_MAY_CHANGE`)."""
     a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    from ..config import DEFAULTS
+
+    # A key added to the schema after the run started, at its default, changes nothing the run computes.
+    defaults = _flatten(json.loads(json.dumps(DEFAULTS)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not (k not in a and k in defaults and b.get(k) == defaults[k]))  # fmt: skip
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not k.startswith(RESUME_MAY_CHANGE)]
 
 
@@ -119,8 +124,10 @@ class Trainer:
         if not isinstance(dcfg, dict) or not dcfg:
             return data_root
         if resume and data_root is None and (self.run_dir / "config.yaml").is_file():
-            recorded = config_from_string((self.run_dir / "config.yaml").read_text()).get("dataset") or {}
-            data_root = recorded.get("root")
+            recorded = (config_from_string((self.run_dir / "config.yaml").read_text()).get("dataset") or {}).get("root")
+            if recorded is not None:  # as recorded (a run from before #19 kept the config's relative root)
+                dcfg["root"] = recorded
+                return recorded
         root = resolve_data_root(dcfg, data_root)
         if root is not None:
             dcfg["root"] = root

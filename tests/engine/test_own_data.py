@@ -108,3 +108,35 @@ def test_large_enough_validation_keeps_best_on_val():
 
     assert get_task("mae_pretraining").small_val_selects_last is False  # its Chamfer loss: steady on few clouds
     assert get_task("classification").small_val_selects_last and get_task("part_segmentation").small_val_selects_last
+
+
+def test_a_run_from_before_these_keys_still_resumes(tmp_path, monkeypatch):
+    """A run started before issue 19 recorded a relative root and none of the new keys: --resume must not refuse it
+    over keys it never had (they are at their defaults) or over its root now being read as absolute."""
+    import torch
+
+    from pointclora.config import config_from_string, dump_config
+    from pointclora.engine.trainer import Trainer
+
+    train_only_folder(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    cfg = cfg_for("mine", test_split="carve")
+    run = tmp_path / "run"
+
+    def killed(epoch, record):
+        raise RuntimeError("killed after the first checkpoint")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        Trainer(cfg, output=run, quiet=True, on_epoch_end=killed).fit()
+    state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
+    old = config_from_string(state["config"])
+    old["dataset"]["root"] = "mine"  # relative, as recorded before
+    for k in ("test_fraction", "test_seed"):
+        old["data"].pop(k)
+    old["train"].pop("select")
+    state["config"] = dump_config(old)
+    torch.save(state, run / "checkpoints" / "last.pth")
+    (run / "config.yaml").write_text(dump_config(old))
+    cfg2 = cfg_for("elsewhere", test_split="carve")  # the config file's root: the recorded one is used
+    m = Trainer(cfg2, output=run, resume=True, quiet=True).fit()  # the recorded root, no --data-root
+    assert m["epochs"] == 2 and "resumed" in (run / "log.txt").read_text()
