@@ -86,3 +86,34 @@ def test_predict_up_turns_user_files_into_the_model_frame(tmp_path):
     (b,) = predict_files([str(tmp_path / "z_up.npy")], str(tmp_path / "run"), device="cpu", topk=3)
     assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
     assert np.allclose([p["prob"] for p in a["predictions"]], [p["prob"] for p in b["predictions"]], atol=1e-5)
+
+
+def test_fewshot_episodes_are_turned_into_the_backbone_frame_and_said_once(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
+    from dataset_files import write_fewshot
+
+    from pointclora.config import DEFAULTS, merge
+    from pointclora.datasets.fewshot import ModelNetFewShot
+    from pointclora.tasks.fewshot import run_fewshot
+
+    for fold in (0, 1):
+        write_fewshot(tmp_path / "eps", way=5, shot=2, fold=fold, points=64)  # official layout: ModelNet40, y-up
+    seen, lines = [], []
+
+    def runner(cfg, datasets, run_dir, resume):
+        seen.append((cfg["data"]["up_axis"], datasets["train"][0]["points"]))
+        return {"acc": 50.0, "best_test_acc": 50.0}
+
+    cfg = merge(DEFAULTS, {"dataset": {"name": "modelnet_fewshot", "root": str(tmp_path / "eps")},
+                           "model": {"name": "point_mae_mn10", "checkpoint": "point_mae_mn10"},
+                           "data": {"num_points": 64, "augmentation": "none"}})  # fmt: skip
+    run_fewshot(cfg, ways=[5], shots=[2], folds=[0, 1], output=str(tmp_path / "out"),
+                episodes_root=str(tmp_path / "eps"), runner=runner, log=lines.append)  # fmt: skip
+    notes = [x for x in lines if "rotated y -> z" in x]
+    assert len(notes) == 1 and "the episodes' shapes are y-up" in notes[0]
+    raw = ModelNetFewShot(tmp_path / "eps", 5, 2, 0, "train")[0]["points"][:, :3]
+    frame, points = seen[0]
+    assert frame == "z" and len(seen) == 2
+    # augmentation none + FPS of all 64 points: the same points, each turned y -> z
+    expect = ToUpAxis("y", "z")({"points": torch.as_tensor(raw)})["points"]
+    assert torch.allclose(torch.sort(points[:, 2]).values, torch.sort(expect[:, 2]).values, atol=1e-6)
