@@ -21,12 +21,26 @@ from torch import nn
 __all__ = ["GlobalBatchNorm1d", "GlobalBatchNorm2d", "GlobalBatchNorm3d", "use_global_batchnorm"]
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Differentiable sum over processes (the backward of a sum is the sum of the gradients: every rank's inputs get
-    the gradient the whole batch gives them)."""
-    from torch.distributed.nn.functional import all_reduce
+class _AllReduceSum(torch.autograd.Function):
+    """``y = sum over processes of x``; its backward sums the gradients of every process's loss with respect to ``y``
+    (each rank's statistics feed every rank's normalisation). Ours: torch's differentiable all_reduce is deprecated
+    in 2.13 and prints a FutureWarning at every run."""
 
-    return all_reduce(t)
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(t)
 
 
 class _GlobalBN:

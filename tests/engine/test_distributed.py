@@ -117,6 +117,7 @@ def test_two_processes_match_one_with_batchnorm_head(tmp_path):
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *base, "--output", str(ddp)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-2000:]  # no deprecation noise from the global BatchNorm
     assert "world size 2" in (ddp / "log.txt").read_text().splitlines()[0]
     assert "world size 1" in (single / "log.txt").read_text().splitlines()[0]
     ha = [json.loads(x) for x in (single / "history.jsonl").read_text().splitlines()]
