@@ -39,6 +39,9 @@ class Task:
     #: the validation metric that selects the best epoch (a key of :meth:`evaluate`'s result) and its direction
     monitor: ClassVar[str] = "acc"
     monitor_mode: ClassVar[str] = "max"
+    #: ``train.select: auto`` reports the last epoch when the validation set is too small to choose on (#19): true
+    #: for scores counted per sample (accuracy, mIoU); a loss averaged over many points (pre-training) keeps choosing.
+    small_val_selects_last: ClassVar[bool] = True
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg

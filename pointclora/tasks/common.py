@@ -41,14 +41,17 @@ def resolve_checkpoint_path(path: os.PathLike | str) -> Path:
 
 
 def _default_cache() -> Path:
-    return Path(os.environ.get("POINTCLORA_CACHE", Path.home() / ".cache" / "pointclora"))
+    from ..datasets.cache import default_cache_dir
+
+    return default_cache_dir()  # one variable for every cache: $POINTCLORA_CACHE
 
 
 def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optional[Path] = None) -> Optional[Path]:
     """The pre-trained backbone file named by ``model.checkpoint``.
 
     When it is missing and the config has a ``pretrain`` section (the demo), the backbone is pre-trained first with
-    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE`` or ``~/.cache/pointclora``), never into the
+    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE``, ``$XDG_CACHE_HOME/pointclora`` or
+    ``~/.cache/pointclora``), never into the
     installed package, and that file is used.
     """
     ckpt = get_key(cfg, "model.checkpoint")
@@ -112,6 +115,9 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
 
         checkpoint = safe_torch_load(backbone)  # read once: for these defaults and for the weights below
         defaults = model_overrides_for_checkpoint(checkpoint)
+        from .backbone_settings import check_backbone_variant
+
+        check_backbone_variant(checkpoint, variant, {**mcfg, **model_kwargs}, str(backbone))
     model = create_model(variant, **{**defaults, **mcfg, **model_kwargs})
     if init == "pytorch":  # the official runner's from-scratch model: PyTorch's default initialisation
         from ..engine.protocol import pytorch_default_init_
