@@ -88,6 +88,14 @@ DEFAULTS: Dict[str, Any] = {
         "val_split": "auto",
         "val_fraction": 0.1,
         "val_seed": 0,
+        # The test split: "dataset" (its own test split) | "carve" (a folder with only train/: test_fraction of train
+        # held out, stratified by class, with test_seed; recorded in metrics.json as the test source)
+        "test_split": "dataset",
+        "test_fraction": 0.2,
+        "test_seed": 0,
+        # The up axis the model works in (x | y | z): null = the backbone's recorded one (else the dataset's); files
+        # whose declared up axis differs are rotated into it. Resolved and recorded in every run's config.
+        "up_axis": None,
         "fps_skip_near_origin": False,  # data-level FPS skips |p|^2 <= 1e-3 after the first point (pointnet2_ops)
         "validate": True,  # read every file once before training (cached fingerprint): bad rows fail before step 1
     },
@@ -125,6 +133,10 @@ DEFAULTS: Dict[str, Any] = {
         "threads": None,  # main-process threads (default: the cores available minus data-loader workers)
         "deterministic": False,
         "log_every": 10,  # TensorBoard step scalars every N optimizer steps
+        # Which epoch's weights are the result: "auto" (best on validation, unless the validation set is too small
+        # to choose -- under 20 samples of some class or under 100 in all -- then the last epoch, with a warning),
+        # "best" (always best on validation), "last" (always the last epoch)
+        "select": "auto",
     },
 }
 
@@ -139,6 +151,9 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "schedule.stepping": ("before_epoch", "per_step", "official"),
     "train.vote_mode": ("single", "max_over_repeats"),
     "train.amp_dtype": ("auto", "bfloat16", "float16"),
+    "train.select": ("auto", "best", "last"),
+    "data.test_split": ("dataset", "carve"),
+    "data.up_axis": ("x", "y", "z"),
 }
 
 #: Folders searched for a bare ``_base_`` name, in order, after the folder matching the including key.

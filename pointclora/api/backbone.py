@@ -6,7 +6,6 @@ one itself; the API hands the Trainer a ``provide(log)`` callable (:func:`backbo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -19,15 +18,17 @@ Log = Callable[[str], None]
 
 
 def _default_cache() -> Path:
-    return Path(os.environ.get("POINTCLORA_CACHE", Path.home() / ".cache" / "pointclora"))
+    from ..datasets.cache import default_cache_dir
+
+    return default_cache_dir()  # one variable for every cache: $POINTCLORA_CACHE
 
 
 def provision_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optional[Path] = None) -> Optional[Path]:
     """The pre-trained backbone file named by ``model.checkpoint``.
 
     When it is missing and the config has a ``pretrain`` section (the demo), the backbone is pre-trained first with
-    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE`` or ``~/.cache/pointclora``), never into the
-    installed package, and that file is used.
+    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE``, ``$XDG_CACHE_HOME/pointclora`` or
+    ``~/.cache/pointclora``), never into the installed package, and that file is used.
     """
     ckpt = get_key(cfg, "model.checkpoint")
     pcfg = cfg.get("pretrain")

@@ -4,6 +4,7 @@ switch for the task the config names, then checked ``--set`` overrides (an expli
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, Optional, Sequence
 
 from ..config import ConfigError, apply_overrides, load_config, load_yaml, resolve_config_path
@@ -33,6 +34,12 @@ def load_cli_config(cfg_path: str, overrides: Sequence[str] = (), method: Option
         cfg["model"]["checkpoint"] = ckpt
     if epochs is not None:
         cfg["schedule"]["epochs"] = epochs
+    from ..tasks.backbone_settings import apply_shipped_backbone
+
+    changes = apply_shipped_backbone(cfg)  # a shipped backbone's variant, tokenizer, points (--set still wins)
+    if changes:
+        print(f"backbone {cfg['model']['checkpoint']}: " + "; ".join(changes) + " (as it was pre-trained)",
+              file=sys.stderr)  # fmt: skip
     return apply_overrides(cfg, overrides)
 
 

@@ -13,22 +13,25 @@ __all__ = ["predict_files", "predict_with_adapters", "prediction_line"]
 @torch.no_grad()
 def predict_files(files: Sequence[str], weights: str, topk: int = 5, num_points: Optional[int] = None,
                   normalize: bool = True, device: str = "auto", backbone: Optional[str] = None,
-                  category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
-    """One result per file: ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category",
-    "labels": [part id per point], "points": N 3}`` (part segmentation)."""
+                  category: Optional[str] = None, views: int = 1, up: Optional[str] = None
+                  ) -> List[Dict[str, Any]]:  # fmt: skip
+    """One result per file, what the run's task predicts (:meth:`~pointclora.tasks.Task.predict_cloud`):
+    ``{"file", "predictions": [...]}`` (classification) or ``{"file", "category", "labels": [part id of every input
+    point, in input order], "points": M 3 (normalised), "input_points": M 3 (as read)}`` (part segmentation). ``up``:
+    the files' up axis (default: that of the files the model was trained on); they are turned into the model's."""
     from ..utils.device import resolve_device
     from .weights import load_weights
 
     dev = resolve_device(device)
     run = load_weights(weights, backbone=backbone, device=dev)
-    return _predict_loaded(run, files, topk, num_points, normalize, dev, category)
+    return _predict_loaded(run, files, topk, num_points, normalize, dev, category, views, up)
 
 
 @torch.no_grad()
 def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: int = 5,
                           num_points: Optional[int] = None, normalize: bool = True, device: str = "auto",
-                          backbone: Optional[str] = None,
-                          category: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
+                          backbone: Optional[str] = None, category: Optional[str] = None, views: int = 1,
+                          up: Optional[str] = None) -> List[Dict[str, Any]]:  # fmt: skip
     """:func:`predict_files` for each of several runs that share one backbone: the first folder's model is rebuilt,
     the others' adapters (with their heads) are loaded beside it (:mod:`pointclora.peft.multi`), then each is made
     active in turn. One result per (adapter, file), with ``"adapter"`` the folder as given."""
@@ -64,26 +67,36 @@ def predict_with_adapters(files: Sequence[str], folders: Sequence[str], topk: in
         set_adapter(model, key)
         model.eval()
         run = first._replace(model=model, task=task, manifest=manifest)
-        for r in _predict_loaded(run, files, topk, num_points, normalize, dev, category):
+        for r in _predict_loaded(run, files, topk, num_points, normalize, dev, category, views, up):
             results.append({"adapter": str(folder), **r})
     return results
 
 
 def _predict_loaded(run: Any, files: Sequence[str], topk: int, num_points: Optional[int], normalize: bool,
-                    dev: torch.device, category: Optional[str]) -> List[Dict[str, Any]]:  # fmt: skip
+                    dev: torch.device, category: Optional[str], views: int,
+                    up: Optional[str]) -> List[Dict[str, Any]]:  # fmt: skip
     from ..datasets.base import pc_normalize
-    from ..datasets.transforms import eval_transforms
+    from ..datasets.up_axis import dataset_up_axis, rotation_between
 
     n = num_points or run.task.num_points
-    transform = eval_transforms(n)
+    cfg = run.manifest["config"]
+    frame = cfg["data"].get("up_axis")
+    if up is not None and frame is None:
+        raise ValueError(f"--up {up}: this model's run records no up axis, so there is no frame to turn the files "
+                         "into; leave --up out")  # fmt: skip
+    if up is None and frame is not None and cfg.get("dataset"):
+        up = dataset_up_axis(cfg["dataset"])  # by default your files are taken to be up like the training files
+    turn = rotation_between(up, frame).T.astype("float32") if up is not None and frame is not None else None
     results = []
     for path in files:
-        xyz = _read(path, max(n, 2048))
-        if normalize:
-            xyz = pc_normalize(xyz).astype("float32")
-        points = transform({"points": torch.from_numpy(xyz)})["points"][:, :3].to(dev)
-        out = run.task.predict(run.model, points, topk=topk, category=category)
-        results.append({"file": str(path), "task": run.task.name, **out, "points": points.cpu().tolist()})
+        raw = _read(path, max(n, 2048))
+        xyz = pc_normalize(raw).astype("float32") if normalize else raw
+        if turn is not None:  # the files' up axis -> the model's (exact quarter turns)
+            xyz = (xyz @ turn).astype("float32")
+        out = run.task.predict_cloud(run.model, xyz, n, dev, topk=topk, category=category, views=views)
+        if "labels" in out:  # a label per point: the points as the model saw them and as read
+            out.update(points=xyz.tolist(), input_points=raw.tolist(), up_axis=frame)
+        results.append({"file": str(path), "task": run.task.name, **out})
     return results
 
 

@@ -51,18 +51,19 @@ def train(cfg: Mapping[str, Any], **kwargs: Any) -> Dict[str, Any]:
 
 def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
                  data_root: Optional[str] = None, datasets: Optional[Any] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None) -> Dict[str, Any]:  # fmt: skip
+                 on_epoch_end: Optional[EpochCallback] = None, log: Any = None) -> Dict[str, Any]:  # fmt: skip
     """The library's one-call entry: ``datasets`` is a :class:`~pointclora.engine.data.TaskData` or a dict
     ``{"train", "val", "test", "classes"}`` (the few-shot driver passes episodes)."""
     return train(cfg, output=output, resume=resume, data_root=data_root, data=datasets, quiet=quiet,
-                 on_epoch_end=on_epoch_end)  # fmt: skip
+                 on_epoch_end=on_epoch_end, log=log)  # fmt: skip
 
 
 def fewshot_episode(cfg: Mapping[str, Any], datasets: Mapping[str, Any], run_dir: Path,
                     resume: bool) -> Dict[str, Any]:  # fmt: skip
     """One few-shot episode (the runner :func:`pointclora.tasks.fewshot.run_fewshot` takes): the config's task on the
-    episode's datasets, its backbone provided as for any run."""
-    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True)
+    episode's datasets, its backbone provided as for any run. Its lines go to its log.txt only: the driver prints one
+    line per episode and the summary table."""
+    return train(cfg, output=run_dir, resume=resume, data=datasets, quiet=True, log=lambda _msg: None)
 
 
 def summary_keys(task: Task) -> Sequence[str]:

@@ -62,11 +62,15 @@ class DatasetValidationError(DataFormatError):
 def _unwrap(ds: Any) -> Tuple[Any, Optional[List[int]]]:
     """``(base dataset, indices into it or None for all)`` through nested ``Subset``s."""
     indices: Optional[List[int]] = None
-    while isinstance(ds, Subset):
-        idx = list(ds.indices)
-        indices = idx if indices is None else [idx[i] for i in indices]
-        ds = ds.dataset
-    return ds, indices
+    while True:
+        if isinstance(ds, Subset):
+            idx = list(ds.indices)
+            indices = idx if indices is None else [idx[i] for i in indices]
+            ds = ds.dataset
+        elif getattr(type(ds), "index_preserving", False):  # sample i is the wrapped dataset's sample i (seeding)
+            ds = ds.dataset
+        else:
+            return ds, indices
 
 
 def sample_keys(ds: Any) -> Optional[List[str]]:

@@ -94,7 +94,12 @@ def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
     """``key: old -> new`` for every key that differs (ignoring :data:`RESUME_MAY_CHANGE`)."""
     a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    from ..config import DEFAULTS
+
+    # A key added to the schema after the run started, at its default, changes nothing the run computes.
+    defaults = _flatten(json.loads(json.dumps(DEFAULTS)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not (k not in a and k in defaults and b.get(k) == defaults[k]))  # fmt: skip
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not k.startswith(RESUME_MAY_CHANGE)]
 
 
@@ -132,9 +137,28 @@ class Trainer:
         self.cfg: Dict[str, Any] = json.loads(json.dumps(task.cfg if cfg is None else cfg))  # a private plain copy
         self.backbone = backbone
         self.run_dir = Path(output) if output is not None else default_run_dir(self.cfg, task.run_label())
+        data_root = self._record_data_root(data_root, resume)
         self.resume, self.data_root, self.prebuilt, self.quiet = resume, data_root, data, quiet
         self.on_epoch_end, self.external_log = on_epoch_end, log
         self.last_path = self.run_dir / "checkpoints" / "last.pth"
+
+    def _record_data_root(self, data_root: Optional[str], resume: bool) -> Optional[str]:
+        """The absolute data folder this run reads goes into its config (config.yaml, every saved manifest), so
+        ``evaluate RUN`` and ``--resume`` without ``--data-root`` read the files the run trained on (#19)."""
+        from .data import resolve_data_root
+
+        dcfg = self.cfg.get("dataset")
+        if not isinstance(dcfg, dict) or not dcfg:
+            return data_root
+        if resume and data_root is None and (self.run_dir / "config.yaml").is_file():
+            recorded = (config_from_string((self.run_dir / "config.yaml").read_text()).get("dataset") or {}).get("root")
+            if recorded is not None:  # as recorded (a run from before #19 kept the config's relative root)
+                dcfg["root"] = recorded
+                return recorded
+        root = resolve_data_root(dcfg, data_root)
+        if root is not None:
+            dcfg["root"] = root
+        return root if root is not None else data_root
 
     # ------------------------------------------------------------------------------------------- public entry
     def fit(self) -> Dict[str, Any]:
@@ -197,18 +221,30 @@ class Trainer:
 
         lock = None
         if self.main:
-            lock = RunLock(self.run_dir).acquire()
+            import warnings
+
+            with warnings.catch_warnings(record=True):  # a dead writer's lock: said in one line below, not a raw
+                warnings.simplefilter("always")         # UserWarning with its source line (#19)
+                lock = RunLock(self.run_dir).acquire()
             try:
                 if not self.resume and self.last_path.exists():
                     raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                                           "choose another --output")  # fmt: skip
                 if self.resume and not self.last_path.exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}: the run stopped before "
+                                            "its first epoch ended, so there is nothing to continue; start it again "
+                                            "without --resume (same --output)")  # fmt: skip
+                if lock.took_over:
+                    rec = lock.took_over
+                    self.log(f"note: took over the run-folder lock of process {rec.get('pid')} (started "
+                             f"{rec.get('started', '?')}), which no longer runs")  # fmt: skip
             except BaseException:
                 self._abandon(lock)
                 raise
             self.last_path.parent.mkdir(parents=True, exist_ok=True)
         du.barrier()
+        self.log(f"run {self.run_dir}: {self.task.name}, world size {self.dist.world_size} "
+                 f"({'torchrun' if self.dist.enabled else 'one process'}), device {self.device}, seed {self.seed}")
         return lock
 
     @staticmethod
@@ -221,6 +257,8 @@ class Trainer:
     def _setup_data(self) -> None:
         data = self.prebuilt if self.prebuilt is not None else self.task.build_data(self.data_root)
         self.data, self.task.meta = data, data.meta
+        if data.meta.get("up_axis_note"):
+            self.log(data.meta["up_axis_note"])  # said once per run (#19)
         self._check_data(data)
         dcfg, ocfg = self.cfg["data"], self.cfg["optim"]
         self.accum = int(ocfg.get("accumulation_steps", 1))
@@ -247,6 +285,14 @@ class Trainer:
         self.val_loader = eval_loader(data.val)
         self.test_loader = self.val_loader if data.val_is_test else eval_loader(data.test)
         self.eval_test = bool(get_key(self.cfg, "train.eval_test", False)) and data.test is not None
+        from .selection import choose_selection
+
+        small_rule = bool(self.task.small_val_selects_last)
+        self.select_last, self.select_reason = choose_selection(str(get_key(self.cfg, "train.select", "auto")), data,
+                                                                small_rule)  # fmt: skip
+        if self.select_last and self.select_reason and not self.select_reason.startswith("train.select"):
+            self.log(f"warning: the validation set is too small to choose an epoch on ({self.select_reason}): the "
+                     "result is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip
 
     def _check_data(self, data: TaskData) -> None:
         """Before the first step: train and test share no sample (a wrong split is corruption), and every file reads
@@ -259,11 +305,23 @@ class Trainer:
         self.split_check = check_disjoint_splits(splits)
         if not self.main or not bool(self.cfg["data"].get("validate", True)):
             return
+        from ..datasets.validation import DatasetValidationError
+
         seen: List[int] = []
+        failed: List[DatasetValidationError] = []
         for ds in splits.values():
             if id(ds) not in seen:
                 seen.append(id(ds))
-                validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                try:
+                    validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                except DatasetValidationError as err:  # check every split: all bad files in one error, not one a run
+                    failed.append(err)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            from .data_errors import merge_validation_errors
+
+            raise merge_validation_errors(failed)
 
     def _backbone_file(self, log: Log) -> Optional[Path]:
         if callable(self.backbone):
@@ -293,6 +351,12 @@ class Trainer:
             self.model = maybe_compile(self.model, enabled=True, device=str(self.device))
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
+            from .sync_batchnorm import use_global_batchnorm
+
+            # BatchNorm that trains must see the global batch, or N processes train another model than one (#19)
+            synced = use_global_batchnorm(self.model)
+            if synced:
+                self.log(f"BatchNorm over the global batch ({self.dist.world_size} processes): {', '.join(synced)}")
             ids = [self.device.index] if self.device.type == "cuda" else None
             unused = bool(self.task.ddp_find_unused_parameters)
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
@@ -449,7 +513,11 @@ class Trainer:
             bar.set_postfix(loss=f"{task_loss:.3f}", lr=f"{lr:.2e}")
 
     def _progress(self, iterable: Any, desc: str) -> Any:
-        if not self.main or self.quiet:
+        import sys
+
+        # A bar only on a terminal: redirected to a file every redraw is kept (198 KB of bars for one demo, #19);
+        # the per-epoch line says the same once.
+        if not self.main or self.quiet or not sys.stderr.isatty():
             return iterable
         from tqdm.auto import tqdm
 
@@ -475,7 +543,7 @@ class Trainer:
         summary = {"epoch": epoch + 1, f"val_{monitor}": val[monitor]}
         if test is not None:
             summary[f"test_{monitor}"] = test[monitor]
-        if self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
+        if self.select_last or self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
             self.best = summary
             save_weights(self.model, self.run_dir / "best", task=self.task.name, config=self.cfg,
                          meta=self.task.manifest_meta(self.data.meta), epoch=epoch + 1, metrics=summary)  # fmt: skip
@@ -518,8 +586,11 @@ class Trainer:
             atomic_write_json(metrics, self.run_dir / "metrics.json")
             table = self.task.results_table(metrics)
             atomic_write_text(table + "\n", self.run_dir / "results.md")
-            self.log("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
-                     f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            summary = ("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
+                       f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            self.log(summary)
+            if self.quiet and self.external_log is None:
+                print(summary.lstrip("\n"), flush=True)  # --quiet drops the per-epoch lines, never the result
         return metrics
 
     def _final_metrics(self) -> Dict[str, Any]:
@@ -541,9 +612,11 @@ class Trainer:
         metrics: Dict[str, Any] = {
             "task": self.task.name, "protocol": self.cfg.get("protocol", "ours"), "config": self.cfg.get("name"),
             "method": self.method, "seed": self.seed, **final, **self.task.manifest_meta(self.data.meta),
-            "selection": "best_on_test" if on_test else "best_on_val",
-            "selection_label": ("best on test (papers' protocol, optimistic)" if on_test
+            "selection": "last_epoch" if self.select_last else ("best_on_test" if on_test else "best_on_val"),
+            "selection_label": (f"last epoch ({self.select_reason})" if self.select_last
+                                else "best on test (papers' protocol, optimistic)" if on_test
                                 else f"best on val [{self.data.val_source}]"),
+            "test_source": self.data.meta.get("test_source"),
             "val_source": self.data.val_source, "best_epoch": self.best.get("epoch"),
             f"best_val_{monitor}": self.best.get(f"val_{monitor}"),
             **{f"last_{k}": v for k, v in last.items() if isinstance(v, (int, float))},
@@ -569,12 +642,13 @@ class Trainer:
 
 def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
                  data_root: Optional[str] = None, datasets: Optional[Any] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None) -> Dict[str, Any]:  # fmt: skip
+                 on_epoch_end: Optional[EpochCallback] = None,
+                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:  # fmt: skip
     """``Trainer(cfg, ...).fit()`` — the old one-call entry, kept for existing callers (it needs the API layer's
     resolver: :func:`pointclora.api.run_finetune` is the same call from above). ``datasets`` is a
     :class:`TaskData` or a dict ``{"train", "val", "test", "classes"}``."""
     return Trainer(cfg, output=output, resume=resume, data_root=data_root, data=as_task_data(datasets), quiet=quiet,
-                   on_epoch_end=on_epoch_end).fit()  # fmt: skip
+                   on_epoch_end=on_epoch_end, log=log).fit()  # fmt: skip
 
 
 def as_task_data(datasets: Optional[Any]) -> Optional[TaskData]:

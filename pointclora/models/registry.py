@@ -21,18 +21,21 @@ __all__ = [
     "resolve_checkpoint_path",
     "find_backbone",
     "model_constructor_keys",
+    "pretrained_meta",
 ]
 
 _VARIANTS: Dict[str, Dict[str, Any]] = {}
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
 #: variant name -> weights file shipped in pointclora/assets (package data: loads offline).
 _PRETRAINED: Dict[str, str] = {}
+#: variant name -> what its shipped encoder was pre-trained with (num_points, up_axis): tools follow it (#19).
+_PRETRAINED_META: Dict[str, Dict[str, Any]] = {}
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 def register_model(
     name: str, builder: Callable[..., nn.Module] = PointTransformer, pretrained_file: Optional[str] = None,
-    **defaults: Any,
+    pretrained_meta: Optional[Dict[str, Any]] = None, **defaults: Any,
 ) -> None:
     """Register ``name`` as ``builder(**defaults)``; overrides given to :func:`create_model` win.
 
@@ -43,6 +46,12 @@ def register_model(
     _BUILDERS[name] = builder
     if pretrained_file:
         _PRETRAINED[name] = pretrained_file
+        _PRETRAINED_META[name] = dict(pretrained_meta or {})
+
+
+def pretrained_meta(name: str) -> Dict[str, Any]:
+    """What the shipped encoder of ``name`` was pre-trained with: ``num_points``, ``up_axis`` (empty if unknown)."""
+    return dict(_PRETRAINED_META.get(name, {}))
 
 
 def pretrained_names() -> List[str]:
@@ -208,7 +217,9 @@ register_model("point_mae_demo", group_size=16, **_SMALL)
 # The shipped pre-trained small backbone: point_mae_demo's shapes with 32-point patches (32 x 32 covers all 1,024
 # points), pre-trained with Point-MAE on the ModelNet10 train shapes outside the held-out report split
 # (tools/pretrain.py --cfg pretrain_mn10.yaml; model card in models/README.md). ModelNet: academic research use only.
-register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth", group_size=32, **_SMALL)
+# Its files (ModelNet10 PCDs) are z-up: pretrained_meta records it, so y-up datasets are turned into its frame.
+register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth",
+               pretrained_meta={"num_points": 1024, "up_axis": "z"}, group_size=32, **_SMALL)  # fmt: skip
 # Tiny variants for the test suite (same structure, every shape small).
 register_model(
     "point_mae_tiny",

@@ -13,9 +13,9 @@ may override (Trainer)          ``final_metrics``, ``results_table``, ``epoch_li
                                 ``on_best``, ``on_epoch_saved``, ``extra_metrics``, ``gflops``,
                                 ``manifest_meta``, ``run_label``
 may set (Trainer)               ``name``, ``monitor``, ``monitor_mode``, ``ddp_find_unused_parameters``,
-                                ``official_extra_epoch``, ``default_num_points``
+                                ``official_extra_epoch``, ``default_num_points``, ``small_val_selects_last``
 may set / override (tools)      ``protocol_name``, ``summary_metrics``, ``eval_dataset``, ``evaluate_split``,
-                                ``evaluation_report``, ``predict``
+                                ``evaluation_report``, ``predict``, ``predict_cloud``, ``predict_report``
 ==============================  ==========================================================================
 """
 
@@ -63,6 +63,9 @@ class Task:
     summary_metrics: ClassVar[Tuple[str, ...]] = ()
     #: points per cloud when the config leaves ``data.num_points`` unset (see :attr:`num_points`)
     default_num_points: ClassVar[int] = 1024
+    #: ``train.select: auto`` reports the last epoch when the validation set is too small to choose on (#19): true
+    #: for scores counted per sample (accuracy, mIoU); a loss averaged over many points (pre-training) keeps choosing.
+    small_val_selects_last: ClassVar[bool] = True
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
@@ -161,6 +164,15 @@ class Task:
         """``points (N, 3)``, normalised and sampled to :attr:`num_points` -> what ``tools/predict.py`` prints for
         one file (classification: ``{"predictions": [...]}``; segmentation: ``{"labels": [...], ...}``)."""
         raise NotImplementedError(f"task {self.name!r} does not predict for a user's file")
+
+    def predict_cloud(self, model: nn.Module, xyz: Any, num_points: int, device: torch.device,
+                      **options: Any) -> Dict[str, Any]:
+        """One user file's cloud ``xyz (M, 3)`` (numpy, normalised, in the model's frame) -> :meth:`predict` on its
+        ``num_points`` evaluation sub-sample (farthest points). A task that labels every point overrides this."""
+        from ..datasets.transforms import eval_transforms
+
+        points = eval_transforms(num_points)({"points": torch.from_numpy(xyz)})["points"][:, :3].to(device)
+        return self.predict(model, points, **options)
 
     @classmethod
     def predict_report(cls, result: Mapping[str, Any]) -> str:

@@ -33,12 +33,17 @@ def build_classification_data(cfg: Mapping[str, Any], data_root: Optional[str] =
 
     dcfg, data = dict(cfg["dataset"]), cfg["data"]
     n, skip = ClassificationTask(cfg).num_points, bool(data.get("fps_skip_near_origin", False))
-    transforms = {True: train_transforms(n, augmentation=data["augmentation"], skip_near_origin=skip),
-                  False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
+    from .up_frame import resolve_frame, rotation_note, with_up_axis
+
+    frame, files = resolve_frame(cfg, dcfg)  # the backbone's up axis; the files are turned into it (#19)
+    transforms = {True: with_up_axis(train_transforms(n, augmentation=data["augmentation"], skip_near_origin=skip),
+                                     frame, files),
+                  False: with_up_axis(eval_transforms(n, skip_near_origin=skip), frame, files)}  # fmt: skip
     # Voting re-draws num_points of the point_all FPS points per view, so the test split keeps point_all of them;
     # plain passes use their first num_points (the FPS to num_points).
     voting = int(get_key(cfg, "train.vote", 0)) > 0
-    test_tf = vote_eval_transforms(n, skip_near_origin=skip) if voting else transforms[False]
+    test_tf = with_up_axis(vote_eval_transforms(n, skip_near_origin=skip), frame, files) if voting \
+        else transforms[False]  # fmt: skip
 
     def build(split: str, train: bool):
         tf = test_tf if split == "test" else transforms[train]
@@ -48,6 +53,7 @@ def build_classification_data(cfg: Mapping[str, Any], data_root: Optional[str] =
 
     out = split_with_validation(build, data)
     out.meta["classes"] = list(out.test.classes)
+    out.meta["up_axis_note"] = rotation_note(frame, files)
     return out
 
 
@@ -109,11 +115,21 @@ class ClassificationTask(Task):
         voting), relabelled by class name into the model's class order (never by folder order)."""
         from ..datasets import build_dataset
         from ..datasets.transforms import eval_transforms, vote_eval_transforms
+        from ..datasets.up_axis import dataset_up_axis
+        from .up_frame import with_up_axis
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
         n, skip = self.num_points, bool(self.cfg["data"].get("fps_skip_near_origin", False))
         tf = vote_eval_transforms(n, skip_near_origin=skip) if vote else eval_transforms(n, skip_near_origin=skip)
-        ds = build_dataset(dcfg, split, transform=tf, root=data_root)
+        frame, files = self.cfg["data"].get("up_axis"), dataset_up_axis(dcfg)  # the run's recorded frame
+        tf = with_up_axis(tf, frame, files)
+        from ..engine.data import carved_test_for_evaluation
+
+        train_tf = with_up_axis(eval_transforms(n, skip_near_origin=skip), frame, files)  # as read in training
+        ds = carved_test_for_evaluation(self.cfg["data"], split, dataset_cfg is None,
+                                        lambda: build_dataset(dict(dcfg), "train", transform=train_tf, root=data_root))
+        if ds is None:
+            ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         names = [str(c) for c in getattr(ds, "classes", self.meta["classes"])]
         if self.meta.get("classes_are_indices") or names == list(self.meta["classes"]):
             return ds

@@ -64,6 +64,9 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
 
         checkpoint = safe_torch_load(backbone)  # read once: for these defaults and for the weights below
         defaults = model_overrides_for_checkpoint(checkpoint)
+        from .backbone_settings import check_backbone_variant
+
+        check_backbone_variant(checkpoint, variant, {**mcfg, **model_kwargs}, str(backbone))
     model = create_model(variant, **{**defaults, **mcfg, **model_kwargs})
     if init == "pytorch":  # the official runner's from-scratch model: PyTorch's default initialisation
         from ..models.official import pytorch_default_init_

@@ -76,6 +76,7 @@ class MAEPretrainingTask(Task):
     name = "mae_pretraining"
     monitor = "loss"
     monitor_mode = "min"
+    small_val_selects_last = False  # the Chamfer loss of even 100 clouds averages thousands of patches
     protocol_name = "pretrain"
 
     def run_label(self) -> str:
@@ -93,8 +94,12 @@ class MAEPretrainingTask(Task):
         if not dcfg:
             raise ValueError("config has no 'dataset' section: say which point clouds to pre-train on")
         n, skip = self.num_points, bool(data.get("fps_skip_near_origin", False))
-        tfs = {True: train_transforms(n, data.get("augmentation", "scale_translate"), skip_near_origin=skip),
-               False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
+        from .up_frame import resolve_frame, with_up_axis
+
+        frame, files = resolve_frame(self.cfg, dcfg)  # recorded in the exported encoder (#19)
+        tfs = {True: with_up_axis(train_transforms(n, data.get("augmentation", "scale_translate"),
+                                                   skip_near_origin=skip), frame, files),
+               False: with_up_axis(eval_transforms(n, skip_near_origin=skip), frame, files)}  # fmt: skip
 
         def build(split: str, train: bool):
             make = lambda: build_dataset(dict(dcfg), split, transform=tfs[train], root=data_root)  # noqa: E731
@@ -155,7 +160,10 @@ class MAEPretrainingTask(Task):
     def _export(self, model: nn.Module, path: Path, epoch: int) -> None:
         from ..models.mae import export_encoder_state
 
-        config = {"model": dict(self.cfg["model"]), "pretrain": dict(self.options)}
+        # The frame the encoder learned in travels with it: fine-tuning turns other datasets into it (#19).
+        config = {"model": dict(self.cfg["model"]), "pretrain": dict(self.options),
+                  "data": {"num_points": self.num_points,
+                           "up_axis": self.cfg["data"].get("up_axis")}}  # fmt: skip
         export_encoder_state(model, str(path), layout=self.options["layout"], variant=self.cfg["model"]["name"],
                              config=config, extra={"epoch": epoch})  # fmt: skip
 
