@@ -133,8 +133,11 @@ class Trainer:
                                 "cfg, ...) (or import pointclora.api so Trainer(cfg) can)")  # fmt: skip
             task, provided = _TASK_RESOLVER(task)
             backbone = provided if backbone is None else backbone
-        self.task = task
         self.cfg: Dict[str, Any] = json.loads(json.dumps(task.cfg if cfg is None else cfg))  # a private plain copy
+        # The task reads the run's own config, and what it settles there (e.g. the data's up axis) is what
+        # config.yaml and every saved manifest record.
+        task.cfg = self.cfg
+        self.task = task
         self.backbone = backbone
         self.run_dir = Path(output) if output is not None else default_run_dir(self.cfg, task.run_label())
         data_root = self._record_data_root(data_root, resume)

@@ -30,8 +30,8 @@ def test_quiet_still_prints_the_table_and_run_folder_and_no_bars_when_redirected
 
 
 def test_one_cache_variable(monkeypatch, capsys):
+    from pointclora.api.backbone import _default_cache
     from pointclora.datasets import cache
-    from pointclora.tasks.common import _default_cache
 
     monkeypatch.setenv("POINTCLORA_CACHE", "/tmp/pc_one")
     monkeypatch.setenv("POINTCLORA_CACHE_DIR", "/tmp/pc_old")
