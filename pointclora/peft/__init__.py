@@ -67,6 +67,8 @@ from .training import (
 )
 
 __all__ = [
+    "IDPTConfig",
+    "IDPTMethod",
     "AdapterConfig",
     "AdapterLinear",
     "AdapterMethod",
@@ -120,3 +122,6 @@ __all__ = [
     "unmerge_adapters",
     "unregister_peft_method",
 ]
+
+# The published peer methods (docs/PEERS.md), imported last so they register after the built-ins.
+from .idpt import IDPTConfig, IDPTMethod  # noqa: E402

@@ -1,0 +1,235 @@
+"""Our peer PEFT methods against their official code: logits on real clouds (fp32 and fp64) and trainable counts.
+
+    python bench/peers_parity.py --official /work/scratch/peers --shims /work/shared/tools/official_cpu_shims \
+        [--methods idpt dapt] [--clouds 4] [--npoints 2048] [--markdown]
+
+``--official`` holds each official repository unpacked at its pinned commit in a folder named ``owner+name``
+(e.g. ``zyh16143998882+ICCV23-IDPT``); ``--shims`` the CPU stand-ins of their CUDA extensions (``pointnet2_ops``,
+``knn_cuda``, ``chamfer``, a timm facade; put a folder with ``easydict``/``termcolor`` stand-ins there or on
+``PYTHONPATH`` if those are not installed). No official code is part of this project: the script imports it from
+those folders. It needs no GPU.
+
+For each method: build the official model (its ScanObjectNN PB_T50_RS config: 15 classes, 128 groups of 32 points),
+give every tensor (weights, zero-initialised adapters, BatchNorm statistics) random non-trivial values, copy them into
+ours by name (every key must map, both ways), and compare the logits of both in eval mode on real ModelNet40 clouds
+(first ``--npoints`` points of each file, unit sphere) in float32 and float64. Our backbone uses
+``skip_near_origin=True``, the FPS semantics of pointnet2_ops' kernel that the official code runs. The trainable count
+applies the official repository's own filter (names containing its keywords) to the official model, and ours counts
+``requires_grad`` after ``inject_adapters``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib
+import math
+import os
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+#: Official model-config fields of each method (PB_T50_RS config of each repository) and how to map names.
+SPECS: Dict[str, Dict[str, Any]] = {
+    "idpt": {
+        "repo": "zyh16143998882+ICCV23-IDPT",
+        "commit": "bf152f2",
+        "module": "models.Point_MAE",
+        "class": "PointTransformer",
+        "config": dict(trans_dim=384, depth=12, drop_path_rate=0.1, cls_dim=15, num_heads=6, group_size=32,
+                       num_group=128, encoder_dims=384, prompt_layer=11, prompt_module="dgcnn", cls_type="all"),
+        "ours": {},
+        # official name -> ours
+        # DGCNNView registers each BatchNorm twice (bn1 and conv1.1): the alias is dropped (None)
+        "rename": [(r"^blocks\.cls\.bn\d\.", None), (r"^blocks\.blocks\.", "blocks."),
+                   (r"^blocks\.cls\.", "extensions.idpt.prompt_module."),
+                   (r"^prompt_pos$", "extensions.idpt.prompt_pos")],
+        "trainable": ("cls",),  # optimizer.part: only_new
+        "paper_trainable": "1.7 M",
+    },
+    "dapt": {
+        "repo": "LMD0311+DAPT",
+        "commit": "41aa0bc",
+        "module": "models.DAPT",
+        "class": "PointTransformer_DAPT",
+        "config": dict(trans_dim=384, depth=12, drop_path_rate=0.3, drop_rate=0.0, cls_dim=15, num_heads=6,
+                       group_size=32, num_group=128, encoder_dims=384, drop_adapter_rate=0.2, rank=64,
+                       class_token="use", prompt_token="mean", patch_token="max"),
+        "ours": {"rank": 64, "drop_adapter_rate": 0.2},
+        "rename": [(r"^blocks\.blocks\.(\d+)\.Adapter_MLP\.", r"blocks.\1.extensions.dapt.adapter."),
+                   (r"^blocks\.blocks\.(\d+)\.attn\.tfts_(gamma|beta)_1$", r"blocks.\1.extensions.dapt.qkv_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.attn\.tfts_(gamma|beta)_2$", r"blocks.\1.extensions.dapt.proj_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.mlp\.tfts_(gamma|beta)_1$", r"blocks.\1.extensions.dapt.fc1_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.mlp\.tfts_(gamma|beta)_2$", r"blocks.\1.extensions.dapt.fc2_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.tfts_(gamma|beta)_1$", r"blocks.\1.extensions.dapt.norm1_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.tfts_(gamma|beta)_2$", r"blocks.\1.extensions.dapt.norm2_\2"),
+                   (r"^blocks\.blocks\.(\d+)\.tfts_(gamma|beta)_3$", r"blocks.\1.extensions.dapt.prompt_\2"),
+                   (r"^blocks\.blocks\.", "blocks."),
+                   (r"^tfts_(gamma|beta)_1$", r"extensions.dapt.encoder_\1"),
+                   (r"^tfts_(gamma|beta)_2$", r"extensions.dapt.norm_\1")],
+        "trainable": ("cls", "tfts", "Adapter"),
+        "paper_trainable": "1.1 M",
+    },
+}
+
+_OFFICIAL_TOP = ("models", "utils", "extensions", "datasets", "tools")
+
+
+class _CpuTorch(types.ModuleType):
+    """``torch`` for an official module that hard-codes ``torch.device('cuda')`` (IDPT's ``get_graph_feature`` puts
+    an index offset there): the same module with ``device`` answering the CPU. Placement only; no arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "device":
+            return lambda *a, **k: torch.device("cpu")
+        return getattr(torch, name)
+
+
+def import_official(root: Path, spec: Dict[str, Any]) -> Any:
+    """Import the official model class from ``root/spec['repo']`` (purging another repository's packages first)."""
+    repo = str(root / spec["repo"])
+    for name in list(sys.modules):
+        if name.split(".")[0] in _OFFICIAL_TOP:
+            del sys.modules[name]
+    sys.path.insert(0, repo)
+    try:
+        module = importlib.import_module(spec["module"])
+        if "models.dgcnn" in sys.modules:  # IDPT
+            sys.modules["models.dgcnn"].torch = _CpuTorch()
+        return getattr(module, spec["class"])
+    finally:
+        sys.path.remove(repo)
+
+
+def real_clouds(data_root: Path, count: int, npoints: int) -> torch.Tensor:
+    """``(count, npoints, 3)`` float64: the first points of real ModelNet40 shapes (sorted paths), unit sphere."""
+    files = sorted((data_root / "modelnet40_normal_resampled").glob("*/*.txt.gz"))[:: 37][:count]
+    clouds = []
+    for f in files:
+        with gzip.open(f, "rt") as fh:
+            xyz = np.loadtxt(fh, delimiter=",", usecols=(0, 1, 2), max_rows=npoints)
+        xyz = xyz - xyz.mean(0)
+        xyz = xyz / np.linalg.norm(xyz, axis=1).max()
+        clouds.append(torch.from_numpy(xyz))
+    return torch.stack(clouds)
+
+
+def randomize_(state: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
+    """Non-trivial values for every float tensor (zero-initialised adapters too): the comparison exercises them."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        if not t.is_floating_point():
+            out[name] = t
+            continue
+        r = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+        if name.endswith("running_var"):
+            v = 0.5 + torch.rand(t.shape, generator=gen, dtype=torch.float64)
+        elif t.dim() >= 2:
+            v = r / math.sqrt(max(1, t[0].numel()))
+        elif re.search(r"(weight|gamma[^.]*)$", name):
+            v = 1 + 0.1 * r
+        else:
+            v = 0.1 * r
+        out[name] = v.to(t.dtype)
+    return out
+
+
+def rename(state: Dict[str, torch.Tensor], rules: List[Tuple[str, str]]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for name, t in state.items():
+        new = name
+        for pattern, repl in rules:
+            if re.search(pattern, new):
+                new = None if repl is None else re.sub(pattern, repl, new)
+                break
+        if new is not None:
+            out[new] = t
+    return out
+
+
+def build_ours(method: str, spec: Dict[str, Any]) -> torch.nn.Module:
+    from pointclora.models import create_model
+    from pointclora.peft import inject_adapters, make_peft_config
+
+    cfg = spec["config"]
+    model = create_model("point_mae_s", num_classes=cfg["cls_dim"], num_groups=cfg["num_group"],
+                         skip_near_origin=True)  # fmt: skip
+    return inject_adapters(model, make_peft_config(method, **spec["ours"]))
+
+
+def compare(method: str, official_root: Path, data_root: Path, clouds: int, npoints: int) -> Dict[str, Any]:
+    from easydict import EasyDict
+
+    from pointclora.models.flops import count_gflops
+
+    spec = SPECS[method]
+    official_cls = import_official(official_root, spec)
+    torch.manual_seed(0)
+    official = official_cls(EasyDict(spec["config"]))
+    ours = build_ours(method, spec)
+    state = randomize_(official.state_dict(), seed=1)
+    official.load_state_dict(state)
+    mapped = rename(official.state_dict(), spec["rename"])  # after loading: aliased tensors agree
+    ours_keys = set(ours.state_dict())
+    missing, unexpected = sorted(ours_keys - set(mapped)), sorted(set(mapped) - ours_keys)
+    if missing or unexpected:
+        raise SystemExit(f"{method}: state does not map: ours missing {missing[:8]}, unexpected {unexpected[:8]}")
+    ours.load_state_dict(mapped)
+    official_trainable = sum(p.numel() for n, p in official.named_parameters()
+                             if any(k in n for k in spec["trainable"]))  # fmt: skip
+    ours_trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    pts = real_clouds(data_root, clouds, npoints)
+    row: Dict[str, Any] = {"method": method, "commit": spec["commit"], "official_trainable": official_trainable,
+                           "ours_trainable": ours_trainable, "paper_trainable": spec["paper_trainable"]}  # fmt: skip
+    official.eval()
+    ours.eval()
+    with torch.no_grad():
+        for dtype, key in ((torch.float32, "fp32"), (torch.float64, "fp64")):
+            official.to(dtype)
+            ours.to(dtype)
+            a = official(pts.to(dtype))
+            b = ours(pts.to(dtype))
+            row[f"max_abs_{key}"] = float((a - b).abs().max())
+            row[f"logit_scale_{key}"] = float(a.abs().max())
+        ours.float()
+        row["gflops_2048"] = count_gflops(ours, 2048)
+    return row
+
+
+def main(argv: List[str] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--official", type=Path, required=True, help="folder with the official repositories")
+    p.add_argument("--shims", type=Path, required=True, help="official_cpu_shims folder")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("POINTCLORA_REAL_DATA", "../shared/data")))
+    p.add_argument("--methods", nargs="+", default=list(SPECS), choices=list(SPECS))
+    p.add_argument("--clouds", type=int, default=4)
+    p.add_argument("--npoints", type=int, default=2048)
+    p.add_argument("--markdown", action="store_true", help="print the docs/PEERS.md table")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(args.shims))
+    rows = [compare(m, args.official, args.data, args.clouds, args.npoints) for m in args.methods]
+    if args.markdown:
+        print("| method | official commit | max abs logit diff fp32 | fp64 | logit scale | trainable official | "
+              "ours | paper | GFLOPs (2048 pts, ours) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['method']} | {r['commit']} | {r['max_abs_fp32']:.1e} | {r['max_abs_fp64']:.1e} | "
+                  f"{r['logit_scale_fp32']:.2f} | {r['official_trainable']:,} | {r['ours_trainable']:,} | "
+                  f"{r['paper_trainable']} | {r['gflops_2048']:.2f} |")
+    else:
+        for r in rows:
+            print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
