@@ -159,7 +159,7 @@ class PointTransformerEncoder(ExtensionHost, nn.Module):
         """Run the blocks; returns ``[norm(x)]`` or, with ``return_layers``, the normed outputs of those blocks."""
         outputs = []
         exts = self.extension_modules()
-        if not self.pos_every_block:
+        if not self.pos_every_block and pos is not None:
             x = x + pos
         for i, block in enumerate(self.blocks):
             for ext in exts:

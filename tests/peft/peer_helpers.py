@@ -8,6 +8,7 @@ from pointclora.peft import inject_adapters, make_peft_config
 #: Options that fit point_mae_tiny (2 blocks, 16 groups, width 32) for each peer method.
 TINY_OPTIONS = {
     "idpt": {"prompt_layer": 1, "k": 4},
+    "dapt": {"rank": 4},
 }
 
 
