@@ -75,6 +75,19 @@ SPECS: Dict[str, Dict[str, Any]] = {
         "trainable": ("cls", "tfts", "Adapter"),
         "paper_trainable": "1.1 M",
     },
+    "ppt": {
+        "repo": "zsc000722+PPT",
+        "commit": "8f87fb8",
+        "module": "models.PPT",
+        "class": "PointTransformer",
+        "config": dict(embed_dim=384, depth=12, drop_path_rate=0.3, cls_dim=15, num_heads=6, group_size=32,
+                       num_group=128, prompt_group_size=32, prompt_num_group=128, type="pos"),
+        "ours": {},
+        "rename": [(r"^blocks\.(prompt_mlp|prompt_pos_mlp|prompt_all_mlp)\.", r"extensions.ppt.\1."),
+                   (r"^blocks\.blocks\.", "blocks.")],
+        "trainable": ("cls", "prompt", "first_conv", "pos_embed"),  # runner_finetune.py, type: pos
+        "paper_trainable": "1.04 M",
+    },
 }
 
 _OFFICIAL_TOP = ("models", "utils", "extensions", "datasets", "tools")

@@ -16,11 +16,14 @@ them, in installation order, at these points::
 
     tokenize:        tokens, pos = ext.on_tokens(backbone, tokens, pos, centers, points)   # add / change tokens
     forward_blocks:  x, pos = ext.before_block(backbone, i, x, pos)                        # insert tokens, pre-block
-                     x = block(x + pos)            (block(x) when pos is None: positions added once, by the method)
+                     x = x + pos                   (skipped when pos is None: positions added once, by the method)
+                     x = ext.block_input(backbone, i, x)                                   # the block's own input
+                     x = block(x)
                        inside the block:  y = ext.mlp_branch(x, h, y)      x: after attention, h = norm2(x), y = mlp(h)
                                           out = ext.block_output(x, out)   out = x + drop_path(y)
                      x, pos = ext.after_block(backbone, i, x, pos)                         # append tokens, post-block
-    pool (classifier): feature = ext.pool(backbone, x)  (first non-None; ext.pooled_dim sizes the head)
+    pool (classifier): feature = ext.pool(backbone, x)  (first non-None; ext.pooled_dim sizes the head,
+                     ext.make_head may build it: PPT's GELU head)
     patch_tokens:    x = ext.patch_tokens(backbone, x)  (drop extra tokens: what segmentation reads)
 
 With no extension installed nothing is called and every output is bit-identical to the plain backbone. Neither the
@@ -164,7 +167,10 @@ class PointTransformerEncoder(ExtensionHost, nn.Module):
         for i, block in enumerate(self.blocks):
             for ext in exts:
                 x, pos = ext.before_block(self, i, x, pos)
-            x = block(x + pos) if self.pos_every_block and pos is not None else block(x)
+            x = x + pos if self.pos_every_block and pos is not None else x
+            for ext in exts:
+                x = ext.block_input(self, i, x)
+            x = block(x)
             for ext in exts:
                 x, pos = ext.after_block(self, i, x, pos)
             if return_layers is not None and i in return_layers:
@@ -224,8 +230,12 @@ class PointTransformer(PointTransformerEncoder):
                 return dim
         return self.trans_dim * (2 if self.cls_token is not None else 1)
 
-    def _make_head(self, num_classes: int) -> ClassificationHead:
+    def _make_head(self, num_classes: int) -> nn.Module:
         in_dim = self.head_in_dim()
+        for ext in self.extension_modules():
+            head = ext.make_head(self, in_dim, num_classes)
+            if head is not None:
+                return head
         return ClassificationHead(
             in_dim, num_classes, self.head_hidden_dim, dropout=self.head_dropout, batch_norm=self.head_batch_norm
         )

@@ -59,6 +59,10 @@ class BackboneExtension(nn.Module):
         """Before block ``index`` (before ``pos`` is added to its input)."""
         return x, pos
 
+    def block_input(self, backbone: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The input of block ``index`` once positions are added (PPT's prompt MLPs read ``x + pos``)."""
+        return x
+
     def after_block(self, backbone: nn.Module, index: int, x: torch.Tensor, pos: Optional[torch.Tensor]) -> Tokens:
         """After block ``index``."""
         return x, pos
@@ -69,6 +73,10 @@ class BackboneExtension(nn.Module):
 
     def pooled_dim(self, backbone: nn.Module) -> Optional[int]:
         """D of :meth:`pool` (sizes the head), or None."""
+        return None
+
+    def make_head(self, backbone: nn.Module, in_dim: int, num_classes: int) -> Optional[nn.Module]:
+        """The classifier head for a pooled feature of ``in_dim``, or None for the model's own kind."""
         return None
 
     def patch_tokens(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:

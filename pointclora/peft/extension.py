@@ -47,10 +47,9 @@ class ExtensionMethod(PeftMethod):
                 f"is not); {type(model).__name__} is not a classifier"
             )
         self.build(model)
-        head = getattr(model, "cls_head_finetune", None)
-        if head is not None and head[0].in_features != model.head_in_dim():
-            # the method pools another feature (e.g. IDPT's [cls, prompt, max] = 3C): a fresh head of that width,
-            # as the official model builds it (the head never comes from the pre-trained checkpoint)
+        if hasattr(model, "reset_classifier"):
+            # the method may pool another feature (IDPT's [cls, prompt, max] = 3C) or build another head (PPT's
+            # GELU head): a fresh head, as the official model builds it (never from the pre-trained checkpoint)
             model.reset_classifier(model.num_classes)
 
     def adapter_named_parameters(self, model: nn.Module) -> List[Tuple[str, nn.Parameter]]:

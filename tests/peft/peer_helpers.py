@@ -9,6 +9,7 @@ from pointclora.peft import inject_adapters, make_peft_config
 TINY_OPTIONS = {
     "idpt": {"prompt_layer": 1, "k": 4},
     "dapt": {"rank": 4},
+    "ppt": {"prompt_num_group": 8, "prompt_group_size": 8},
 }
 
 
