@@ -67,6 +67,8 @@ from .training import (
 )
 
 __all__ = [
+    "PointLoRAConfig",
+    "PointLoRAMethod",
     "PPTConfig",
     "PPTMethod",
     "DAPTConfig",
@@ -130,4 +132,5 @@ __all__ = [
 # The published peer methods (docs/PEERS.md), imported last so they register after the built-ins.
 from .dapt import DAPTConfig, DAPTMethod  # noqa: E402
 from .idpt import IDPTConfig, IDPTMethod  # noqa: E402
+from .pointlora import PointLoRAConfig, PointLoRAMethod  # noqa: E402
 from .ppt import PPTConfig, PPTMethod  # noqa: E402

@@ -46,6 +46,9 @@ class ExtensionMethod(PeftMethod):
                 f"PEFT method {self.name!r} is ported for classification only (the official segmentation variant "
                 f"is not); {type(model).__name__} is not a classifier"
             )
+        exts = model._modules.get("extensions")
+        if exts is not None and self.name in exts:
+            raise PeftConfigError(f"the model already carries {self.name!r}; inject_adapters was called twice")
         self.build(model)
         if hasattr(model, "reset_classifier"):
             # the method may pool another feature (IDPT's [cls, prompt, max] = 3C) or build another head (PPT's
