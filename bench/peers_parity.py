@@ -107,6 +107,19 @@ SPECS: Dict[str, Dict[str, Any]] = {
         "trainable": ("cls", "prompt", "first_conv", "pos_embed", "lora_"),  # builder.py, part: pointlora
         "paper_trainable": "0.77 M",
     },
+    "pointgst": {
+        "repo": "jerryfeng2003+PointGST",
+        "commit": "7fbe92f",
+        "module": "models.PointTransformer",
+        "class": "PointTransformer_PGST",
+        "config": dict(trans_dim=384, depth=12, drop_path_rate=0.1, cls_dim=15, num_heads=6, group_size=32,
+                       num_group=128, encoder_dims=384, rank=36, local=32, tsne=False),
+        "ours": {},
+        "rename": [(r"^blocks\.blocks\.(\d+)\.gft_adapter\.", r"blocks.\1.extensions.pointgst."),
+                   (r"^blocks\.blocks\.", "blocks.")],
+        "trainable": ("adapt", "cls"),  # builder.py, part: adapt
+        "paper_trainable": "0.6 M",
+    },
 }
 
 _OFFICIAL_TOP = ("models", "utils", "extensions", "datasets", "tools")

@@ -67,6 +67,8 @@ from .training import (
 )
 
 __all__ = [
+    "PointGSTConfig",
+    "PointGSTMethod",
     "PointLoRAConfig",
     "PointLoRAMethod",
     "PPTConfig",
@@ -132,5 +134,6 @@ __all__ = [
 # The published peer methods (docs/PEERS.md), imported last so they register after the built-ins.
 from .dapt import DAPTConfig, DAPTMethod  # noqa: E402
 from .idpt import IDPTConfig, IDPTMethod  # noqa: E402
+from .pointgst import PointGSTConfig, PointGSTMethod  # noqa: E402
 from .pointlora import PointLoRAConfig, PointLoRAMethod  # noqa: E402
 from .ppt import PPTConfig, PPTMethod  # noqa: E402
