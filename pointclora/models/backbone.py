@@ -14,7 +14,8 @@ held under ``extensions.<name>``) and ``block.add_extension(name, module)`` (a
 :class:`~pointclora.models.extensions.BlockExtension`, under ``blocks.<i>.extensions.<name>``). The backbone calls
 them, in installation order, at these points::
 
-    tokenize:        tokens, pos = ext.on_tokens(backbone, tokens, pos, centers, points)   # add / change tokens
+    tokenize:        points = ext.on_points(backbone, points)     # before grouping: move points, add prompt points
+                     tokens, pos = ext.on_tokens(backbone, tokens, pos, centers, points)   # add / change tokens
     forward_blocks:  x, pos = ext.before_block(backbone, i, x, pos)                        # insert tokens, pre-block
                      x = x + pos                   (skipped when pos is None: positions added once, by the method)
                      x = ext.block_input(backbone, i, x)                                   # the block's own input
@@ -143,6 +144,8 @@ class PointTransformerEncoder(ExtensionHost, nn.Module):
 
     def tokenize(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``points (B, N, 3+)`` -> ``tokens (B, T, C)``, ``pos (B, T, C)``, ``centers (B, G, 3)``; T = G (+1 cls)."""
+        for ext in self.extension_modules():
+            points = ext.on_points(self, points)
         grouping = self.group_divider(points)
         tokens = self.encoder(grouping.neighborhood)  # (B, G, encoder_dims)
         if self.reduce_dim is not None:

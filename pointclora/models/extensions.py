@@ -49,6 +49,10 @@ class ExtensionHost:
 class BackboneExtension(nn.Module):
     """Hooks around the token sequence of a :class:`~pointclora.models.backbone.PointTransformerEncoder`."""
 
+    def on_points(self, backbone: nn.Module, points: torch.Tensor) -> torch.Tensor:
+        """Before grouping: ``points (B, N, 3) -> (B, N', 3)`` (GAPrompt shifts them and appends prompt points)."""
+        return points
+
     def on_tokens(
         self, backbone: nn.Module, x: torch.Tensor, pos: torch.Tensor, centers: torch.Tensor, points: torch.Tensor
     ) -> Tokens:

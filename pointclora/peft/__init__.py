@@ -67,6 +67,8 @@ from .training import (
 )
 
 __all__ = [
+    "GAPromptConfig",
+    "GAPromptMethod",
     "PointGSTConfig",
     "PointGSTMethod",
     "PointLoRAConfig",
@@ -133,6 +135,7 @@ __all__ = [
 
 # The published peer methods (docs/PEERS.md), imported last so they register after the built-ins.
 from .dapt import DAPTConfig, DAPTMethod  # noqa: E402
+from .gaprompt import GAPromptConfig, GAPromptMethod  # noqa: E402
 from .idpt import IDPTConfig, IDPTMethod  # noqa: E402
 from .pointgst import PointGSTConfig, PointGSTMethod  # noqa: E402
 from .pointlora import PointLoRAConfig, PointLoRAMethod  # noqa: E402

@@ -11,6 +11,7 @@ TINY_OPTIONS = {
     "dapt": {"rank": 4},
     "ppt": {"prompt_num_group": 8, "prompt_group_size": 8},
     "pointgst": {"rank": 4, "local": 8},
+    "gaprompt": {"prompt_depth": 1, "num_tokens": 2, "point_number": 3},
     "pointlora": {"r": 2, "num_group_scales": [8, 4], "group_size_scales": [8, 16], "topk_scales": [4, 2],
                   "official_slices": False},
 }
