@@ -27,12 +27,14 @@ from typing import Any, Dict, List
 
 import torch
 
-METHODS = ("clora", "idpt", "dapt", "ppt", "pointlora", "pointgst")
+METHODS = ("clora", "idpt", "dapt", "ppt", "pointlora", "pointgst", "gaprompt")
 #: Options of the ModelNet (1,024 points, 64 groups) configs where they differ from the ScanObjectNN defaults.
-MODELNET = {"ppt": {"prompt_num_group": 64}, "dapt": {"rank": 72, "drop_adapter_rate": 0.0, "prompt_token": "None"}}
+MODELNET = {"ppt": {"prompt_num_group": 64}, "dapt": {"rank": 72, "drop_adapter_rate": 0.0, "prompt_token": "None"},
+            "gaprompt": {"perturbation": 0.05}}
 #: Published trainable parameters and GFLOPs (PEERS.md; PointGST's table; "-" where not published).
 PAPER = {"clora": ("-", "fewest (claim)"), "idpt": ("1.7 M", "7.10"), "dapt": ("1.1 M", "4.96"),
-         "ppt": ("1.04 M", "-"), "pointlora": ("0.77 M", "-"), "pointgst": ("0.6 M", "4.81")}  # fmt: skip
+         "ppt": ("1.04 M", "-"), "pointlora": ("0.77 M", "-"), "pointgst": ("0.6 M", "4.81"),
+         "gaprompt": ("0.6 M", "-")}  # fmt: skip
 
 
 def _rss_kib(field: str) -> int:

@@ -106,3 +106,20 @@ def test_fewshot_one_fold(method, tmp_path, capsys):
     assert fewshot.main(["--cfg", str(cfg), "--ways", "2", "--shots", "2", "--folds", "1", "--output", str(out)]) == 0
     result = json.loads((out / "2way2shot" / "fold0" / "result.json").read_text())
     assert 0.0 <= result["acc"] <= 100.0 and result["trainable_params"] > 0
+
+
+def test_finetune_cli_swaps_in_the_method_and_reports_bad_options(tmp_path, capsys):
+    from pointclora.cli import finetune
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("_base_: [adapters/clora.yaml]\n"
+                   "dataset: {name: synthetic, num_samples: 24, num_points: 96, num_classes: 4}\n"
+                   "model: {name: point_mae_tiny}\ndata: {num_points: 64, batch_size: 8, eval_batch_size: 16}\n"
+                   "schedule: {epochs: 1, warmup_epochs: 0}\n")  # fmt: skip
+    base = ["--cfg", str(cfg), "--device", "cpu", "--quiet"]
+    assert finetune.main(base + ["--output", str(tmp_path / "a"), "--peft", "idpt",
+                                 "--set", "peft.prompt_layer=1", "peft.k=4"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["method"] == "idpt"
+    # configs/adapters/idpt.yaml holds the official defaults: block 11 does not exist in a 2-block model
+    assert finetune.main(base + ["--output", str(tmp_path / "b"), "--peft", "idpt"]) == 2
+    assert "prompt_layer must be < the model's 2 blocks, got 11" in capsys.readouterr().err
