@@ -58,6 +58,12 @@ class ExtensionMethod(PeftMethod):
     def adapter_named_parameters(self, model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in model.named_parameters() if is_extension_tensor(n)]
 
+    def merge(self, model: nn.Module, check_finite: bool = True) -> None:
+        raise ValueError(
+            f"PEFT method {self.name!r} does not merge into the base weights: its extra tokens and modules stay at "
+            "inference (use the run's weights as they are)"
+        )
+
     def saved_state_names(self, model: nn.Module) -> List[str]:
         """The base names plus every extension buffer (BatchNorm statistics of a prompt module) and every
         extension tensor that does not train (IDPT's ``prompt_pos`` keeps its random init: it must travel)."""

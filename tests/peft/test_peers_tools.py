@@ -74,6 +74,13 @@ def test_finetune_resume_evaluate_predict(method, backbone, tmp_path, monkeypatc
     res = json.loads(out.read_text())
     assert res["acc"] == metrics["acc"] and res["confusion"] == metrics["confusion"]
 
+    # nothing to fold into the backbone: the merge tool refuses in one line instead of writing a broken model
+    from pointclora.cli import merge_adapter
+
+    capsys.readouterr()
+    assert merge_adapter.main([str(full), "--output", str(tmp_path / "merged")]) == 2
+    assert "does not merge into the base weights" in capsys.readouterr().err
+
     npy = tmp_path / "a.npy"
     np.save(npy, np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32))
     capsys.readouterr()
