@@ -227,7 +227,10 @@ class _Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ln1(self.layer_norm(x))
-        return self.ln2(self.dropout(h * torch.sigmoid(1.702 * h))) * 0.7
+        out = self.ln2(self.dropout(h * torch.sigmoid(1.702 * h))) * 0.7
+        # "+ 0 x scale" keeps the unused, trained scale Linear in the graph (gradient 0, as in the official code, where
+        # it gets none), so distributed training sees every trainable tensor used; the values are unchanged
+        return out + 0.0 * (self.scale.weight.sum() + self.scale.bias.sum())
 
 
 class GAPromptTokens(BackboneExtension):
@@ -330,6 +333,8 @@ class GAPromptBlock(BlockExtension):
             h = h + self.adapter(h)
         if self.index < tokens.config.prompt_depth:
             h = h[:, tokens.config.num_tokens :]
+        else:  # the official model builds (and trains) prompts in every block but uses them in the first ones only:
+            h = h + 0.0 * self.prompt_embeddings.sum()  # kept in the graph with gradient 0, for distributed training
         return torch.cat([cls, h], dim=1)
 
 

@@ -130,3 +130,18 @@ def test_finetune_cli_swaps_in_the_method_and_reports_bad_options(tmp_path, caps
     # configs/adapters/idpt.yaml holds the official defaults: block 11 does not exist in a 2-block model
     assert finetune.main(base + ["--output", str(tmp_path / "b"), "--peft", "idpt"]) == 2
     assert "prompt_layer must be < the model's 2 blocks, got 11" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_trainable_tensor_gets_a_gradient(method):
+    """Distributed training (DDP without find_unused_parameters) needs every trainable tensor in the graph."""
+    from peer_helpers import cloud, seeded_tiny
+
+    from pointclora.peft import auxiliary_loss
+
+    model = seeded_tiny(method).train()
+    loss = torch.nn.functional.cross_entropy(model(cloud(batch=4)), torch.tensor([0, 1, 2, 3]))
+    aux = auxiliary_loss(model)
+    (loss if aux is None else loss + aux).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
