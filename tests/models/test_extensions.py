@@ -100,3 +100,40 @@ def test_block_hooks_compose_like_the_written_formula():
         got = block(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(ext.seen["h_is_norm2_x"], block.norm2(after_attn))
+
+
+class _InputSide(BackboneExtension):
+    """Doubles the points, appends one zero token with zero position, adds 1 to every block input, GELU head."""
+
+    def on_points(self, backbone, points):
+        return points * 2
+
+    def on_tokens(self, backbone, x, pos, centers, points):
+        self.centers, self.points = centers, points
+        z = torch.zeros_like(x[:, :1])
+        return torch.cat([x, z], dim=1), torch.cat([pos, z], dim=1)
+
+    def block_input(self, backbone, index, x):
+        return x + 1.0
+
+    def make_head(self, backbone, in_dim, num_classes):
+        return torch.nn.Linear(in_dim, num_classes)
+
+
+def test_points_tokens_block_input_and_head_hooks():
+    model = _model()
+    pts = _cloud()
+    ext = _InputSide()
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        plain_tokens, plain_pos, _ = model.tokenize(pts * 2)
+        model.add_extension("side", ext)
+        model.reset_classifier(5)
+        assert isinstance(model.cls_head_finetune, torch.nn.Linear)
+        tokens, pos, centers = model.tokenize(pts)
+        torch.testing.assert_close(tokens[:, :-1], plain_tokens, rtol=0, atol=0)  # grouped the doubled points
+        torch.testing.assert_close(ext.points, pts * 2, rtol=0, atol=0)
+        assert tokens.shape[1] == plain_tokens.shape[1] + 1
+        model.forward_blocks(tokens, pos)
+    torch.testing.assert_close(seen[0], tokens + pos + 1.0, rtol=0, atol=0)  # after the positions
