@@ -73,7 +73,7 @@ def main(argv: List[str] = None) -> int:
         sweep = run_sweep(config(method, args.backbone, args.epochs), {"optim.lr": args.lrs}, args.out / method,
                           runner=runner, log=lambda s, m=method: print(f"[{m}] {s}", flush=True))  # fmt: skip
         best = json.loads((Path(sweep["best"]["dir"]) / "metrics.json").read_text())
-        rows.append({"method": method, "lr": sweep["best"]["optim.lr"], "val": best.get("val_acc"),
+        rows.append({"method": method, "lr": sweep["best"]["optim.lr"], "val": best.get("best_val_acc"),
                      "test": best["acc"], "trainable": best["trainable_params"],
                      "s_per_epoch": best["wall_time_s"] / best["epochs"]})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
