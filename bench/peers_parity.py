@@ -326,7 +326,7 @@ def main(argv: List[str] = None) -> int:
             raise SystemExit(f"{m} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if args.markdown:
-        print(f"{args.clouds} real clouds x {args.npoints} points; max |logit difference| (and PointLoRA's mask loss):\n")
+        print(f"{args.clouds} real clouds x {args.npoints} points; max |difference| of the logits, of the mask loss:\n")
         print("| method | official commit | fp32 | fp64 | logit scale | aux loss fp32 / fp64 | trainable official | "
               "ours | paper | GFLOPs (2048 pts, ours) |")
         print("|---|---|---|---|---|---|---|---|---|---|")
