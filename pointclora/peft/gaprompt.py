@@ -110,9 +110,9 @@ def _interpolate(xyz1: torch.Tensor, xyz2: torch.Tensor, feats2: torch.Tensor, k
     dists, idx = dists[:, :, :k], idx[:, :, :k]
     recip = 1.0 / (dists + eps)
     weight = recip / recip.sum(dim=2, keepdim=True)
-    B, N, _ = idx.shape
-    gathered = torch.gather(feats2.unsqueeze(1).expand(B, N, -1, -1), 2,
-                            idx.unsqueeze(-1).expand(-1, -1, -1, feats2.shape[-1]))  # fmt: skip
+    B = idx.shape[0]
+    # advanced indexing, not gather on a (B, N, S, D) expansion: its backward would materialise that dense tensor
+    gathered = feats2[torch.arange(B, device=idx.device).view(B, 1, 1), idx]  # (B, N, k, D)
     return (gathered * weight.unsqueeze(-1)).sum(dim=2)
 
 

@@ -81,7 +81,8 @@ def _edge_features(x: torch.Tensor, k: int) -> torch.Tensor:
     neg_dist = -sq - inner - sq.transpose(2, 1)  # (B, T, T)
     idx = neg_dist.topk(k=k, dim=-1)[1]  # (B, T, k)
     xt = x.transpose(2, 1)  # (B, T, C)
-    neighbours = torch.gather(xt.unsqueeze(1).expand(B, T, T, C), 2, idx.unsqueeze(-1).expand(B, T, k, C))
+    # advanced indexing, not gather on a (B, T, T, C) expansion: its backward would materialise that dense tensor
+    neighbours = xt[torch.arange(B, device=x.device).view(B, 1, 1), idx]  # (B, T, k, C)
     centre = xt.unsqueeze(2).expand(B, T, k, C)
     return torch.cat([neighbours - centre, centre], dim=3).permute(0, 3, 1, 2).contiguous()
 
