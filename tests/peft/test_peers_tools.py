@@ -68,6 +68,13 @@ def test_finetune_resume_evaluate_predict(method, backbone, tmp_path, monkeypatc
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((killed / "metrics.json").read_text())["acc"] == metrics["acc"]
 
+    # the saved weights hold every tensor that moved, buffers of trained backbone modules too (PPT / PointLoRA train
+    # encoder.first_conv: its BatchNorm statistics are not the backbone file's any more)
+    from pointclora.engine.weights import load_weights
+
+    rebuilt = load_weights(full, which="last").model.state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in _state(full)["model"].items() if k in rebuilt)
+
     # the saved weights rebuild the model: evaluate gives the run's own numbers back
     out = tmp_path / "eval.json"
     assert evaluate.main([str(full), "--device", "cpu", "--quiet", "--output", str(out)]) == 0
