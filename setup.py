@@ -38,7 +38,8 @@ setup(
         "viz": ["open3d-cpu>=0.17; platform_machine=='x86_64'", "matplotlib>=3.5"],
         # timm (with torchvision): the openness tests put CLoRA/LoRA on a timm ViT; `test` is dev's test-only part.
         "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9"],
+        # mutmut: `make mutants` (bench/mutants.py), mutation testing of the core modules; not needed by the tests.
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9", "mutmut>=3.8,<4"],
         # Side-by-side benchmarks only (bench/ops.py, bench/adapters.py): never imported by the library.
         "bench": ["fpsample>=0.3", "peft>=0.10"],
     },
