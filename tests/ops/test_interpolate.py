@@ -47,3 +47,22 @@ def test_gradient_flows_to_features():
 def test_shape_errors():
     with pytest.raises(ValueError, match="source_features"):
         three_nn_interpolate(torch.randn(1, 5, 3), torch.randn(1, 4, 3), torch.randn(1, 3, 2))
+
+
+@pytest.mark.parametrize("k,S", [(1, 7), (2, 7), (4, 7), (3, 2)])
+def test_k_and_few_sources_match_naive_values_and_gradients(k, S):
+    # k other than the default 3, and S = 2 < k (k clamps to S): values and feature gradients equal the reference.
+    g = torch.Generator().manual_seed(k * 10 + S)
+    target = torch.randn(2, 9, 3, generator=g, dtype=torch.float64)
+    source = torch.randn(2, S, 3, generator=g, dtype=torch.float64)
+    feats = torch.randn(2, S, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    out = three_nn_interpolate(target, source, feats, k=k)
+    ref = three_nn_interpolate_naive(target, source, feats, k=k)
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * upstream).sum(), feats)
+    (want,) = torch.autograd.grad((ref * upstream).sum(), feats)
+    torch.testing.assert_close(grad, want)
+    if k == 1:  # one neighbour: the nearest source's features exactly
+        nearest = torch.cdist(target, source).argmin(-1)
+        torch.testing.assert_close(out, feats.gather(1, nearest[..., None].expand(-1, -1, 4)))

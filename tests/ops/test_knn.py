@@ -71,3 +71,33 @@ def test_knn_distance_gradients():
     query = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
     points = torch.randn(1, 20, 3, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda q, p: knn_points(q, p, 3).dists, (query, points))
+
+
+@pytest.mark.parametrize("block", [1 << 26, 180, 1])
+def test_knn_in_query_chunks_with_lengths_equals_naive(monkeypatch, block):
+    # B·N = 60: a block of 180 elements gives chunks of 3 queries (3 + 3 + 1), of 1 element chunks of 1 (clamped);
+    # the second cloud is padded, its padding right beside the queries.
+    from pointclora.ops import knn as knn_mod
+
+    monkeypatch.setattr(knn_mod, "_MAX_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(5)
+    points = torch.randn(2, 30, 3, generator=g)
+    query = torch.randn(2, 7, 3, generator=g)
+    points[1, 18:25] = query[1] + 1e-3  # padding right beside each query
+    lengths = torch.tensor([30, 18])
+    out = knn_points(query, points, 4, lengths=lengths)
+    ref = knn_points_naive(query, points, 4, lengths=lengths)
+    assert torch.equal(out.idx, ref.idx) and (out.idx[1] < 18).all()
+    torch.testing.assert_close(out.dists, ref.dists)
+    # the naive reference honours lengths too: cloud 1 alone, cut to its 18 points, gives the same
+    assert torch.equal(ref.idx[1], knn_points_naive(query[1:], points[1:, :18], 4).idx[0])
+    assert out.dists.dtype == torch.float32
+
+
+def test_knn_float16_keeps_the_dtype_and_the_naive_order():
+    g = torch.Generator().manual_seed(6)
+    query, points = torch.rand(2, 5, 3, generator=g).half(), torch.rand(2, 40, 3, generator=g).half()
+    out = knn_points(query, points, 6)
+    ref = knn_points_naive(query.float(), points.float(), 6)
+    assert out.dists.dtype == torch.float16 and torch.equal(out.idx, ref.idx)
+    torch.testing.assert_close(out.dists.float(), ref.dists, rtol=2e-3, atol=1e-3)
