@@ -72,6 +72,24 @@ KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 SURVIVED = {"survived", "no tests"}
 
 
+# mutants/conftest.py of each project: mutmut's fork server imports it while collecting, so numba's FPS kernels are
+# compiled (or read from numba's cache) once there instead of in every forked per-mutant child (~2 s each).
+WARMUP_CONFTEST = '''"""Written by bench/mutants.py: compile the numba FPS kernels once, in mutmut's fork server."""
+
+try:
+    import numpy as np
+
+    from pointclora.ops._fps_numba import fps_blocks
+except ImportError:  # no numba: nothing to compile
+    fps_blocks = None
+if fps_blocks is not None:
+    for _dtype in (np.float32, np.float64):
+        _planar = np.random.default_rng(0).random((3, 64)).astype(_dtype)
+        fps_blocks(_planar, 4, 0)
+        fps_blocks(_planar, 4, 0, np.zeros(64, dtype=bool))
+'''
+
+
 def module_key(module: str) -> str:
     return module.replace("/", ".").removesuffix(".py")
 
@@ -99,6 +117,7 @@ def _mutmut_config(module: str) -> str:
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"
         "use_setproctitle = false\n"
+        'also_copy = ["conftest.py"]\n'
         # A mutant that loops (a range bound flipped) is stopped at 10x its tests' clean time + 5 s, then killed.
         "timeout_multiplier = 10.0\n"
         "timeout_constant = 5.0\n"
@@ -125,6 +144,7 @@ def prepare(module: str, fresh: bool) -> tuple[Path, bool]:
         shutil.rmtree(wd / "tests", ignore_errors=True)
         shutil.copytree(ROOT / "tests", wd / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     (wd / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _mutmut_config(module))
+    (wd / "conftest.py").write_text(WARMUP_CONFTEST)
     (wd / "fingerprint").write_text(_fingerprint(module))
     return wd, changed
 
