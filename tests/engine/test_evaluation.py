@@ -54,3 +54,19 @@ def test_evaluate_with_and_without_voting():
     again = evaluate(_SignOfMeanX(), loader, 2, torch.device("cpu"), vote=10, vote_seed=0)
     assert again["vote_acc"] == res["vote_acc"]  # one fixed pass, reproducible
     assert sum(map(sum, res["vote_confusion"])) == 6
+
+
+def test_scale_translate_equals_its_formula_and_keeps_extra_channels():
+    from pointclora.engine.evaluation import format_confusion
+
+    pts = torch.randn(3, 10, 6)
+    out = scale_translate(pts, generator=torch.Generator().manual_seed(4), scale_low=0.5, scale_high=2.5,
+                          translate_range=0.3)  # fmt: skip
+    g = torch.Generator().manual_seed(4)
+    scale = torch.rand(3, 1, 3, generator=g) * 2.0 + 0.5
+    shift = (torch.rand(3, 1, 3, generator=g) * 2 - 1) * 0.3
+    torch.testing.assert_close(out[..., :3], pts[..., :3] * scale + shift)
+    assert torch.equal(out[..., 3:], pts[..., 3:])  # normals / ids pass through untouched
+    table = format_confusion([[3, 1], [0, 2]], ["airplane_long_name", "bed"])
+    assert table.splitlines() == ["| true \\ pred | airplane_l | bed |", "|---|---|---|",
+                                  "| airplane_l | 3 | 1 |", "| bed | 0 | 2 |"]  # fmt: skip
