@@ -70,3 +70,16 @@ def test_scale_translate_equals_its_formula_and_keeps_extra_channels():
     table = format_confusion([[3, 1], [0, 2]], ["airplane_long_name", "bed"])
     assert table.splitlines() == ["| true \\ pred | airplane_l | bed |", "|---|---|---|",
                                   "| airplane_l | 3 | 1 |", "| bed | 0 | 2 |"]  # fmt: skip
+
+
+def test_class_accuracies_divide_by_the_true_class_rows_not_the_predicted_columns():
+    # Row totals (true) 5, 1, 2 differ from column totals (predicted) 2, 4, 2: recall needs the rows.
+    targets = torch.tensor([0, 0, 0, 0, 0, 1, 2, 2])
+    preds = torch.tensor([0, 1, 1, 1, 2, 1, 0, 2])
+    cm = confusion_matrix(preds, targets, 3)
+    assert cm.tolist() == [[1, 3, 1], [0, 1, 0], [1, 0, 1]]
+    assert per_class_accuracy(cm) == [20.0, 100.0, 50.0]
+    assert mean_class_accuracy(cm) == pytest.approx((20 + 100 + 50) / 3)
+    assert accuracy_from_confusion(cm) == pytest.approx(100 * 3 / 8)
+    assert accuracy_from_confusion(torch.zeros(3, 3, dtype=torch.long)) == 0.0
+    assert mean_class_accuracy(torch.zeros(3, 3, dtype=torch.long)) == 0.0
