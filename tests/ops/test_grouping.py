@@ -69,6 +69,11 @@ def test_group_points_passes_lengths_start_and_skip_to_fps_and_knn():
             torch.testing.assert_close(out.neighborhood[b], cloud[0][idx[0]] - fps.points[0][:, None])
         near = (out.center_idx[:, 1:, None] == torch.arange(5, 15)).any(-1)  # (2, 5): a later centre near 0
         assert near.any(-1).tolist() == [not skip, not skip]
+    # By default nothing is skipped (pytorch3d's semantics): the defaults equal the naive grouping, near-origin
+    # centres included.
+    default, ref = group_points(points[:1], 6, 5), group_points_naive(points[:1], 6, 5)
+    assert torch.equal(default.center_idx, ref.center_idx)
+    assert (default.center_idx[0, 1:, None] == torch.arange(5, 15)).any()
     # The random start comes from the generator: another seed, another first centre.
     def first(seed):
         gen = torch.Generator().manual_seed(seed)
