@@ -101,3 +101,10 @@ def test_knn_float16_keeps_the_dtype_and_the_naive_order():
     ref = knn_points_naive(query.float(), points.float(), 6)
     assert out.dists.dtype == torch.float16 and torch.equal(out.idx, ref.idx)
     torch.testing.assert_close(out.dists.float(), ref.dists, rtol=2e-3, atol=1e-3)
+
+
+def test_knn_gather_refuses_each_bad_shape_on_its_own():
+    x, idx = torch.randn(2, 10, 4), torch.zeros(2, 3, 5, dtype=torch.int64)
+    for bad_x, bad_idx in ((x[0], idx), (x, idx[:, 0]), (x[:1], idx)):  # x 2-D; idx 2-D; batch sizes differ
+        with pytest.raises(ValueError, match=r"knn_gather expects x \(B, N, C\) and idx \(B, S, K\)"):
+            knn_gather(bad_x, bad_idx)
