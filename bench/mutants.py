@@ -150,9 +150,9 @@ def _mutmut_config(module: str) -> str:
         "mutate_only_covered_lines = true\n"
         "use_setproctitle = false\n"
         'also_copy = ["conftest.py"]\n'
-        # A mutant that loops (a range bound flipped) is stopped at 10x its tests' clean time + 5 s, then killed.
-        "timeout_multiplier = 10.0\n"
-        "timeout_constant = 5.0\n"
+        # A mutant that loops (a range bound flipped) is stopped after 6x (its tests' clean CPU time + 2 s) of CPU.
+        "timeout_multiplier = 3.0\n"
+        "timeout_constant = 2.0\n"
     )
 
 
