@@ -108,3 +108,14 @@ def test_knn_gather_refuses_each_bad_shape_on_its_own():
     for bad_x, bad_idx in ((x[0], idx), (x, idx[:, 0]), (x[:1], idx)):  # x 2-D; idx 2-D; batch sizes differ
         with pytest.raises(ValueError, match=r"knn_gather expects x \(B, N, C\) and idx \(B, S, K\)"):
             knn_gather(bad_x, bad_idx)
+
+
+def test_knn_errors_name_the_argument_and_the_sizes():
+    with pytest.raises(ValueError, match=r"^query must have shape \(B, N, 3\), got \(2, 3\)$"):
+        knn_points(torch.randn(2, 3), torch.randn(1, 5, 3), 2)
+    with pytest.raises(ValueError, match=r"^points must have shape \(B, N, 3\), got \(5, 3\)$"):
+        knn_points(torch.randn(1, 2, 3), torch.randn(5, 3), 2)
+    with pytest.raises(TypeError, match=r"^query must be a floating-point tensor"):
+        knn_points(torch.ones(1, 2, 3, dtype=torch.int64), torch.randn(1, 5, 3), 2)
+    with pytest.raises(ValueError, match=r"^query and points must share the batch size, got 2 and 1$"):
+        knn_points(torch.randn(2, 4, 3), torch.randn(1, 7, 3), 2)
