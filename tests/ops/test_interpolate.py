@@ -66,3 +66,15 @@ def test_k_and_few_sources_match_naive_values_and_gradients(k, S):
     if k == 1:  # one neighbour: the nearest source's features exactly
         nearest = torch.cdist(target, source).argmin(-1)
         torch.testing.assert_close(out, feats.gather(1, nearest[..., None].expand(-1, -1, 4)))
+
+
+def test_errors_name_the_argument_and_the_shapes():
+    t, s, f = torch.randn(2, 5, 3), torch.randn(2, 4, 3), torch.randn(2, 4, 6)
+    with pytest.raises(ValueError, match=r"^target_xyz must have shape \(B, N, 3\), got \(5, 3\)$"):
+        three_nn_interpolate(t[0], s, f)
+    with pytest.raises(ValueError, match=r"^source_xyz must have shape \(B, N, 3\), got \(2, 4, 2\)$"):
+        three_nn_interpolate(t, s[..., :2], f)
+    with pytest.raises(ValueError, match=r"shape \(B, S, C\) matching source_xyz \(2, 4, 3\), got \(2, 3, 6\)"):
+        three_nn_interpolate(t, s, f[:, :3])
+    with pytest.raises(ValueError, match=r"^batch sizes differ: target 1 vs source 2$"):
+        three_nn_interpolate(t[:1], s, f)
