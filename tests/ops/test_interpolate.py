@@ -78,3 +78,12 @@ def test_errors_name_the_argument_and_the_shapes():
         three_nn_interpolate(t, s, f[:, :3])
     with pytest.raises(ValueError, match=r"^batch sizes differ: target 1 vs source 2$"):
         three_nn_interpolate(t[:1], s, f)
+
+
+def test_half_features_keep_their_dtype_with_float32_coordinates():
+    g = torch.Generator().manual_seed(9)
+    target, source = torch.randn(1, 6, 3, generator=g), torch.randn(1, 5, 3, generator=g)
+    feats = torch.randn(1, 5, 4, generator=g)
+    out = three_nn_interpolate(target, source, feats.half())
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), three_nn_interpolate_naive(target, source, feats), rtol=2e-3, atol=2e-3)
