@@ -93,3 +93,11 @@ def test_uneven_chunks_and_per_cloud_terms(monkeypatch):
     per_cloud = chamfer_distance(x, y, "none")
     torch.testing.assert_close(chamfer_distance(x, y, "sum"), per_cloud.sum())
     torch.testing.assert_close(chamfer_distance(x, y), per_cloud.mean())
+
+
+def test_more_clouds_than_points():
+    # B > N: a loop bound taken from the wrong axis would drop clouds
+    x, y = torch.randn(6, 2, 3), torch.randn(6, 3, 3)
+    terms = chamfer_terms(x, y)
+    assert terms.dist_xy.shape == (6, 2) and terms.dist_yx.shape == (6, 3)
+    torch.testing.assert_close(chamfer_distance(x, y, "none").double(), chamfer_distance_naive(x, y, "none").double())
