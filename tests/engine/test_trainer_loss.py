@@ -1,5 +1,6 @@
 """What the Trainer back-propagates: the task loss plus the PEFT method's weighted auxiliary loss (SADE for CLoRA),
-divided by the accumulation steps; checked against the values computed by hand at each step, not against itself."""
+divided by the accumulation steps, checked against the values computed by hand at each step, not against itself;
+the gradient norm the optimizer steps with (clipped); when validation runs."""
 
 import json
 import sys
@@ -54,3 +55,30 @@ def test_backpropagated_loss_is_task_loss_plus_weighted_sade(tmp_path, monkeypat
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     aux_mean = sum(float(w - t) * accum for _, w, t in seen) / len(seen)  # every batch holds 4 samples
     assert history[0]["train_aux_loss"] == pytest.approx(aux_mean, rel=1e-4, abs=1e-9)
+
+
+def test_the_gradient_stepped_is_clipped_to_optim_grad_clip(tmp_path, monkeypatch):
+    # The default clip (10) never engages on the tiny model; a small one must: the norm the optimizer sees is the
+    # clip whenever the raw norm is above it.
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["optim"]["grad_clip"] = 0.05
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    norms = []
+    real_step = torch.amp.GradScaler.step
+
+    def step(self, optimizer, *args, **kwargs):
+        grads = [p.grad for p in trainer.trainable if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step)
+    trainer.fit()
+    assert len(norms) == 3 and all(n == pytest.approx(0.05, rel=1e-4) for n in norms)
+
+
+def test_validation_runs_every_eval_every_epochs_and_on_the_last(tmp_path):
+    cfg = task_cfg("classification", tmp_path, epochs=3)
+    cfg["train"]["eval_every"] = 2
+    Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [("val_acc" in h) for h in history] == [False, True, True]
