@@ -119,3 +119,9 @@ def test_knn_errors_name_the_argument_and_the_sizes():
         knn_points(torch.ones(1, 2, 3, dtype=torch.int64), torch.randn(1, 5, 3), 2)
     with pytest.raises(ValueError, match=r"^query and points must share the batch size, got 2 and 1$"):
         knn_points(torch.randn(2, 4, 3), torch.randn(1, 7, 3), 2)
+
+
+def test_knn_with_more_clouds_than_points():
+    query, points = torch.randn(6, 2, 3), torch.randn(6, 4, 3)  # B > N
+    out = knn_points(query, points, 3)
+    assert torch.equal(out.idx, knn_points_naive(query, points, 3).idx)
