@@ -45,7 +45,7 @@ def _naive_lora(layer, x, dropped=None):
     return x @ layer.base_layer.weight.T + layer.base_layer.bias + layer.scaling * torch.cat(parts, -1)
 
 
-@pytest.mark.parametrize("n_splits", [1, 3])
+@pytest.mark.parametrize("n_splits", [1, 2, 3])
 def test_lora_layer_forward_delta_and_merge_against_the_written_out_formula(n_splits):
     from pointclora.peft.lora import LoRALinear
 
@@ -88,7 +88,8 @@ def test_lora_dropout_applies_to_the_adapter_input_only():
     torch.testing.assert_close(layer(x), _naive_lora(layer, x))
 
 
-def test_lora_config_alpha_sets_the_layer_scaling(points):
-    model = inject_adapters(tiny(), LoRAConfig(r=4, alpha=10.0))
-    scalings = {m.scaling for m in model.modules() if hasattr(m, "lora_A")}
-    assert scalings == {2.5}
+def test_lora_config_alpha_and_dropout_reach_every_layer(points):
+    model = inject_adapters(tiny(), LoRAConfig(r=4, alpha=10.0, dropout=0.2))
+    layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert {m.scaling for m in layers} == {2.5} and {m.r for m in layers} == {4}
+    assert {m.dropout.p for m in layers} == {0.2}
