@@ -219,3 +219,27 @@ def test_augmentations_equal_their_formulas_from_the_same_draws():
     ratio = float(torch.rand(1, generator=g)) * 0.5
     drop = torch.rand(100, generator=g) <= ratio
     assert torch.equal(pd["seg"], torch.where(drop, 0, torch.arange(100))) and drop.any()
+
+
+def test_normalize_fps_skip_option_numpy_input_and_errors():
+    from pointclora.ops import farthest_point_sample
+
+    s = _sample(c=6)
+    out = NormalizeUnitSphere()(s)["points"]
+    xyz = s["points"][:, :3] - s["points"][:, :3].mean(0)
+    torch.testing.assert_close(out[:, :3], xyz / xyz.norm(dim=1).max())
+    assert torch.equal(out[:, 3:], s["points"][:, 3:])  # extra channels are not normalised
+    cloud = _sample(60, seed=3)
+    cloud["points"][:10] *= 0.001  # near the origin
+    got = FarthestPointSubset(12, skip_near_origin=True)(cloud)
+    want = farthest_point_sample(cloud["points"][None], 12, skip_near_origin=True).idx[0]
+    assert torch.equal(got["seg"], want) and not (got["seg"][1:] < 10).any()
+    as_numpy = {"points": s["points"].numpy(), "seg": s["seg"].numpy(), "label": 2}
+    r = RandomSubset(30, generator=torch.Generator().manual_seed(1))(as_numpy)
+    assert isinstance(r["points"], torch.Tensor) and torch.equal(r["points"], s["points"][r["seg"]])
+    with pytest.raises(ValueError, match=r"sample\['points'\] must be \(N, C>=3\), got shape \(5, 2\)"):
+        RandomSubset(3)({"points": torch.zeros(5, 2)})
+    for cls in (RandomSubset, FarthestPointSubset):
+        with pytest.raises(ValueError, match="num_points must be >= 1, got 0"):
+            cls(0)
+    assert repr(Compose([])) == "Compose([])"
