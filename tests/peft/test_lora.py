@@ -93,3 +93,17 @@ def test_lora_config_alpha_and_dropout_reach_every_layer(points):
     layers = [m for m in model.modules() if hasattr(m, "lora_A")]
     assert {m.scaling for m in layers} == {2.5} and {m.r for m in layers} == {4}
     assert {m.dropout.p for m in layers} == {0.2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_lora_factors_take_the_base_dtype_and_defaults(dtype):
+    from pointclora.peft.lora import LoRALinear
+
+    layer = LoRALinear(torch.nn.Linear(6, 9).to(dtype), r=2, n_splits=3)
+    assert layer.lora_A.dtype == dtype and layer.lora_B.dtype == dtype
+    assert layer.scaling == 1.0 and isinstance(layer.dropout, torch.nn.Identity)
+    if dtype == torch.float64:  # a 2-D input (tokens x features) with three splits
+        with torch.no_grad():
+            layer.lora_B.normal_()
+        x = torch.randn(4, 6, dtype=dtype)
+        torch.testing.assert_close(layer(x), _naive_lora(layer, x))
