@@ -4,6 +4,7 @@
     python bench/mutants.py ops/sampling.py ...    # some modules (paths under pointclora/, or a prefix: ops/)
     python bench/mutants.py --report               # only print the report of what has run so far
     python bench/mutants.py --fresh ops/knn.py     # forget a module's results and mutate it again
+    python bench/mutants.py engine/trainer.py --functions '*_train_epoch'   # some functions of a module only
 
 Not part of CI: it takes tens of minutes. Each module gets its own mutmut project under ``.mutants/<module>/``
 (links to the tree + a pyproject.toml whose ``[tool.mutmut]`` names that one file and its test files), so
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutants"
@@ -205,24 +207,29 @@ def _mutmut(wd: Path, *args: str, log=None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=wd, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def run_module(module: str, fresh: bool) -> dict:
+def run_module(module: str, fresh: bool, functions: Optional[str] = None) -> dict:
+    """Mutate ``module`` (every function, or those whose name matches the glob ``functions``) and test each mutant."""
     wd, changed = prepare(module, fresh)
     summary_path = wd / "summary.json"
     before = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    if before.get("complete") and not changed:
+    # With ``functions`` (comma-separated globs), only the matching mutants are run (mutmut runs named mutants
+    # again even when they have a verdict).
+    names = [f"pointclora.{module_key(module)}.*{g}__mutmut_*" for g in functions.split(",")] if functions else []
+    if before.get("complete") and not changed and before.get("functions") == functions:
         print(f"[mutants] {module}: done before ({before['killed']}/{before['total']}), skipped", flush=True)
         return before
     print(f"[mutants] {module}: running against {' '.join(MODULES[module])}", flush=True)
     t0 = time.time()
     with open(wd / "run.log", "a") as log:
-        proc = _mutmut(wd, "run", "--max-children", "1", log=log)
+        proc = _mutmut(wd, "run", "--max-children", "1", *names, log=log)
         # Every survivor is run once more on its own. mutmut keeps a verdict until the function's source changes, so
         # after a test change the survivors must face the new tests; and under load a verdict in the main run can be
         # wrong (seen: a mutant that fails the first test on its own reported as survived next to a timeout).
-        retry = [m["name"] for m in collect(module, wd)["survivors"]] if proc.returncode == 0 else []
+        retry = [m["name"] for m in collect(module, wd, names)["survivors"]] if proc.returncode == 0 else []
         if retry:
             proc = _mutmut(wd, "run", "--max-children", "1", *retry, log=log)
-    summary = collect(module, wd)
+    summary = collect(module, wd, names)
+    summary["functions"] = functions
     elapsed = round(time.time() - t0, 1)
     if changed:  # the report's time stays that of the full run; the retry's is kept beside it
         summary["seconds"], summary["retry_seconds"] = before.get("seconds", elapsed), elapsed
@@ -235,10 +242,13 @@ def run_module(module: str, fresh: bool) -> dict:
     return summary
 
 
-def collect(module: str, wd: Path) -> dict:
-    """Each mutant's verdict (``mutmut results --all true``) and the diff of every survivor (``mutmut show``)."""
+def collect(module: str, wd: Path, names: Optional[List[str]] = None) -> dict:
+    """Each mutant's verdict (``mutmut results --all true``; only those matching ``names`` when given) and the diff of
+    every survivor (``mutmut show``)."""
     out = _mutmut(wd, "results", "--all", "true").stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", out, flags=re.M))
+    if names:
+        status = {n: st for n, st in status.items() if any(fnmatch.fnmatch(n, p) for p in names)}
     skipped = [n for n in status if any(fnmatch.fnmatch(n, p) for p in SKIP_FUNCTIONS)]
     for name in skipped:
         del status[name]
@@ -267,6 +277,7 @@ def report() -> str:
         s = json.loads(p.read_text())
         score = 100.0 * s["killed"] / max(1, s["killed"] + s["survived"])
         flag = "" if s.get("complete") else " (incomplete)"
+        flag += f" (functions {s['functions']} only)" if s.get("functions") else ""
         lines.append(f"| {module}{flag} | {s['total']} | {s['killed']} | {s['survived']} | {score:.1f} % "
                      f"| {s['seconds'] / 60:.1f} |")
         for m in s["survivors"]:
@@ -280,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help="modules under pointclora/ (or prefixes like ops/); default: all")
     ap.add_argument("--fresh", action="store_true", help="drop the named modules' earlier results first")
     ap.add_argument("--report", action="store_true", help="only print the report of what has run")
+    ap.add_argument("--functions", help="only the functions whose (mangled) name matches one of these "
+                    "comma-separated globs, e.g. '*_train_epoch,*_optimizer_step' (methods are xǁClassǁmethod)")
     args = ap.parse_args(argv)
     try:
         import mutmut  # noqa: F401
@@ -293,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.report:
         for module in chosen:
-            run_module(module, args.fresh)
+            run_module(module, args.fresh, args.functions)
     text = report()
     WORK.mkdir(exist_ok=True)
     (WORK / "report.md").write_text(text)
