@@ -102,6 +102,7 @@ def test_lora_factors_take_the_base_dtype_and_defaults(dtype):
     layer = LoRALinear(torch.nn.Linear(6, 9).to(dtype), r=2, n_splits=3)
     assert layer.lora_A.dtype == dtype and layer.lora_B.dtype == dtype
     assert layer.scaling == 1.0 and isinstance(layer.dropout, torch.nn.Identity)
+    assert LoRALinear(torch.nn.Linear(6, 9), r=2).lora_A.shape == (1, 2, 6)  # one split by default
     if dtype == torch.float64:  # a 2-D input (tokens x features) with three splits
         with torch.no_grad():
             layer.lora_B.normal_()
