@@ -83,3 +83,15 @@ def test_class_accuracies_divide_by_the_true_class_rows_not_the_predicted_column
     assert accuracy_from_confusion(cm) == pytest.approx(100 * 3 / 8)
     assert accuracy_from_confusion(torch.zeros(3, 3, dtype=torch.long)) == 0.0
     assert mean_class_accuracy(torch.zeros(3, 3, dtype=torch.long)) == 0.0
+
+
+def test_scale_translate_without_a_generator_and_in_half_precision():
+    pts = torch.randn(4, 10, 3)
+    torch.manual_seed(3)
+    out = scale_translate(pts)  # the global generator
+    torch.manual_seed(3)
+    scale = torch.rand(4, 1, 3) * (1.5 - 2 / 3) + 2 / 3
+    shift = (torch.rand(4, 1, 3) * 2 - 1) * 0.2
+    torch.testing.assert_close(out, pts * scale + shift)
+    half = scale_translate(pts.half(), generator=torch.Generator().manual_seed(0))
+    assert half.dtype == torch.float16
