@@ -42,8 +42,16 @@ def test_backpropagated_loss_is_task_loss_plus_weighted_sade(tmp_path, monkeypat
         seen.append((outputs.detach().clone(), want, task_losses[-1] / accum))
         return real_scale(self, outputs)
 
+    real_step_opt = torch.amp.GradScaler.step
+    stepped_after = []  # how many micro-batches had been back-propagated at each optimizer step
+
+    def step(self, optimizer, *args, **kwargs):
+        stepped_after.append(len(seen))
+        return real_step_opt(self, optimizer, *args, **kwargs)
+
     monkeypatch.setattr(trainer.task, "training_step", training_step)
     monkeypatch.setattr(torch.amp.GradScaler, "scale", scale)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step)
     trainer.fit()
 
     assert len(seen) == 6 * accum  # the loader splits each batch of 4 into `accum` micro-batches
@@ -55,6 +63,9 @@ def test_backpropagated_loss_is_task_loss_plus_weighted_sade(tmp_path, monkeypat
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     aux_mean = sum(float(w - t) * accum for _, w, t in seen) / len(seen)  # every batch holds 4 samples
     assert history[0]["train_aux_loss"] == pytest.approx(aux_mean, rel=1e-4, abs=1e-9)
+    # one optimizer step per `accum` micro-batches, after the last of them; the logged loss is the task loss's mean
+    assert stepped_after == [accum * (k + 1) for k in range(6)]
+    assert history[0]["train_loss"] == pytest.approx(float(torch.stack(task_losses).mean()), rel=1e-5)
 
 
 def test_the_gradient_stepped_is_clipped_to_optim_grad_clip(tmp_path, monkeypatch):
