@@ -47,7 +47,7 @@ MODULES: dict[str, list[str]] = {
     "ops/grouping.py": ["tests/ops/test_grouping.py"],
     "ops/interpolate.py": ["tests/ops/test_interpolate.py"],
     "ops/chamfer.py": ["tests/ops/test_chamfer.py"],
-    "peft/base.py": ["tests/peft/test_base.py", "tests/peft/test_lora.py", "tests/peft/test_clora.py",
+    "peft/base.py": ["tests/peft/test_adapter_layer.py", "tests/peft/test_lora.py", "tests/peft/test_clora.py",
                      "tests/peft/test_fused_forward.py"],
     "peft/clora.py": ["tests/peft/test_clora.py", "tests/peft/test_fused_forward.py"],
     "peft/lora.py": ["tests/peft/test_lora.py"],
