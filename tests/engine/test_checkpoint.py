@@ -77,3 +77,14 @@ def test_load_checkpoint_refuses_a_non_dict(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "ok.pth")
     assert ck.load_checkpoint(tmp_path / "ok.pth") == {"epoch": 3}
     assert torch.load(io.BytesIO(ck.torch_save_bytes({"x": 1})), weights_only=True) == {"x": 1}
+
+
+def test_load_checkpoint_maps_tensors_to_the_cpu_by_default_and_old_states_lack_generators(tmp_path):
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "t.pth")
+    assert torch.equal(ck.load_checkpoint(tmp_path / "t.pth")["w"], torch.arange(3.0))
+    state = ck.get_rng_state()
+    del state["generators"]  # a state saved without named generators: the named ones are left as they are
+    gen = torch.Generator().manual_seed(4)
+    expected = torch.rand(2, generator=torch.Generator().manual_seed(4))
+    ck.set_rng_state(state, {"loader": gen})
+    assert torch.equal(torch.rand(2, generator=gen), expected)
