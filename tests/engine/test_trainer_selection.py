@@ -15,6 +15,7 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path):
     task, key, pick = "classification", "val_acc", max
     cfg = task_cfg(task, tmp_path, epochs=3)
     cfg["optim"]["lr"] = 0.01  # scores move from epoch to epoch
+    cfg["train"]["select"] = "best"  # the tiny carve is under 100 samples: `auto` would keep the last epoch
     run = tmp_path / "run"
     metrics = Trainer(cfg, output=run, quiet=True).fit()
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
