@@ -42,9 +42,20 @@ SEG_SPECS: Dict[str, Dict[str, Any]] = {
         ],
         "trainable": ("cls",),  # segmentation/main.py, optimizer_part only_new
     },
+    "ppt": {
+        "repo": "zsc000722+PPT",
+        "commit": "8f87fb8",
+        "module": "pt",  # segmentation/models/pt.py
+        "rename": [
+            (r"^blocks\.(prompt_mlp|prompt_pos_mlp|prompt_all_mlp)\.", r"extensions.ppt.\1."),
+            (r"^blocks\.blocks\.", "blocks."),
+        ],
+        # segmentation/main.py
+        "trainable": ("cls", "prompt", "first_conv", "pos_embed", "propagation", "convs", "bns"),
+    },
 }
 
-_OFFICIAL_TOP = ("models", "logger", "pointnet2_utils", "prompt_pt3", "pt", "provider", "misc", "dataset")
+_OFFICIAL_TOP = ("models", "logger", "pointnet2_utils", "prompt_pt3", "pt", "provider", "misc", "dataset", "knn")
 
 
 def import_official_seg(root: Path, spec: Dict[str, Any]) -> Any:
