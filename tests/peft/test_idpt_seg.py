@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from peer_helpers import seeded_tiny_seg as _seeded
 
 from pointclora.models import create_model
 from pointclora.peft import adapter_state_names, inject_adapters, load_adapter, make_peft_config, save_adapter
@@ -19,23 +20,7 @@ from test_segment_tool import _cattle_like, _cfg  # noqa: E402
 
 
 def seeded_tiny_seg(seed: int = 0) -> torch.nn.Module:
-    """point_mae_tiny_seg (10 parts, 3 categories) with IDPT, every float tensor drawn from ``seed``, eval mode."""
-    torch.manual_seed(seed)
-    model = create_model("point_mae_tiny_seg", num_classes=10, num_categories=3)
-    inject_adapters(model, make_peft_config("idpt"))
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            r = torch.randn(t.shape, generator=gen)
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
-            elif t.dim() >= 2:
-                t.copy_(r / t[0].numel() ** 0.5)
-            else:
-                t.copy_((1 + 0.1 * r) if name.endswith("weight") else 0.1 * r)
-    return model.eval()
+    return _seeded("idpt", seed)
 
 
 def _cloud(seed=3, n=128):
