@@ -160,9 +160,14 @@ class PointTransformerEncoder(ExtensionHost, nn.Module):
         return tokens, pos, grouping.centers
 
     def forward_blocks(
-        self, x: torch.Tensor, pos: torch.Tensor, return_layers: Optional[Sequence[int]] = None
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        return_layers: Optional[Sequence[int]] = None,
+        keep_added_tokens: bool = False,
     ) -> List[torch.Tensor]:
-        """Run the blocks; returns ``[norm(x)]`` or, with ``return_layers``, the normed outputs of those blocks."""
+        """Run the blocks; returns ``[norm(x)]`` or, with ``return_layers``, the normed outputs of those blocks
+        (without the tokens extensions added, unless ``keep_added_tokens``: a segmentation extension reads them)."""
         outputs = []
         exts = self.extension_modules()
         if not self.pos_every_block and pos is not None:
@@ -177,7 +182,8 @@ class PointTransformerEncoder(ExtensionHost, nn.Module):
             for ext in exts:
                 x, pos = ext.after_block(self, i, x, pos)
             if return_layers is not None and i in return_layers:
-                outputs.append(self.patch_tokens(self.norm(x)) if exts else self.norm(x))
+                keep = keep_added_tokens or not exts
+                outputs.append(self.norm(x) if keep else self.patch_tokens(self.norm(x)))
         return outputs if return_layers is not None else [self.norm(x)]
 
     def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,11 @@ class BackboneExtension(nn.Module):
         """Drop the tokens this extension added: ``(B, T', C) -> (B, T, C)`` as the plain backbone has them."""
         return x
 
+    def seg_global_feature(self, backbone: nn.Module, layers: List[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Part segmentation: the fetched blocks' normed outputs, added tokens kept (``L x (B, T', C)``) -> the
+        global feature ``(B, 2·C·L)`` that replaces ``[max, mean]`` of the patches, or None to keep those."""
+        return None
+
 
 class BlockExtension(nn.Module):
     """Hooks inside a pre-norm :class:`~pointclora.models.layers.Block` (parallel / post-block adapters)."""

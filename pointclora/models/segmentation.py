@@ -175,19 +175,31 @@ class PointTransformerSeg(PointTransformerEncoder):
 
     def forward_features(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``points (B, N, 3+)`` -> ``(features (B, C·L, G), centers (B, G, 3))`` from the L fetched blocks."""
-        tokens, pos, centers = self.tokenize(points)
-        layers = self.forward_blocks(tokens, pos, return_layers=self.fetch_layers)
-        feats = torch.cat([f.transpose(1, 2) for f in layers], dim=1)  # (B, C·L, G)
+        feats, centers, _ = self._fetch(points)
         return feats, centers
+
+    def _fetch(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``points`` -> ``(features (B, C·L, G), centers (B, G, 3), global (B, 2·C·L))``: ``global`` is
+        ``[max, mean]`` over the patches unless an extension makes its own (IDPT's prompt tokens)."""
+        tokens, pos, centers = self.tokenize(points)
+        layers = self.forward_blocks(tokens, pos, return_layers=self.fetch_layers, keep_added_tokens=True)
+        patches = [self.patch_tokens(f) for f in layers] if self.extension_modules() else layers
+        feats = torch.cat([f.transpose(1, 2) for f in patches], dim=1)  # (B, C·L, G)
+        global_feat = None
+        for ext in self.extension_modules():
+            global_feat = ext.seg_global_feature(self, layers)
+            if global_feat is not None:
+                break
+        if global_feat is None:
+            global_feat = torch.cat([feats.max(dim=2).values, feats.mean(dim=2)], dim=1)
+        return feats, centers, global_feat
 
     def forward(self, points: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         B, N = points.shape[:2]
         xyz = points[..., :3].contiguous()
-        feats, centers = self.forward_features(xyz)
-        x_max = feats.max(dim=2).values  # (B, C·L)
-        x_avg = feats.mean(dim=2)
+        feats, centers, pooled = self._fetch(xyz)  # pooled (B, 2C·L): [max, mean] of the patches by default
         label = self.label_feature(self._category_onehot(category, B))  # (B, label_dim)
-        global_feat = torch.cat([x_max, x_avg, label], dim=1).unsqueeze(-1).expand(-1, -1, N)  # (B, 2C·L+64, N)
+        global_feat = torch.cat([pooled, label], dim=1).unsqueeze(-1).expand(-1, -1, N)  # (B, 2C·L+64, N)
         f_level_0 = self.propagation_0(xyz, centers, feats)  # (B, prop[-1], N)
         x = torch.cat([f_level_0, global_feat], dim=1)
         x = self.dp1(F.relu(self.bns1(self.convs1(x))))

@@ -12,6 +12,14 @@ Reproduces ``models/Point_MAE.py`` (``PointTransformer``, ``TransformerPromptEnc
 - trained: the prompt module, the head, ``cls_token``, ``cls_pos`` (the official ``only_new`` filter: names with
   ``cls``).
 
+Part segmentation (``segmentation/models/prompt_pt3.py`` @ bf152f2, on :class:`~pointclora.models.segmentation.
+PointTransformerSeg`): before each fetched block (3, 7, 11) the tokens are cut back to the G patches and a
+**DGCNNViewMLP** prompt of that block (``Conv1d(C -> C, no bias)`` + BN1d + LeakyReLU(0.2), max over the patches) is
+put first, with the shared position ``prompt_cls_pos``; the block's normed output is read as ``[prompt as made,
+prompt after the block, patches]``, and the head's global feature is ``[made prompts of the L blocks, prompts after
+them, label]`` (2·C·L + 64, the width of the plain ``[max, mean, label]``) instead of max/mean of the patches. Trained
+(official ``only_new``: names with ``cls``): the three prompt modules, ``prompt_cls_pos`` and the head.
+
 Quirk (option ``train_prompt_pos``, default false = official): ``prompt_pos`` does not match the official filter and
 stays at its truncated-normal initialisation; it is saved with the adapter so a reload is the same model.
 """
@@ -29,7 +37,7 @@ from .config import PeftConfig, PeftConfigError, _check_int
 from .extension import ExtensionMethod
 from .registry import register_peft_method
 
-__all__ = ["IDPTConfig", "DGCNNPrompt", "IDPTPrompt", "IDPTMethod", "CLS_TYPES"]
+__all__ = ["IDPTConfig", "DGCNNPrompt", "IDPTPrompt", "MLPPrompt", "IDPTSegPrompt", "IDPTMethod", "CLS_TYPES"]
 
 #: ``cls_type`` -> the tokens the head reads (official names).
 CLS_TYPES = ("all", "promptonly", "promptcls", "pointcls")
@@ -151,6 +159,68 @@ class IDPTPrompt(BackboneExtension):
         return torch.cat([x[:, :1], x[:, 2:]], dim=1) if x.shape[1] == self.num_groups + 2 else x
 
 
+class MLPPrompt(nn.Module):
+    """``tokens (B, G, C)`` -> ``prompt (B, 1, C)``: ``Conv1d(C -> C, no bias)`` + BN1d + LeakyReLU(0.2), max over G
+    (the official segmentation ``DGCNNViewMLP``; its key names ``conv5.0`` / ``conv5.1``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv5 = _conv_bn_act(nn.Conv1d(dim, dim, kernel_size=1, bias=False), dim, nn.BatchNorm1d)
+        # Official quirk: ``DGCNNViewMLP`` assigns ``self.bn5`` a second, fresh BatchNorm after building conv5, so the
+        # module holds a BN that forward never uses. Kept (frozen: it never gets a gradient there either) so the
+        # official state loads key for key; it changes no output.
+        self.bn5 = nn.BatchNorm1d(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.conv5(tokens.transpose(1, 2)).max(dim=-1).values.unsqueeze(1)
+
+
+class IDPTSegPrompt(BackboneExtension):
+    """IDPT's part-segmentation prompts: one :class:`MLPPrompt` per fetched block (see the module docstring).
+
+    Token layout: before a fetched block ``[prompt, patches]`` (G+1); after it ``[prompt as made, prompt after the
+    block, patches]`` (G+2), which the model's fetch reads; before any other block the patches alone (G).
+    """
+
+    def __init__(self, dim: int, num_groups: int, fetch_layers) -> None:
+        super().__init__()
+        self.num_groups = num_groups
+        self.prompts = nn.ModuleDict({str(int(i)): MLPPrompt(dim) for i in fetch_layers})
+        self.prompt_cls_pos = nn.Parameter(torch.empty(1, 1, dim))
+        nn.init.trunc_normal_(self.prompt_cls_pos, std=0.02)
+        # the prompt as made before a fetched block, held until after_block of that block puts it beside the block's
+        # output (the hooks see tokens only); cleared there, so nothing outlives one forward
+        self._made: Optional[torch.Tensor] = None
+
+    def before_block(self, backbone: nn.Module, index: int, x: torch.Tensor, pos: Optional[torch.Tensor]):
+        G = self.num_groups
+        x = x[:, -G:]  # the official model drops the prompts right after each fetched block
+        pos = pos[:, -G:] if pos is not None else None
+        prompt_module = self.prompts[str(index)] if str(index) in self.prompts else None
+        if prompt_module is None:
+            return x, pos
+        prompt = prompt_module(x)
+        self._made = prompt
+        x = torch.cat([prompt, x], dim=1)
+        if pos is not None:
+            pos = torch.cat([self.prompt_cls_pos.expand(x.shape[0], -1, -1), pos], dim=1)
+        return x, pos
+
+    def after_block(self, backbone: nn.Module, index: int, x: torch.Tensor, pos: Optional[torch.Tensor]):
+        if str(index) not in self.prompts:
+            return x, pos
+        made, self._made = self._made, None
+        return torch.cat([made, x], dim=1), pos
+
+    def patch_tokens(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -self.num_groups :]
+
+    def seg_global_feature(self, backbone: nn.Module, layers: List[torch.Tensor]) -> Optional[torch.Tensor]:
+        made = [f[:, 0] for f in layers]  # (B, C) each
+        after = [f[:, 1] for f in layers]
+        return torch.cat(made + after, dim=1)  # (B, 2·C·L)
+
+
 @register_peft_method
 class IDPTMethod(ExtensionMethod):
     """IDPT: a DGCNN prompt token before the last block; the backbone frozen (see the module docstring)."""
@@ -159,8 +229,16 @@ class IDPTMethod(ExtensionMethod):
     config_class = IDPTConfig
     description = "IDPT (ICCV'23): instance-aware DGCNN prompt token before the last block"
 
+    supports_segmentation = True
+
     def build(self, model: nn.Module) -> None:
         config = self.config
+        if hasattr(model, "fetch_layers"):  # a part-segmentation model: the official segmentation variant
+            # its global feature [made prompts, prompts after] is 2·C·L wide, as the plain [max, mean]: same head
+            ext = IDPTSegPrompt(model.trans_dim, model.num_groups, model.fetch_layers)
+            ref = model.pos_embed[0].weight
+            model.add_extension("idpt", ext.to(device=ref.device, dtype=ref.dtype))
+            return
         if getattr(model, "cls_token", None) is None:
             raise PeftConfigError("idpt inserts its prompt after the cls token; the model has no cls_token")
         if config.prompt_layer >= len(model.blocks):
@@ -173,6 +251,12 @@ class IDPTMethod(ExtensionMethod):
 
     def apply(self, model: nn.Module) -> List[str]:
         trained = super().apply(model)
-        if not self.config.train_prompt_pos:
-            model.extensions.idpt.prompt_pos.requires_grad_(False)  # the official filter misses it (quirk)
+        ext = model.extensions.idpt
+        if not self.config.train_prompt_pos and isinstance(ext, IDPTPrompt):
+            ext.prompt_pos.requires_grad_(False)
+        if isinstance(ext, IDPTSegPrompt):
+            for prompt in ext.prompts.values():
+                prompt.bn5.requires_grad_(
+                    False
+                )  # never used (official quirk): no gradient, not counted  # the official filter misses it (quirk)
         return trained

@@ -15,6 +15,16 @@ Reproduces ``models/PPT.py`` (``PointTransformer``, ``TransformerEncoder``, ``Bl
   head, ``cls_token``/``cls_pos``, the position MLP and the first half of the mini-PointNet (``encoder.first_conv``,
   its BatchNorm statistics too).
 
+Part segmentation (``segmentation/models/pt.py`` and ``segmentation/main.py`` @ 8f87fb8, on
+:class:`~pointclora.models.segmentation.PointTransformerSeg`, which has no cls token): no second tokenization; the G
+patch tokens are **duplicated** (sequence 2G, positions duplicated too); before every block, once positions are added,
+``prompt_mlp`` is added to tokens ``1 .. G`` and then ``prompt_pos_mlp`` to the last G (the official slices, kept as
+they are: token 0 gets neither, token G both, one after the other); ``prompt_all_mlp`` inside every block as above;
+the MLPs are 128 wide (hard-coded there). The head's global ``[max, mean]`` runs over all 2G tokens of the fetched
+blocks, the interpolation reads the first G. Trained (the official filter ``cls|prompt|first_conv|pos_embed|
+propagation|convs|bns``): the MLPs, ``encoder.first_conv``, ``pos_embed`` and the head **except ``label_conv``**,
+which no keyword matches: it stays at its random initialisation (saved with the run, so a reload is the same model).
+
 Per-dataset official values: ``prompt_num_group`` 128 on ScanObjectNN (2,048 points), 64 on ModelNet40 (1,024);
 ``prompt_group_size`` 32; the backbone's ``drop_path_rate`` 0.3. With ``prompt_num_group`` equal to the backbone's
 groups the second tokenization picks the same centres (FPS is deterministic), so the extra tokens start as copies of
@@ -36,10 +46,12 @@ from .config import PeftConfig, PeftConfigError, _check_int
 from .extension import ExtensionMethod
 from .registry import model_train_modules, register_peft_method
 
-__all__ = ["PPTConfig", "PPTPrompts", "PPTBlock", "PPTMethod"]
+__all__ = ["PPTConfig", "PPTPrompts", "PPTSegPrompts", "PPTBlock", "PPTMethod"]
 
 #: Hidden width of PPT's three prompt MLPs (hard-coded in the official ``TransformerEncoder``).
 PROMPT_HIDDEN = 256
+#: The same width in the official segmentation model (``segmentation/models/pt.py``).
+SEG_PROMPT_HIDDEN = 128
 
 
 @dataclass
@@ -63,8 +75,8 @@ class PPTConfig(PeftConfig):
         _check_int("prompt_group_size", self.prompt_group_size, 1)
 
 
-def _bottleneck(dim: int) -> nn.Sequential:
-    mlp = nn.Sequential(nn.Linear(dim, PROMPT_HIDDEN), nn.GELU(), nn.Linear(PROMPT_HIDDEN, dim))
+def _bottleneck(dim: int, hidden: int = PROMPT_HIDDEN) -> nn.Sequential:
+    mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
     for layer in (mlp[0], mlp[2]):
         nn.init.trunc_normal_(layer.weight, std=0.02)
         nn.init.zeros_(layer.bias)
@@ -117,6 +129,39 @@ class PPTPrompts(BackboneExtension):
         return x[:, : 1 + self.num_groups]
 
 
+class PPTSegPrompts(BackboneExtension):
+    """PPT's part-segmentation variant: duplicated patch tokens and the official slices (module docstring).
+
+    Tokens ``(B, 2G, C)``: ``[patches, copies]``; the model's fetch reads them all (global max / mean) and the
+    interpolation the first G (:meth:`patch_tokens`).
+    """
+
+    def __init__(self, dim: int, num_groups: int) -> None:
+        super().__init__()
+        self.num_groups = num_groups
+        self.prompt_mlp = _bottleneck(dim, SEG_PROMPT_HIDDEN)
+        self.prompt_pos_mlp = _bottleneck(dim, SEG_PROMPT_HIDDEN)
+        self.prompt_all_mlp = _bottleneck(dim, SEG_PROMPT_HIDDEN)
+
+    def on_tokens(self, backbone, x, pos, centers, points):
+        return torch.cat([x, x], dim=1), torch.cat([pos, pos], dim=1)
+
+    def block_input(self, backbone: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
+        G = self.num_groups
+        # the official in-place slices in their order: [1, G] first, then the last G reading the updated token G
+        mid = x[:, 1 : G + 1]
+        x = torch.cat([x[:, :1], mid + self.prompt_mlp(mid), x[:, G + 1 :]], dim=1)
+        last = x[:, -G:]
+        return torch.cat([x[:, :-G], last + self.prompt_pos_mlp(last)], dim=1)
+
+    def patch_tokens(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.num_groups]
+
+    def seg_global_feature(self, backbone: nn.Module, layers: List[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(layers, dim=-1)  # (B, 2G, C·L)
+        return torch.cat([x.max(dim=1).values, x.mean(dim=1)], dim=1)
+
+
 class PPTBlock(BlockExtension):
     """``out + prompt_all_mlp(x)``, ``x`` the stream after attention; the MLP is the one of :class:`PPTPrompts`
     (held by reference, not registered again: one set of tensors for all blocks)."""
@@ -137,11 +182,23 @@ class PPTMethod(ExtensionMethod):
     config_class = PPTConfig
     description = "PPT: positional prompts from a second tokenization, shared prompt MLPs"
 
+    supports_segmentation = True
+
     def default_train_modules(self, model: nn.Module) -> Tuple[str, ...]:
-        return tuple(model_train_modules(model)) + ("encoder.first_conv", "pos_embed")
+        head = tuple(model_train_modules(model))
+        if hasattr(model, "fetch_layers"):  # segmentation: the official filter misses label_conv (module docstring)
+            head = tuple(m for m in head if m != "label_conv")
+        return head + ("encoder.first_conv", "pos_embed")
 
     def build(self, model: nn.Module) -> None:
         c = self.config
+        if hasattr(model, "fetch_layers"):  # a part-segmentation model: the official segmentation variant
+            ref = model.pos_embed[0].weight
+            ext = PPTSegPrompts(model.trans_dim, model.num_groups).to(device=ref.device, dtype=ref.dtype)
+            model.add_extension("ppt", ext)
+            for block in model.blocks:
+                block.add_extension("ppt", PPTBlock(ext.prompt_all_mlp))
+            return
         if getattr(model, "cls_token", None) is None:
             raise PeftConfigError("ppt pools the cls token; the model has no cls_token")
         ref = model.cls_token
@@ -150,4 +207,3 @@ class PPTMethod(ExtensionMethod):
         model.add_extension("ppt", ext)
         for block in model.blocks:
             block.add_extension("ppt", PPTBlock(ext.prompt_all_mlp))
-

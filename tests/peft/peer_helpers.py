@@ -12,8 +12,13 @@ TINY_OPTIONS = {
     "ppt": {"prompt_num_group": 8, "prompt_group_size": 8},
     "pointgst": {"rank": 4, "local": 8},
     "gaprompt": {"prompt_depth": 1, "num_tokens": 2, "point_number": 3},
-    "pointlora": {"r": 2, "num_group_scales": [8, 4], "group_size_scales": [8, 16], "topk_scales": [4, 2],
-                  "official_slices": False},
+    "pointlora": {
+        "r": 2,
+        "num_group_scales": [8, 4],
+        "group_size_scales": [8, 16],
+        "topk_scales": [4, 2],
+        "official_slices": False,
+    },
 }
 
 
@@ -42,3 +47,24 @@ def seeded_tiny(method: str, seed: int = 0, **options) -> torch.nn.Module:
 
 def cloud(batch: int = 2, n: int = 128, seed: int = 3) -> torch.Tensor:
     return torch.rand(batch, n, 3, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def seeded_tiny_seg(method: str, seed: int = 0) -> torch.nn.Module:
+    """point_mae_tiny_seg (10 parts, 3 categories) with ``method``'s segmentation variant, every float tensor drawn
+    from ``seed`` as in :func:`seeded_tiny`, in eval mode."""
+    torch.manual_seed(seed)
+    model = create_model("point_mae_tiny_seg", num_classes=10, num_categories=3)
+    inject_adapters(model, make_peft_config(method))
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            r = torch.randn(t.shape, generator=gen)
+            if name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.dim() >= 2:
+                t.copy_(r / t[0].numel() ** 0.5)
+            else:
+                t.copy_((1 + 0.1 * r) if name.endswith("weight") else 0.1 * r)
+    return model.eval()

@@ -115,6 +115,3 @@ def test_bad_options_are_clear_errors():
         make_peft_config("idpt", cls_type="max")
     with pytest.raises(PeftConfigError, match="prompt_layer must be < the model's 2 blocks, got 11"):
         inject_adapters(create_model("point_mae_tiny", num_classes=5), make_peft_config("idpt"))
-    with pytest.raises(PeftConfigError, match="classification only"):
-        inject_adapters(create_model("point_mae_tiny_seg", num_classes=4),
-                        make_peft_config("idpt", prompt_layer=1, k=4))  # fmt: skip
