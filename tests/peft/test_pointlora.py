@@ -3,7 +3,7 @@ loss, both quirks, save/load."""
 
 import pytest
 import torch
-from peer_helpers import TINY_OPTIONS, cloud, seeded_tiny
+from peer_helpers import TINY_OPTIONS, assert_adapter_round_trip, cloud, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -11,9 +11,7 @@ from pointclora.peft import (
     adapter_state_names,
     auxiliary_losses,
     inject_adapters,
-    load_adapter,
     make_peft_config,
-    save_adapter,
     trainable_parameter_summary,
 )
 from pointclora.peft.pointlora import PointLoRALinear
@@ -89,16 +87,7 @@ def test_lora_layer_and_prompt_weight_quirk():
 
 def test_save_load_round_trip(tmp_path):
     model = seeded_tiny("pointlora")
-    with torch.no_grad():
-        before = model(cloud())
-    save_adapter(model, tmp_path / "a")
-    fresh = create_model("point_mae_tiny", num_classes=5)
-    base = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()}
-    fresh.load_state_dict({k: v for k, v in base.items()
-                           if k in fresh.state_dict() and not k.startswith("cls_head")}, strict=False)  # fmt: skip
-    load_adapter(fresh, tmp_path / "a")
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.eval()(cloud()), before, rtol=0, atol=0)
+    assert_adapter_round_trip(model, tmp_path / "a")
 
 
 def test_bad_options_are_clear_errors():

@@ -3,16 +3,14 @@ the GELU head, save/load."""
 
 import pytest
 import torch
-from peer_helpers import cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
     PeftConfigError,
     adapter_state_names,
     inject_adapters,
-    load_adapter,
     make_peft_config,
-    save_adapter,
     trainable_parameter_summary,
 )
 
@@ -74,15 +72,7 @@ def test_sequence_layout_and_shared_mlp():
 
 def test_save_load_round_trip(tmp_path):
     model = seeded_tiny("ppt")
-    with torch.no_grad():
-        before = model(cloud())
-    save_adapter(model, tmp_path / "a")
-    fresh = create_model("point_mae_tiny", num_classes=5)
-    fresh.load_state_dict({k: v for k, v in model.state_dict().items()
-                           if k in fresh.state_dict() and not k.startswith("cls_head")}, strict=False)  # fmt: skip
-    load_adapter(fresh, tmp_path / "a")
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.eval()(cloud()), before, rtol=0, atol=0)
+    assert_adapter_round_trip(model, tmp_path / "a")
 
 
 def test_bad_options_are_clear_errors():
