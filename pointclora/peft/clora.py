@@ -247,6 +247,13 @@ class CLoRAMethod(AdapterMethod):
         bank = getattr(model, BANKS_ATTR)[key]
         return CLoRALinear(base_layer, bank, key, n_splits, self.config.scaling, self.config.dropout)
 
+    def apply(self, model: nn.Module) -> List[str]:
+        trained = super().apply(model)
+        if self.config.q_fixed:  # the ablation: Q stays the identity it was initialised to
+            for layer in clora_layers(model):
+                layer.Q.requires_grad_(False)
+        return trained
+
     def shared_state(self, model: nn.Module) -> Optional[nn.Module]:
         banks = getattr(model, BANKS_ATTR, None)
         return banks if isinstance(banks, nn.Module) else None

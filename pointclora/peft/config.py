@@ -207,6 +207,8 @@ class CLoRAConfig(_LowRankConfig):
         q_weight_decay: put the coefficient matrices ``Q`` (initialised to the identity) in the weight-decay group.
             Default false: AdamW would pull them toward 0, a regulariser the method does not have (decay is meant
             to pull an update toward "no change", which for ``Q`` is ``I``, not 0). ``true`` restores the old groups.
+        q_fixed: freeze every ``Q`` at its identity initialisation (an ablation: the layers then share ``B A`` with no
+            per-layer coefficients, so collaboration is off; ``Q`` is neither trained nor counted as trainable).
         train_modules: trained besides the adapters (default: the model's ``default_train_modules``).
     """
 
@@ -214,6 +216,7 @@ class CLoRAConfig(_LowRankConfig):
     share: str = "shape"
     sade_weight: float = 0.1
     q_weight_decay: bool = False
+    q_fixed: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -223,6 +226,8 @@ class CLoRAConfig(_LowRankConfig):
         self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
         if not isinstance(self.q_weight_decay, bool):
             raise PeftConfigError(f"q_weight_decay must be true or false, got {self.q_weight_decay!r}")
+        if not isinstance(self.q_fixed, bool):
+            raise PeftConfigError(f"q_fixed must be true or false, got {self.q_fixed!r}")
 
 
 @dataclass
