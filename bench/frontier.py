@@ -204,6 +204,7 @@ def _record(spec: Spec, regime: str, cfg: Mapping[str, Any], metrics: Mapping[st
 def recording_runner(spec: Spec, regime: str, data: Mapping[str, Any], results: Path, name=record_name):
     """A :func:`run_sweep` runner that reads a committed record back instead of rerunning, else trains in ``output``
     (resuming its checkpoint) and records the run atomically once it has finished."""
+
     def runner(cfg, output, resume, quiet):
         from pointclora.engine.trainer import run_finetune
 
@@ -477,16 +478,19 @@ def _fmt_params(n: Optional[int]) -> str:
 def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, profile) -> (str, List[Dict]):
     ref_prof = profile.get("clora_p4r8", {})
     pts, lines, missing = [], [], []
+    score = "query OA % (last epoch, mean ± std)" if regime in FEW_SHOT else "held-out OA % (mean ± std)"
+    lr_col = "lr (its 10pc choice)" if regime in FEW_SHOT else "chosen lr"
     head = (
-        "| row | chosen lr | held-out OA % (mean ± std) | mAcc % | runs | trainable (w/o head) | GFLOPs "
+        f"| row | {lr_col} | {score} | mAcc % | runs | trainable (w/o head) | GFLOPs "
         "(merged) | step × CLoRA | peak mem × CLoRA | frontier |"
     )
     lines += [head, "|" + "---|" * 10]
     for spec in rows:
         s = summarize(results, regime, spec, seeds)
         st = static.get(spec.name, {}).get(VARIANT)
-        if s is None or not s.get("runs") or st is None:
-            missing.append(spec.name if s is None else f"{spec.name} ({s.get('partial', 'no runs')})" if s else "")
+        if st is None or s is None or not s.get("runs"):
+            why = "not registered" if st is None else s.get("partial", "no runs") if s else "not run"
+            missing.append(f"{spec.name} ({why})")
             continue
         s.update(trainable_params=st["trainable_params"], without=st["trainable_params_without_head"])
         s["gflops"] = st["gflops"]
@@ -503,7 +507,7 @@ def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, pr
             f"{'**yes**' if s['row'] in front else ''} |"
         )
     if missing:
-        lines.append(f"\nmissing (not run yet): {', '.join(m for m in missing if m)}")
+        lines.append(f"\nmissing: {', '.join(missing)}")
     return "\n".join(lines), pts
 
 
@@ -594,7 +598,7 @@ def cmd_combine(a: argparse.Namespace) -> int:
             print(f"\n### {regime}: ablations (rows beside the default CLoRA p4 r8)\n\n{atext}")
         check = target_check(pts)
         if check:
-            print(f"\ntarget (CLoRA on the accuracy / trainable-parameter frontier): {check}")
+            print(f"\ntarget (CLoRA on the accuracy / parameter frontier), over the {len(pts)} rows with runs: {check}")
         panels[regime] = pts
         recs = [r for s in all_rows for r in read_records(a.results, regime, s.name)]
         cpu[regime] = (sum(float(r.get("cpu_s") or 0) for r in recs), len(recs))
