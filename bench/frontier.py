@@ -5,7 +5,7 @@
         [--groups grid baseline ablation peer] [--only clora_p4r8 lora_r8 ...]    # resumable; hours of CPU
     python bench/frontier.py static                 # params / GFLOPs on point_mae_mn10 and point_mae_s (no training)
     python bench/frontier.py profile                # train step time + peak memory of every row (point_mae_mn10)
-    python bench/frontier.py combine [--plot docs/images/frontier.png]                  # the tables and the figure
+    python bench/frontier.py --combine [--plot docs/images/frontier.png]                # the tables and the figure
 
 Rows (:func:`specs`): CLoRA at (p, r) in ``CLORA_BUDGETS``, LoRA at ``LORA_RANKS``, every peer in ``PEERS`` at its
 official setting (widths tied to the 384-wide ViT-S scaled to the backbone, :data:`SCALED`), full, linear, scratch,
@@ -533,10 +533,11 @@ def static_table(rows: List[Spec], static) -> str:
         m, s = st[VARIANT], st["point_mae_s"]
         pub = PUBLISHED.get(spec.name, (None, None))
         setting = ", ".join(f"{k} {v}" for k, v in spec.peft.items()) or "defaults"
+        unmergeable = " (not mergeable)" if spec.group == "peer" and not m["mergeable"] else ""
         lines.append(
             f"| {spec.name} | {setting}{' (' + spec.note + ')' if spec.note else ''} | "
             f"{m['trainable_params']:,} ({m['trainable_params_without_head']:,}) | "
-            f"{m['gflops_unmerged']:.4f} / {m['gflops']:.4f}{'' if m['mergeable'] else ' (not mergeable)'} | "
+            f"{m['gflops_unmerged']:.4f} / {m['gflops']:.4f}{unmergeable} | "
             f"{s['trainable_params']:,} ({s['trainable_params_without_head']:,}) | "
             f"{s['gflops_unmerged']:.3f} / {s['gflops']:.3f} | "
             f"{pub[0] or '—'} / {pub[1] or '—'} |"
@@ -618,6 +619,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(1)
         print(json.dumps(profile_worker(argv[1], int(argv[2]), int(argv[3]))))
         return 0
+    if "--combine" in argv:  # bench/learning.py's spelling
+        argv = ["combine"] + [x for x in argv if x != "--combine"]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("run", "static", "profile", "combine"))
     p.add_argument("--results", type=Path, default=RESULTS, help="the committed records")
