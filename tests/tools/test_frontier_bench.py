@@ -144,3 +144,13 @@ def test_fewshot_episodes_are_seeded_disjoint_and_relabelled(fr):
             assert ((ds.y == new) & (original == orig)).any() == (a["classes"][new] == f"c{orig}")
     with pytest.raises(ValueError, match="fewer than shot \\+ query 40"):
         fr.fewshot_episode(x, y, classes, way=10, shot=20, episode=0)
+
+
+def test_static_costs_merged_gflops_equal_the_frozen_backbone(fr):
+    frozen = fr.static_costs(fr.Spec("frozen", "none", "none", "reference"), "point_mae_tiny", 5, 256, None)
+    for name in ("clora_p4r8", "lora_r8", "clora_p4r8_qid"):
+        cost = fr.static_costs(_spec(fr, name), "point_mae_tiny", 5, 256, None)
+        assert cost["mergeable"] and cost["gflops"] == frozen["gflops"] < cost["gflops_unmerged"]
+        assert cost["trainable_params"] > cost["trainable_params_without_head"] > 0
+    full = fr.static_costs(_spec(fr, "full"), "point_mae_tiny", 5, 256, None)
+    assert full["trainable_params"] == full["total_params"] and full["gflops"] == frozen["gflops"]
