@@ -114,9 +114,13 @@ class Spec:
     family: str  # clora | lora | peer | full | linear | scratch (the lr grid)
     group: str  # grid | baseline | peer | ablation
     peft: Dict[str, Any] = field(default_factory=dict)
-    peft_s: Dict[str, Any] = field(default_factory=dict)
+    peft_s: Optional[Dict[str, Any]] = None  # None: the same as ``peft`` (peers pass {}: their official defaults)
     note: str = ""
     default: bool = False  # the method's default budget (few-shot rows)
+
+    def __post_init__(self) -> None:
+        if self.peft_s is None:
+            self.peft_s = dict(self.peft)
 
     @property
     def pretrained(self) -> bool:
@@ -459,6 +463,8 @@ def summarize(results: Path, regime: str, spec: Spec, seeds: Sequence[int]) -> O
         "mca": statistics.mean(mcas) if mcas else float("nan"),
         "cpu_s": sum(float(r.get("cpu_s") or 0) for r in recs),
         "cpu_runs": len(recs),
+        **({"trainable_params": runs[0]["trainable_params"]} if runs and runs[0].get("trainable_params") else {}),
+        **({"without": runs[0]["trainable_params_without_head"]} if runs and runs[0].get("trainable_params") else {}),
     }
 
 
@@ -492,7 +498,9 @@ def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, pr
             why = "not registered" if st is None else s.get("partial", "no runs") if s else "not run"
             missing.append(f"{spec.name} ({why})")
             continue
-        s.update(trainable_params=st["trainable_params"], without=st["trainable_params_without_head"])
+        # the runs' own counts where recorded (a 5-way episode's head has 5 outputs), else the 10-class static ones
+        s.setdefault("trainable_params", st["trainable_params"])
+        s.setdefault("without", st["trainable_params_without_head"])
         s["gflops"] = st["gflops"]
         pts.append(s)
     front = pareto(pts)

@@ -154,3 +154,11 @@ def test_static_costs_merged_gflops_equal_the_frozen_backbone(fr):
         assert cost["trainable_params"] > cost["trainable_params_without_head"] > 0
     full = fr.static_costs(_spec(fr, "full"), "point_mae_tiny", 5, 256, None)
     assert full["trainable_params"] == full["total_params"] and full["gflops"] == frozen["gflops"]
+
+
+def test_point_mae_s_settings_are_the_rows_own_except_the_scaled_peers(fr):
+    for s in fr.specs():
+        if s.group == "peer":
+            assert s.peft_s == {}  # official defaults on the ViT-S they were published for
+        else:
+            assert s.peft_s == s.peft, s.name
