@@ -162,3 +162,16 @@ def test_point_mae_s_settings_are_the_rows_own_except_the_scaled_peers(fr):
             assert s.peft_s == {}  # official defaults on the ViT-S they were published for
         else:
             assert s.peft_s == s.peft, s.name
+
+
+def test_target_check_names_other_methods_that_beat_clora_by_more_than_its_std(fr):
+    pts = [
+        {"row": "clora_p2r4", "trainable_params": 10, "mean": 90.0, "std": 0.5},
+        {"row": "clora_p4r8", "trainable_params": 20, "mean": 89.0, "std": 0.5},
+        {"row": "lora_r4", "trainable_params": 15, "mean": 89.4, "std": 0.1},  # inside clora_p4r8's std
+        {"row": "linear", "trainable_params": 5, "mean": 90.2, "std": 0.1},  # beats clora_p2r4 by less than 0.5
+        {"row": "clora_p4r8_sade0", "trainable_params": 20, "mean": 99.0, "std": 0.0},  # an ablation: not checked
+    ]
+    out = fr.target_check(pts)
+    assert out.startswith("clora_p2r4: on the frontier (within 1 std); clora_p4r8: beaten by linear")
+    assert "smaller CLoRA budgets do better: clora_p2r4" in out and "sade0:" not in out
