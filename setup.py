@@ -30,7 +30,7 @@ setup(
         "pyyaml>=5.4",
         "tqdm>=4.60",
         "safetensors>=0.4",
-        "scikit-learn>=1.0",  # the linear probe (engine/probe.py)
+        "scikit-learn>=1.0",  # the linear probe (models/probe.py)
         "threadpoolctl>=3.0",  # one BLAS thread per data-loader worker (utils/threads.py)
         "numba>=0.58",  # the compiled exact FPS of large clouds (ops/_fps_numba.py); the ops fall back without it
     ],

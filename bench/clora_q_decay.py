@@ -43,9 +43,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (the data split stays seed 0)")
     args = p.parse_args()
 
+    from pointclora.api import run_finetune
     from pointclora.config import load_config
     from pointclora.datasets import PointCloudFolder
-    from pointclora.engine.trainer import run_finetune
 
     full = PointCloudFolder(args.data, split="train", num_points=256, normalize=True)
     train, val, test = (Subset(full, idx) for idx in _split(len(full)))

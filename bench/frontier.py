@@ -210,7 +210,7 @@ def recording_runner(spec: Spec, regime: str, data: Mapping[str, Any], results: 
     (resuming its checkpoint) and records the run atomically once it has finished."""
 
     def runner(cfg, output, resume, quiet):
-        from pointclora.engine.trainer import run_finetune
+        from pointclora.api import run_finetune
 
         path = record_dir(results, regime, spec.name) / name(float(cfg["optim"]["lr"]), int(cfg["train"]["seed"]))
         if path.exists():

@@ -32,12 +32,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from pointclora.api import run_finetune  # noqa: E402
 from pointclora.config import DEFAULTS, apply_overrides, merge  # noqa: E402
 from pointclora.datasets.base import to_sample  # noqa: E402
 from pointclora.datasets.transforms import ScaleAndTranslate  # noqa: E402
-from pointclora.engine.probe import few_label_indices  # noqa: E402
 from pointclora.engine.sweep import parse_sweep, run_sweep  # noqa: E402
-from pointclora.engine.trainer import run_finetune  # noqa: E402
+from pointclora.models.probe import few_label_indices  # noqa: E402
 
 METHODS = ("clora", "lora", "full", "linear", "scratch")
 #: Two-point grids (CPU budget): adapters with zero-initialised up-projections want larger steps than full tuning.

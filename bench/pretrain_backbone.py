@@ -8,7 +8,7 @@ resampled shapes) are read once into memory; a step draws a batch, permutes each
 elsewhere, so the patches differ), applies Point-MAE's scale-and-translate and trains
 :class:`pointclora.models.mae.PointMAEPretrain` (the library's model and loss) with AdamW + warm-up + cosine (the
 library's ``cosine_lr``, evaluated per step). Every ``--probe-every`` epochs the library's linear probe
-(:func:`pointclora.engine.probe.make_probe_callback`) scores the encoder on a carve of the *training* shapes
+(:func:`pointclora.models.probe.make_probe_callback`) scores the encoder on a carve of the *training* shapes
 (80 % fit / 20 % score; the held-out split is never looked at) beside a random encoder of the same architecture.
 The scored 20 % are pre-trained on unless ``--probe-unseen`` leaves them out. Measured: the shipped 24-epoch run read
 92.5 % (all labels) on a carve it pre-trained on, a 36-epoch ``--probe-unseen`` run 92.3 % on a carve it never saw,
@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pointclora.engine.optim import build_optimizer, cosine_lr  # noqa: E402
-from pointclora.engine.probe import make_probe_callback  # noqa: E402
 from pointclora.models.checkpoint import safe_torch_load  # noqa: E402
 from pointclora.models.mae import build_pretrain_model, export_encoder_state  # noqa: E402
+from pointclora.models.probe import make_probe_callback  # noqa: E402
 from pointclora.utils.atomic import atomic_save  # noqa: E402
 
 

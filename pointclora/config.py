@@ -14,20 +14,22 @@ Rules:
 - A base path is looked up relative to the including file first; a bare name (``scanobjectnn.yaml``) is then looked
   up in ``configs/``, ``datasets/``, ``models/`` (the folder matching the key first: ``dataset`` -> ``datasets/``,
   ``model`` -> ``models/``) under the current directory and under the repository that holds this package.
-- Every key is checked against :data:`DEFAULTS` (and model keys against the model constructor); an unknown key is an
-  error naming the file or override and the closest valid key. The ``dataset``, ``peft`` and ``pretrain`` sections
-  are free-form here and checked by the code that builds them.
+- Every key is checked against :data:`DEFAULTS` and against the schemas the owners of the other sections declare
+  (:func:`register_section_schema`: the model registry its variants' constructor keys, the dataset registry a dataset
+  class's, the PEFT registry a method's config fields); an unknown key is an error naming the file or override and the
+  closest valid key. This module imports none of them: a section whose owner is not imported yet is not checked
+  (every tool imports them; ``import pointclora.api`` does too). ``pretrain`` is free-form here and checked by the
+  task that reads it.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -42,6 +44,8 @@ __all__ = [
     "merge",
     "apply_overrides",
     "validate_config",
+    "register_section_schema",
+    "section_schemas",
     "dump_config",
     "save_config",
     "config_from_string",
@@ -84,6 +88,14 @@ DEFAULTS: Dict[str, Any] = {
         "val_split": "auto",
         "val_fraction": 0.1,
         "val_seed": 0,
+        # The test split: "dataset" (its own test split) | "carve" (a folder with only train/: test_fraction of train
+        # held out, stratified by class, with test_seed; recorded in metrics.json as the test source)
+        "test_split": "dataset",
+        "test_fraction": 0.2,
+        "test_seed": 0,
+        # The up axis the model works in (x | y | z): null = the backbone's recorded one (else the dataset's); files
+        # whose declared up axis differs are rotated into it. Resolved and recorded in every run's config.
+        "up_axis": None,
         "fps_skip_near_origin": False,  # data-level FPS skips |p|^2 <= 1e-3 after the first point (pointnet2_ops)
         "validate": True,  # read every file once before training (cached fingerprint): bad rows fail before step 1
     },
@@ -121,6 +133,10 @@ DEFAULTS: Dict[str, Any] = {
         "threads": None,  # main-process threads (default: the cores available minus data-loader workers)
         "deterministic": False,
         "log_every": 10,  # TensorBoard step scalars every N optimizer steps
+        # Which epoch's weights are the result: "auto" (best on validation, unless the validation set is too small
+        # to choose -- under 20 samples of some class or under 100 in all -- then the last epoch, with a warning),
+        # "best" (always best on validation), "last" (always the last epoch)
+        "select": "auto",
     },
 }
 
@@ -135,6 +151,9 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "schedule.stepping": ("before_epoch", "per_step", "official"),
     "train.vote_mode": ("single", "max_over_repeats"),
     "train.amp_dtype": ("auto", "bfloat16", "float16"),
+    "train.select": ("auto", "best", "last"),
+    "data.test_split": ("dataset", "carve"),
+    "data.up_axis": ("x", "y", "z"),
 }
 
 #: Folders searched for a bare ``_base_`` name, in order, after the folder matching the including key.
@@ -332,65 +351,45 @@ def _check_choice(dotted: str, value: Any, source: str) -> None:
         raise ConfigError(f"{source}: {dotted} must be one of {', '.join(CHOICES[dotted])}; got {value!r}")
 
 
-def _model_keys(model_name: Optional[str]) -> List[str]:
-    """Keys a ``model`` section may hold: ours plus the constructor keywords of every model a task builds from it
-    (classifier, segmentation model, MAE pre-training model) and of the variant."""
-    keys = set(DEFAULTS["model"])
-    try:
-        from .models import model_defaults
-        from .models.backbone import PointTransformer, PointTransformerEncoder
-        from .models.segmentation import PointTransformerSeg
-
-        for cls in (PointTransformer, PointTransformerEncoder, PointTransformerSeg):
-            keys.update(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_classes"))
-        keys.discard("encoder_kwargs")
-        if model_name:
-            keys.update(model_defaults(model_name))
-    except Exception:  # an unknown variant is reported when the model is built, with its own suggestion
-        pass
-    return sorted(keys)
+#: section -> ``keys(cfg) -> valid keys or None (free-form)``, declared by the section's owner.
+_SECTION_SCHEMAS: Dict[str, Callable[[Mapping[str, Any]], Optional[List[str]]]] = {}
 
 
-def _dataset_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
-    """The dataset class's constructor keywords (``name`` picks the class), plus ``name`` / ``train_split``."""
-    section = cfg.get("dataset") if isinstance(cfg.get("dataset"), Mapping) else {}
-    name = section.get("name")
-    if not name:
-        return None  # no dataset named yet (a base may add it); build_dataset checks the final section
-    from .datasets.builder import dataset_constructor_keys
-
-    keys = dataset_constructor_keys(str(name))
-    return None if keys is None else sorted({"name", "train_split", "_replace_", *keys})
+def register_section_schema(section: str, keys: Callable[[Mapping[str, Any]], Optional[List[str]]]) -> None:
+    """Declare the keys a top-level ``section`` may hold: ``keys(cfg)`` gets the whole config (a section's schema may
+    depend on a sibling key, e.g. ``model.name`` or ``peft.method``) and returns the valid keys, or None when the
+    section cannot be checked yet (its builder checks it then). Values below those keys are their builders' business.
+    """
+    _SECTION_SCHEMAS[section] = keys
 
 
-def _peft_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
-    """The PEFT method's config fields (``method`` picks the method)."""
-    section = cfg.get("peft") if isinstance(cfg.get("peft"), Mapping) else {}
-    from .peft.config import peft_option_names
-
-    names = peft_option_names(str(section.get("method", "clora")))
-    return None if names is None else sorted({"method", "_replace_", *names})
+def section_schemas() -> List[str]:
+    """The sections whose owners declared a schema."""
+    return sorted(_SECTION_SCHEMAS)
 
 
 def _valid_keys(cfg: Mapping[str, Any], prefix: Sequence[str]) -> Optional[List[str]]:
     """Valid child keys below ``prefix`` or None when that section is free-form."""
     if prefix and prefix[0] in FREE_SECTIONS:
         return None
-    if list(prefix) == ["model"]:
-        name = (cfg.get("model") or {}).get("name") if isinstance(cfg.get("model"), Mapping) else None
-        return _model_keys(name)
-    if list(prefix) == ["dataset"]:
-        return _dataset_keys(cfg)
-    if list(prefix) == ["peft"]:
-        return _peft_keys(cfg)
-    if len(prefix) > 1 and prefix[0] in ("dataset", "peft", "model"):
-        return None  # values of those keys (lists, mappings) are checked by their builders
+    if prefix and prefix[0] in _SECTION_SCHEMAS:
+        if len(prefix) > 1:
+            return None  # values of those keys (lists, mappings) are checked by their builders
+        keys = _SECTION_SCHEMAS[prefix[0]](cfg)
+        return None if keys is None else sorted({*keys, *_defaults_of(prefix[0]), "_replace_"})
+    if prefix and prefix[0] in ("dataset", "peft", "model"):
+        return None  # a section whose owner was not imported: its builder checks it
     node: Any = DEFAULTS
     for k in prefix:
         if not isinstance(node, Mapping) or k not in node:
             return None
         node = node[k]
     return sorted(node) if isinstance(node, Mapping) else None
+
+
+def _defaults_of(section: str) -> List[str]:
+    node = DEFAULTS.get(section)
+    return list(node) if isinstance(node, Mapping) else []
 
 
 def _unknown(key: str, valid: Sequence[str], where: str, source: str) -> ConfigError:

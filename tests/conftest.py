@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import pointclora.api  # noqa: F401  (lets tests written against the old Trainer(cfg) find their task)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,13 +30,13 @@ def real_data() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_dir(tmp_path_factory):
     """Derived-data caches (ModelNet40 FPS orders, validation fingerprints) go to a temporary folder, never ~/.cache."""
-    old = os.environ.get("POINTCLORA_CACHE_DIR")
-    os.environ["POINTCLORA_CACHE_DIR"] = str(tmp_path_factory.mktemp("pointclora_cache"))
+    old = os.environ.get("POINTCLORA_CACHE")
+    os.environ["POINTCLORA_CACHE"] = str(tmp_path_factory.mktemp("pointclora_cache"))
     yield
     if old is None:
-        os.environ.pop("POINTCLORA_CACHE_DIR", None)
+        os.environ.pop("POINTCLORA_CACHE", None)
     else:
-        os.environ["POINTCLORA_CACHE_DIR"] = old
+        os.environ["POINTCLORA_CACHE"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..config import ConfigError, apply_overrides, load_config, load_yaml, resolve_config_path
+from ..config import ConfigError
 
 __all__ = [
     "ToolParser",
@@ -68,55 +68,23 @@ def add_training_args(p: argparse.ArgumentParser, with_peft: bool = True) -> Non
                         "output")  # fmt: skip
 
 
-def _adapter_section(method: str) -> Dict[str, Any]:
-    try:
-        data = load_yaml(resolve_config_path(f"adapters/{method}.yaml"))
-        return dict(data.get("peft", {"method": method}))
-    except ConfigError:
-        return {"method": method}
-
-
-def load_cli_config(cfg_path: str, overrides: Sequence[str] = (), method: Optional[str] = None,
-                    ckpt: Optional[str] = None, epochs: Optional[int] = None, task: Optional[str] = None
-                    ) -> Dict[str, Any]:  # fmt: skip
-    """Load ``cfg_path`` (+ bases), swap in ``method``'s own adapter defaults, set the backbone checkpoint and epochs,
-    then apply ``--set`` overrides (checked against the schema)."""
-    cfg = load_config(cfg_path)
-    if task is not None:
-        cfg["task"] = task
-    if method and method != cfg["peft"].get("method"):
-        cfg["peft"] = _adapter_section(method)
-    if ckpt:
-        cfg["model"]["checkpoint"] = ckpt
-    if epochs is not None:
-        cfg["schedule"]["epochs"] = epochs
-    return apply_overrides(cfg, overrides)
-
-
-#: tasks as ``engine.protocol`` names them
-_PROTOCOL_TASK = {"classification": "classification", "part_segmentation": "segmentation",
-                  "mae_pretraining": "pretrain"}  # fmt: skip
-
-
 def config_from_args(args: argparse.Namespace, task: Optional[str] = None) -> Dict[str, Any]:
-    """The resolved config: file (+ bases), then the flags, then ``--protocol``, then ``--set`` overrides (so an
-    explicit override wins over the protocol)."""
+    """The resolved config (:func:`pointclora.api.resolve_config`): file (+ bases), then the flags, then
+    ``--protocol``, then ``--set`` overrides (so an explicit override wins over the protocol)."""
+    from ..api import resolve_config
+
     if getattr(args, "resume", False) and not getattr(args, "output", None):
         raise ValueError("--resume needs --output RUN_DIR (the run to continue)")
-    cfg = load_cli_config(args.cfg, method=getattr(args, "peft", None), ckpt=getattr(args, "ckpt", None),
-                          epochs=args.epochs, task=task)  # fmt: skip
-    protocol = getattr(args, "protocol", None) or cfg.get("protocol")
-    if protocol and protocol != "ours":
-        from ..engine.protocol import apply_protocol
+    flags = {k: getattr(args, k, None) for k in ("ckpt", "protocol", "seed", "device")}
+    return resolve_config(args.cfg, args.overrides, task=task, method=getattr(args, "peft", None), epochs=args.epochs,
+                          amp=bool(getattr(args, "amp", False)), **flags)  # fmt: skip
 
-        cfg = apply_protocol(cfg, protocol, _PROTOCOL_TASK.get(str(cfg.get("task")), "classification"))
-    if getattr(args, "seed", None) is not None:
-        cfg["train"]["seed"] = args.seed
-    if getattr(args, "device", None):
-        cfg["train"]["device"] = args.device
-    if getattr(args, "amp", False):
-        cfg["train"]["amp"] = True
-    return apply_overrides(cfg, args.overrides)
+
+def load_cli_config(*args: Any, **kwargs: Any) -> Dict[str, Any]:
+    """:func:`pointclora.api.load_cli_config` (kept here for existing callers)."""
+    from ..api import load_cli_config as load
+
+    return load(*args, **kwargs)
 
 
 def _message(err: BaseException) -> str:
@@ -129,10 +97,11 @@ def _message(err: BaseException) -> str:
 #: Exceptions that report a user's mistake (bad file, key, value, state): `error: <message>`, exit 2.
 def _user_errors() -> tuple:
     from ..engine.runlock import RunLockedError
+    from ..engine.weights import WeightsError
     from ..models.checkpoint import CheckpointError
 
     errs = [ConfigError, ValueError, KeyError, FileNotFoundError, FileExistsError, IsADirectoryError,
-            NotADirectoryError, PermissionError, RunLockedError, CheckpointError]  # fmt: skip
+            NotADirectoryError, PermissionError, RunLockedError, CheckpointError, WeightsError]  # fmt: skip
     try:
         from ..peft.io import AdapterMismatchError
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-from torch.utils.data import DataLoader
-
+from ..api.evaluate import evaluate_run
+from ..api.evaluate import evaluation_report as report
 from .common import ToolParser, run_cli
 
-__all__ = ["main", "build_parser", "evaluate_run"]
+__all__ = ["main", "build_parser", "evaluate_run", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,61 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
-
-
-def evaluate_run(weights: str, split: str = "test", data_root: Optional[str] = None, vote: int = 0,
-                 device: str = "auto", dataset: Optional[str] = None, which: str = "best",
-                 backbone: Optional[str] = None, batch_size: Optional[int] = None,
-                 seed: int = 0) -> Dict[str, Any]:  # fmt: skip
-    """The library call behind the tool: the metrics dict it prints and writes."""
-    from ..config import load_yaml, resolve_config_path
-    from ..engine.evaluation import evaluate
-    from ..engine.weights import load_weights
-    from ..utils.device import resolve_device
-
-    dev = resolve_device(device)
-    run = load_weights(weights, which=which, backbone=backbone, device=dev)
-    task, cfg = run.task, run.manifest["config"]
-    dcfg = dict(load_yaml(resolve_config_path(dataset, key="dataset"))) if dataset else None
-    if dcfg is None and not cfg.get("dataset"):
-        raise ValueError(f"{weights} records no dataset (a bare adapter folder): pass --dataset NAME.yaml")
-    ds = (task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg, vote=vote > 0)
-          if task.name == "classification" else task.eval_dataset(split, data_root=data_root, dataset_cfg=dcfg))
-    loader = DataLoader(ds, batch_size=batch_size or int(cfg["data"].get("eval_batch_size", 64)), shuffle=False)
-    if task.name == "classification":
-        classes = list(task.meta["classes"])
-        res = evaluate(run.model, loader, len(classes), dev, vote=vote, vote_seed=seed,
-                       num_points=int(cfg["data"]["num_points"]))  # fmt: skip
-        res["per_class_acc"] = dict(zip(classes, res["per_class_acc"]))
-        if vote:
-            res["vote_per_class_acc"] = dict(zip(classes, res["vote_per_class_acc"]))
-        res["classes"] = classes
-    else:
-        import contextlib
-
-        res = task.evaluate(run.model, loader, dev, contextlib.nullcontext)
-    res.update(task=task.name, weights=str(weights), epoch=run.manifest.get("epoch"), split=split,
-               dataset=(dcfg or cfg["dataset"]).get("name"), method=run.manifest.get("method"))  # fmt: skip
-    return res
-
-
-def report(res: Dict[str, Any]) -> str:
-    from ..engine.evaluation import format_confusion
-    from ..engine.logging import markdown_table
-    from ..engine.segmentation_metrics import format_category_table
-
-    head = f"{res['weights']} (epoch {res['epoch']}, {res['method']}) on {res['dataset']} [{res['split']}]\n"
-    if res["task"] != "classification":
-        return head + "\n" + format_category_table(res) if "per_category" in res else head + str(res)
-    rows: List[List[Any]] = [["no voting", f"{res['acc']:.2f}", f"{res['mean_class_acc']:.2f}"]]
-    if res.get("vote_views"):
-        rows.append([f"{res['vote_views']}-view vote", f"{res['vote_acc']:.2f}", f"{res['vote_mean_class_acc']:.2f}"])
-    out = [head, markdown_table(["evaluation", "OA (%)", "mAcc (%)"], rows), "\nper-class accuracy (%):\n"]
-    per = [[c, "-" if v is None else f"{v:.2f}"] for c, v in res["per_class_acc"].items()]
-    out.append(markdown_table(["class", "no voting"], per))
-    out.append("\nconfusion matrix (rows: true class, columns: predicted):\n")
-    out.append(format_confusion(res["confusion"], res["classes"]))
-    return "\n".join(out)
 
 
 def _body(args: argparse.Namespace) -> int:

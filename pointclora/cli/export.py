@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from ..deploy import export_weights
+    from ..api.export import export_weights
 
     info = export_weights(args.weights, args.out, fmt=args.format, which=args.which, backbone=args.ckpt,
                           num_points=args.num_points)  # fmt: skip

@@ -31,11 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
+    from ..api.run import fewshot_episode
+    from ..tasks.classification import ClassificationTask
     from ..tasks.fewshot import fold_ids, run_fewshot
 
-    cfg = config_from_args(args, task="classification")
+    cfg = config_from_args(args, task=ClassificationTask.name)
     summary = run_fewshot(cfg, args.ways, args.shots, fold_ids(args.folds, args.fold_ids), output=args.output,
-                          seed=args.episode_seed, episodes_root=args.episodes, data_root=args.data_root)  # fmt: skip
+                          seed=args.episode_seed, episodes_root=args.episodes, data_root=args.data_root,
+                          runner=fewshot_episode)  # fmt: skip
     print(json.dumps({k: {kk: v[kk] for kk in ("mean", "std", "num_folds")} for k, v in summary["settings"].items()}))
     return 0
 

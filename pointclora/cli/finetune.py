@@ -14,15 +14,21 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ..tasks import list_tasks
+from ..tasks.classification import ClassificationTask
 from .common import ToolParser, add_config_args, add_training_args, config_from_args, run_cli
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "TASK"]
+
+#: the task this tool trains (``pointclora.tasks.ClassificationTask.name``)
+TASK = ClassificationTask.name
 
 
 def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argparse.ArgumentParser:
     p = ToolParser(prog=prog, description=doc)
     add_config_args(p, "experiment config: a path or a bare name found in configs/")
     add_training_args(p)
+    p.add_argument("--task", choices=list_tasks(), help=f"train another registered task (default: {prog}'s own)")
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed and report mean ± std")
     p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="run every combination (e.g. optim.lr=5e-4,1e-3,"
                    "2e-3), choose the best on validation, print the table; resumable (finished points are "
@@ -30,40 +36,25 @@ def build_parser(prog: str = "pointclora-finetune", doc: str = __doc__) -> argpa
     return p
 
 
-def train_main(args: argparse.Namespace, task: str) -> int:
-    """The body of finetune / segment: one run, or one per seed."""
-    from ..engine.runs import fit_seeds
-    from ..engine.trainer import Trainer
+def train_main(args: argparse.Namespace, task: Optional[str] = None) -> int:
+    """The body of finetune / segment: one run, one per seed, or a sweep (``task`` None: the config's own)."""
+    from .. import api
 
-    cfg = config_from_args(args, task=task)
-    if args.sweep:
-        return _sweep(cfg, args)
-    if args.seeds:
-        fit_seeds(cfg, args.seeds, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet)
-    else:
-        Trainer(cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet).fit()
-    return 0
-
-
-def _sweep(cfg, args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from ..engine.sweep import parse_sweep, run_sweep
-    from ..tasks import get_task
-
-    if args.seeds:
+    cfg = config_from_args(args, task=args.task or task)
+    if args.sweep and args.seeds:
         raise ValueError("--sweep and --seeds together: sweep first, then run the chosen values with --seeds")
-    monitor = get_task(cfg.get("task") or "classification").monitor
-    out = Path(args.output) if args.output else Path("runs") / str(cfg.get("name") or "run") / (
-        f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")  # fmt: skip
-    result = run_sweep(cfg, parse_sweep(args.sweep), output=out, select=f"best_val_{monitor}", quiet=args.quiet)
-    print(result["table"])
+    if args.sweep:
+        print(api.sweep(cfg, args.sweep, output=args.output, quiet=args.quiet)["table"])
+    elif args.seeds:
+        api.fit_seeds(cfg, args.seeds, output=args.output, resume=args.resume, data_root=args.data_root,
+                      quiet=args.quiet)  # fmt: skip
+    else:
+        api.train(cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet)
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_cli(lambda a: train_main(a, "classification"), build_parser(), argv)
+    return run_cli(lambda a: train_main(a, TASK), build_parser(), argv)
 
 
 if __name__ == "__main__":

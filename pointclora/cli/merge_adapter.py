@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from ..engine.weights import merge_weights
+    from ..api import merge_weights
 
     out = merge_weights(args.weights, args.output, which=args.which, backbone=args.ckpt, plain_checkpoint=args.plain)
     print(f"merged weights: {out}" + (f"; plain checkpoint: {args.plain}" if args.plain else ""))

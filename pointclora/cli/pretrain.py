@@ -25,12 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from ..engine.trainer import Trainer
+    from ..api import train
+    from ..tasks.mae_pretraining import MAEPretrainingTask
 
     if args.layout:
         args.overrides.append(f"pretrain.layout={args.layout}")
-    cfg = config_from_args(args, task="mae_pretraining")
-    Trainer(cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet).fit()
+    cfg = config_from_args(args, task=MAEPretrainingTask.name)
+    train(cfg, output=args.output, resume=args.resume, data_root=args.data_root, quiet=args.quiet)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from ..tasks.part_segmentation import PartSegmentationTask
 from .common import run_cli
 from .finetune import build_parser as _finetune_parser
 from .finetune import train_main
@@ -23,7 +24,7 @@ def build_parser():
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_cli(lambda a: train_main(a, "part_segmentation"), build_parser(), argv)
+    return run_cli(lambda a: train_main(a, PartSegmentationTask.name), build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,10 +17,16 @@ __all__ = [
     "ClassificationDataset",
     "missing_dataset",
     "pc_normalize",
+    "content_keys",
     "check_split",
     "check_labels",
     "to_sample",
 ]
+
+
+def content_keys(arrays: Iterable[Any]) -> List[str]:
+    """A sample identity for in-memory clouds: the sha1 of each array's bytes (same points, same key)."""
+    return ["content:" + hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest() for a in arrays]
 
 
 def pc_normalize(xyz: np.ndarray) -> np.ndarray:
@@ -99,6 +106,17 @@ class PointCloudDataset(Dataset):
             raise IndexError(f"{type(self).__name__}: index {index} out of range for {len(self)} samples")
         sample = self.get(index)
         return self.transform(sample) if self.transform is not None else sample
+
+    # ---- what the dataset declares about its samples (the split-overlap and file checks use only these)
+    def sample_keys(self) -> Optional[List[str]]:
+        """One identity per sample, in order (its source file, list entry, or a hash of its points: see
+        :func:`content_keys`), or None when the dataset cannot tell (its splits are then reported as not checked)."""
+        return None
+
+    def source_files(self) -> List[Path]:
+        """The files the dataset reads, one per sample when it reads one file per sample (they name a bad sample in
+        the validation report and make the validation cache's fingerprint); [] when there are none."""
+        return []
 
     def extra_repr(self) -> str:
         return ""

@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from ..config import register_section_schema
 from .fewshot import ModelNetFewShot
 from .folder import PointCloudFolder
 from .modelnet import ModelNet40
@@ -84,3 +85,15 @@ def build_dataset(cfg: Mapping[str, Any], split: str, transform: Optional[Callab
     if root is not None:
         kwargs["root"] = root
     return cls(split=split, transform=transform, **kwargs)
+
+
+def _dataset_section_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """The ``dataset`` schema: the named class's constructor keywords plus ``name`` / ``train_split`` (None until a
+    name is known: a base may add it; :func:`build_dataset` checks the final section)."""
+    section = cfg.get("dataset") if isinstance(cfg.get("dataset"), Mapping) else {}
+    name = section.get("name")
+    keys = dataset_constructor_keys(str(name)) if name else None
+    return None if keys is None else sorted({"name", "train_split", *keys})
+
+
+register_section_schema("dataset", _dataset_section_keys)

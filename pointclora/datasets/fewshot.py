@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .base import ClassificationDataset, check_split, missing_dataset, pc_normalize, to_sample
+from .base import ClassificationDataset, check_split, content_keys, missing_dataset, pc_normalize, to_sample
 from .io import DataFormatError, check_finite, read_lines, safe_pickle_load
 
 __all__ = ["ModelNetFewShot", "generate_fewshot_episodes", "episode_path"]
@@ -107,6 +107,13 @@ class ModelNetFewShot(ClassificationDataset):
         self.classes = [
             names[o] if names is not None and 0 <= o < len(names) else f"label_{o}" for o in self.original_labels
         ]
+
+    def sample_keys(self) -> List[str]:
+        """A hash of each episode cloud's points (every split of an episode comes from one pickle)."""
+        return content_keys(self._points)
+
+    def source_files(self) -> List[Path]:
+        return [Path(self.path)]
 
     def get(self, index: int):
         p = self._points[index]

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .base import ClassificationDataset, missing_dataset, pc_normalize, to_sample
-from .io import POINT_CLOUD_EXTENSIONS, DataFormatError, read_point_cloud
+from .io import DataFormatError, point_cloud_extensions, read_point_cloud
 
 __all__ = ["PointCloudFolder"]
 
@@ -34,7 +34,7 @@ class PointCloudFolder(ClassificationDataset):
             ``None`` returns clouds as stored.
         normalize: centre and scale xyz to the unit sphere (scans come in arbitrary units: ModelNet10 PCDs span
             0.1 to 2e5).
-        extensions: accepted file suffixes (case-insensitive).
+        extensions: accepted file suffixes (case-insensitive; default: every registered point format).
         use_normals: return ``(N, 6)`` xyz + normals (mesh face normals, PCD ``normal_*`` fields, columns 3-5 of
             text/npy files); otherwise ``(N, 3)``.
         empty_classes: what to do with a class folder that holds no file of this split (an empty folder, or in the
@@ -52,7 +52,7 @@ class PointCloudFolder(ClassificationDataset):
         split: Optional[str] = "train",
         num_points: Optional[int] = None,
         transform: Optional[Callable] = None,
-        extensions: Sequence[str] = POINT_CLOUD_EXTENSIONS,
+        extensions: Optional[Sequence[str]] = None,
         normalize: bool = True,
         classes: Optional[Sequence[str]] = None,
         seed: int = 0,
@@ -70,7 +70,8 @@ class PointCloudFolder(ClassificationDataset):
         if num_points is not None and num_points < 1:
             raise ValueError(f"PointCloudFolder: num_points must be >= 1 or None, got {num_points}")
         self.num_points, self.normalize, self.seed, self.use_normals = num_points, normalize, seed, use_normals
-        self.extensions = tuple(e.lower() for e in extensions)
+        # None: every format read_point_cloud reads when the dataset is built (registered ones included)
+        self.extensions = tuple(e.lower() for e in (point_cloud_extensions() if extensions is None else extensions))
         if not self.root.is_dir():
             raise missing_dataset("PointCloudFolder", root, [self.root], "your own scans", LAYOUT)
         pairs = self._class_dirs()
@@ -122,6 +123,9 @@ class PointCloudFolder(ClassificationDataset):
     def sample_keys(self) -> List[str]:
         """Resolved file paths: one identity per sample, for the split-overlap check."""
         return [str(p.resolve()) for p, _ in self.samples]
+
+    def source_files(self) -> List[Path]:
+        return [p for p, _ in self.samples]
 
     def _class_dirs(self) -> List[Tuple[str, Path]]:
         """``[(class name, folder holding its files)]`` for the detected layout."""

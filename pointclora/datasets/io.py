@@ -13,11 +13,16 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 __all__ = [
+    "PointFormat",
+    "register_point_format",
+    "unregister_point_format",
+    "point_cloud_extensions",
+    "point_format",
     "DataFormatError",
     "DatasetNotFoundError",
     "UnsafePickleError",
@@ -39,7 +44,8 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-#: Suffixes :func:`read_point_cloud` understands (``.gz`` may follow the text and PCD ones).
+#: The built-in suffixes :func:`read_point_cloud` understands (``.gz`` may follow the text and PCD ones); with the
+#: registered ones: :func:`point_cloud_extensions`.
 POINT_CLOUD_EXTENSIONS: Tuple[str, ...] = (
     ".pcd",
     ".pcd.gz",
@@ -59,6 +65,47 @@ class DataFormatError(ValueError):
     """A data file exists but its content is not what the format promises (names the file and the problem)."""
 
 
+class PointFormat(NamedTuple):
+    """A point-file format: ``read(path, num_points, seed) -> (N, 3+)`` array (a mesh reader samples ``num_points``
+    with ``seed``; a point reader ignores both) and the up axis its files usually have (None: no convention)."""
+
+    read: Callable[[Path, int, int], np.ndarray]
+    up_axis: Optional[str] = None
+
+
+#: Lower-case extension (``.gz`` included when it follows) -> its format; :func:`register_point_format` adds one.
+_POINT_FORMATS: Dict[str, PointFormat] = {}
+
+
+def register_point_format(*extensions: str, read: Callable[[Path, int, int], np.ndarray],
+                          up_axis: Optional[str] = None) -> None:  # fmt: skip
+    """Make :func:`read_point_cloud` — and so every folder dataset, ``tools/predict.py`` and ``tools/visualize.py``
+    — read files ending in ``extensions`` with ``read(path, num_points, seed)``. The one place a format is added."""
+    if up_axis not in (None, "x", "y", "z"):
+        raise ValueError(f"up_axis must be None, 'x', 'y' or 'z', got {up_axis!r}")
+    for ext in extensions:
+        ext = str(ext).lower()
+        if not ext.startswith("."):
+            raise ValueError(f"a point-file extension starts with '.', got {ext!r}")
+        _POINT_FORMATS[ext] = PointFormat(read, up_axis)
+
+
+def unregister_point_format(*extensions: str) -> None:
+    """Remove formats (tests registering a toy format clean up with this)."""
+    for ext in extensions:
+        _POINT_FORMATS.pop(str(ext).lower(), None)
+
+
+def point_cloud_extensions() -> Tuple[str, ...]:
+    """Every extension :func:`read_point_cloud` reads now (built-in and registered), in registration order."""
+    return tuple(_POINT_FORMATS)
+
+
+def point_format(path: PathLike) -> Optional[PointFormat]:
+    """The registered format of ``path`` by its (longest matching) extension, or None."""
+    return _POINT_FORMATS.get(_suffix(path))
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset root, file or split list is missing; the message says where to get it and the layout expected."""
 
@@ -75,7 +122,7 @@ class UnsafePickleError(pickle.UnpicklingError):
 def _suffix(path: PathLike) -> str:
     """Lower-case suffix including a trailing ``.gz`` (``a.pcd.gz`` -> ``.pcd.gz``)."""
     name = os.fspath(path).lower()
-    for ext in sorted(POINT_CLOUD_EXTENSIONS, key=len, reverse=True):
+    for ext in sorted(set(POINT_CLOUD_EXTENSIONS) | set(_POINT_FORMATS), key=len, reverse=True):
         if name.endswith(ext):
             return ext
     return Path(name).suffix
@@ -431,30 +478,38 @@ def read_point_cloud(path: PathLike, num_points: Optional[int] = None, seed: Opt
     """
     p = Path(path)
     ext = _suffix(p)
-    mesh_n = num_points or 2048
-    mesh_seed = 0 if seed is None else seed
-    if ext in (".pcd", ".pcd.gz"):
-        pts = read_pcd(p)
-    elif ext == ".ply":
-        pts = read_ply(p, mesh_n, mesh_seed)
-    elif ext in (".off", ".obj"):
-        v, t = (read_off if ext == ".off" else read_obj)(p)
-        pts = sample_mesh(v, t, mesh_n, mesh_seed, p)
-    elif ext == ".npy":
-        _require_file(p)
-        try:
-            pts = np.load(p, allow_pickle=False)  # a .npy is data; refuse object arrays (pickles)
-        except ValueError as e:
-            raise DataFormatError(f"{p}: not a plain numeric .npy array ({e})") from None
-        if not np.issubdtype(pts.dtype, np.number):
-            raise DataFormatError(f"{p}: .npy holds dtype {pts.dtype}, expected a numeric (N, 3+) array")
-    elif ext in (".txt", ".txt.gz", ".xyz", ".xyz.gz", ".pts"):
-        pts = read_text_points(p)
-    else:
+    fmt = _POINT_FORMATS.get(ext)
+    if fmt is None:
         raise DataFormatError(
-            f"{p}: unsupported point-cloud extension {ext!r}; supported: {', '.join(POINT_CLOUD_EXTENSIONS)}"
+            f"{p}: unsupported point-cloud extension {ext!r}; supported: {', '.join(point_cloud_extensions())}"
         )
+    pts = fmt.read(p, num_points or 2048, 0 if seed is None else seed)
     return _finish(pts, p)
+
+
+def _read_npy(p: Path, _num_points: int, _seed: int) -> np.ndarray:
+    _require_file(p)
+    try:
+        pts = np.load(p, allow_pickle=False)  # a .npy is data; refuse object arrays (pickles)
+    except ValueError as e:
+        raise DataFormatError(f"{p}: not a plain numeric .npy array ({e})") from None
+    if not np.issubdtype(pts.dtype, np.number):
+        raise DataFormatError(f"{p}: .npy holds dtype {pts.dtype}, expected a numeric (N, 3+) array")
+    return pts
+
+
+def _read_mesh(read_mesh: Callable[[PathLike], Tuple[np.ndarray, np.ndarray]]):
+    return lambda p, n, seed: sample_mesh(*read_mesh(p), n, seed, p)
+
+
+# The built-in formats. Meshes, PCD and PLY files (ModelNet meshes, scans) are z-up; text and .npy clouds (ModelNet40
+# resampled, ShapeNetPart) y-up by convention (a dataset's own up_axis wins).
+register_point_format(".pcd", ".pcd.gz", read=lambda p, n, seed: read_pcd(p), up_axis="z")
+register_point_format(".ply", read=read_ply, up_axis="z")
+register_point_format(".off", read=_read_mesh(read_off), up_axis="z")
+register_point_format(".obj", read=_read_mesh(read_obj), up_axis="z")
+register_point_format(".npy", read=_read_npy)
+register_point_format(".txt", ".txt.gz", ".xyz", ".xyz.gz", ".pts", read=lambda p, n, seed: read_text_points(p))
 
 
 # ---------------------------------------------------------------------------------------------------------------

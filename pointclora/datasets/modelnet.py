@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from ..ops.sampling import squared_distances_to
-from .base import ClassificationDataset, check_labels, check_split, missing_dataset, pc_normalize, to_sample
+from .base import (
+    ClassificationDataset,
+    check_labels,
+    check_split,
+    content_keys,
+    missing_dataset,
+    pc_normalize,
+    to_sample,
+)
 from .cache import resolve_cache_dir, stable_digest
 from .io import (
     DataFormatError,
@@ -198,11 +206,15 @@ class ModelNet40(ClassificationDataset):
             )
         return split_file.format(split=split)
 
-    def sample_keys(self) -> List[str]:
-        """One identity per sample (shape ids for the text source), used to check that splits do not overlap."""
+    def sample_keys(self) -> Optional[List[str]]:
+        """One identity per sample: the shape id (text source), else a hash of the points (HDF5, FPS cache)."""
         if getattr(self, "shape_ids", None) is not None:
             return list(self.shape_ids)
-        return []
+        return content_keys(self._points) if self._points is not None else None
+
+    def source_files(self) -> List[Path]:
+        """The text files (one per shape) or the HDF5 files; [] for the FPS cache (one file, read when built)."""
+        return list(getattr(self, "paths", None) or getattr(self, "_h5_files", None) or [])
 
     def split_hint(self) -> str:
         """A correct pair of split lists found in ``root`` (for the overlap error)."""

@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .base import ClassificationDataset, check_labels, check_split, missing_dataset, to_sample
+from .base import ClassificationDataset, check_labels, check_split, content_keys, missing_dataset, to_sample
 from .io import DataFormatError, check_finite, read_h5_arrays
 
 __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "VARIANT_FILES"]
@@ -121,6 +121,13 @@ class ScanObjectNN(ClassificationDataset):
             if c.is_file():
                 return c
         raise missing_dataset(f"ScanObjectNN {self.variant}", self.root, [candidates[0]], WHERE, LAYOUT)
+
+    def sample_keys(self) -> List[str]:
+        """A hash of each object's points (the release holds every split in its own HDF5 file)."""
+        return content_keys(self._data)
+
+    def source_files(self) -> List[Path]:
+        return [Path(self.path)]
 
     def get(self, index: int):
         pts = self._data[index]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -70,6 +70,13 @@ class ShapeNet55(ClassificationDataset):
         idx = self.class_to_idx
         self.labels = np.asarray([idx[t] for t in self.taxonomy_ids], dtype=np.int64)
         self.num_points, self.seed = num_points, seed
+
+    def sample_keys(self) -> List[str]:
+        """The split list's entry of each shape (its file name under ``pc_path``)."""
+        return list(self.files)
+
+    def source_files(self) -> List[Path]:
+        return [Path(self.pc_path) / f for f in self.files]
 
     def get(self, index: int):
         path = self.pc_path / self.files[index]

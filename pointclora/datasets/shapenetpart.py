@@ -40,6 +40,8 @@ class ShapeNetPart(PointCloudDataset):
         categories: restrict to these category names; ``cls`` keeps the line index of the full category file.
         category_parts: ``{category: [global part ids]}`` (e.g. from ``datasets/shapenetpart.yaml``). When None it
             is read from the data: every file of every split list is scanned once for its labels.
+        up_axis: the axis pointing up in these files (``y`` for ShapeNet; say so for your own scans in this layout):
+            runs turn the clouds into their backbone's frame.
 
     Attributes: ``categories`` (all names, ``cls`` = index), ``category_parts``, ``num_parts`` (max id + 1),
     ``num_categories``, ``items`` (``[(category, path)]``).
@@ -60,8 +62,12 @@ class ShapeNetPart(PointCloudDataset):
         category_parts: Optional[Mapping[str, Sequence[int]]] = None,
         seed: int = 0,
         normalize: bool = True,
+        up_axis: str = "y",
     ):
         super().__init__(root, check_split(split, SPLITS, "ShapeNetPart"), transform)
+        if up_axis not in ("x", "y", "z"):
+            raise ValueError(f"ShapeNetPart: up_axis must be 'x', 'y' or 'z', got {up_axis!r}")
+        self.up_axis = up_axis  # ShapeNet's files are y-up; your own scans in this layout may not be
         if eval_sampling not in ("deterministic", "random"):
             raise ValueError(f"ShapeNetPart: eval_sampling must be 'deterministic' or 'random', got {eval_sampling!r}")
         if num_points is not None and num_points < 1:
@@ -156,7 +162,8 @@ class ShapeNetPart(PointCloudDataset):
         for c, ids in table.items():
             if c not in self.categories:
                 raise ValueError(
-                    f"ShapeNetPart: category_parts names {c!r}, not in the category file ({self.categories})"
+                    f"ShapeNetPart: category_parts names {c!r}, not in the category file ({self.categories}); "
+                    "for your own categories read the parts from the files: --set dataset.category_parts=null"
                 )
             ids = [int(i) for i in ids]
             if not ids or min(ids) < 0:
@@ -188,6 +195,13 @@ class ShapeNetPart(PointCloudDataset):
         if np.abs(seg - raw).max() > 1e-3 or seg.min() < 0:
             raise DataFormatError(f"{path}: part labels must be non-negative integers (last column)")
         return seg.astype(np.int64)
+
+    def sample_keys(self) -> List[str]:
+        """The resolved path of each shape's file."""
+        return [str(Path(p).resolve()) for _, p in self.items]
+
+    def source_files(self) -> List[Path]:
+        return [Path(p) for _, p in self.items]
 
     def __len__(self) -> int:
         return len(self.items)

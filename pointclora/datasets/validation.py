@@ -13,7 +13,6 @@ size and modification time) under the cache folder, so an unchanged dataset is n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -63,43 +62,31 @@ class DatasetValidationError(DataFormatError):
 def _unwrap(ds: Any) -> Tuple[Any, Optional[List[int]]]:
     """``(base dataset, indices into it or None for all)`` through nested ``Subset``s."""
     indices: Optional[List[int]] = None
-    while isinstance(ds, Subset):
-        idx = list(ds.indices)
-        indices = idx if indices is None else [idx[i] for i in indices]
-        ds = ds.dataset
-    return ds, indices
-
-
-def _content_keys(arrays: Iterable[Any]) -> List[str]:
-    return ["content:" + hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest() for a in arrays]
+    while True:
+        if isinstance(ds, Subset):
+            idx = list(ds.indices)
+            indices = idx if indices is None else [idx[i] for i in indices]
+            ds = ds.dataset
+        elif getattr(type(ds), "index_preserving", False):  # sample i is the wrapped dataset's sample i (seeding)
+            ds = ds.dataset
+        else:
+            return ds, indices
 
 
 def sample_keys(ds: Any) -> Optional[List[str]]:
     """One identity string per sample of ``ds`` (same order), or None when the dataset gives no way to tell.
 
-    File-backed datasets give their file identity (ModelNet40 text: the shape id; folders and ShapeNetPart: the
-    resolved path; ShapeNet-55: the list entry); in-memory ones (HDF5, pickles) a hash of the points, so two splits
-    built from the same file are caught too. ``Subset`` and ``ConcatDataset`` are followed.
+    Each dataset declares its samples' identity (:meth:`~pointclora.datasets.base.PointCloudDataset.sample_keys`:
+    ModelNet40 text the shape id, folders and ShapeNetPart the resolved path, ShapeNet-55 the list entry, in-memory
+    releases a hash of the points, so two splits built from the same file are caught too); nothing is guessed here.
+    ``Subset`` and ``ConcatDataset`` are followed.
     """
     if isinstance(ds, ConcatDataset):
         parts = [sample_keys(d) for d in ds.datasets]
         return None if any(p is None for p in parts) else [k for p in parts for k in p]
     base, indices = _unwrap(ds)
-    keys: Optional[List[str]] = None
-    own = getattr(base, "sample_keys", None)
-    if callable(own):
-        keys = own() or None
-    if keys is None:
-        if getattr(base, "_points", None) is not None:  # ModelNet40 h5 / fps_cache, few-shot episodes
-            keys = _content_keys(base._points)
-        elif getattr(base, "_data", None) is not None:  # ScanObjectNN
-            keys = _content_keys(base._data)
-        elif getattr(base, "items", None) is not None:  # ShapeNetPart [(category, path)]
-            keys = [str(Path(p).resolve()) for _, p in base.items]
-        elif isinstance(getattr(base, "files", None), list) and all(isinstance(f, str) for f in base.files):
-            keys = list(base.files)  # ShapeNet-55 list entries
-        elif getattr(base, "paths", None) is not None:
-            keys = [str(Path(p).resolve()) for p in base.paths]
+    own = getattr(base, "sample_keys", None)  # a dataset from elsewhere may not declare it
+    keys = (own() or None) if callable(own) else None
     if keys is None:
         return None
     return keys if indices is None else [keys[i] for i in indices]
@@ -148,25 +135,13 @@ def check_disjoint_splits(splits: Mapping[str, Any], hint: Optional[str] = None)
 
 
 def source_files(ds: Any) -> List[Path]:
-    """The files a dataset reads (for the fingerprint); empty when it holds everything in memory from one file."""
+    """The files a dataset reads, as it declares them (:meth:`~pointclora.datasets.base.PointCloudDataset.source_files`:
+    for the fingerprint and to name a bad sample); empty when it declares none."""
     if isinstance(ds, ConcatDataset):
         return [p for d in ds.datasets for p in source_files(d)]
     base, indices = _unwrap(ds)
-    files: List[Path] = []
-    if getattr(base, "paths", None) is not None:
-        files = [Path(p) for p in base.paths]
-    elif getattr(base, "samples", None) is not None:
-        files = [Path(s[0]) for s in base.samples]
-    elif getattr(base, "items", None) is not None:
-        files = [Path(p) for _, p in base.items]
-    elif isinstance(getattr(base, "files", None), list) and getattr(base, "pc_path", None) is not None:
-        files = [Path(base.pc_path) / f for f in base.files]
-    for attr in ("path", "_h5_files"):  # single-file datasets: their file (or files)
-        v = getattr(base, attr, None)
-        if isinstance(v, (str, os.PathLike)):
-            files = files or [Path(v)]
-        elif isinstance(v, list) and not files:
-            files = [Path(p) for p in v]
+    own = getattr(base, "source_files", None)
+    files = [Path(p) for p in own()] if callable(own) else []
     if indices is not None and len(files) == len(base):
         files = [files[i] for i in indices]
     return files

@@ -20,7 +20,7 @@ import copy
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,6 @@ __all__ = [
     "ExportableModel",
     "prepare_for_export",
     "export_model",
-    "export_weights",
     "FORMATS",
 ]
 
@@ -226,25 +225,3 @@ def _export_onnx(wrapper: ExportableModel, example: Tuple[torch.Tensor, ...], pa
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, example, str(path), input_names=names, output_names=["logits"],
                           dynamic_axes=axes, opset_version=opset, dynamo=False)  # fmt: skip
-
-
-def export_weights(path: PathLike, out: PathLike, fmt: str = "onnx", which: str = "best",
-                   backbone: Optional[PathLike] = None,
-                   num_points: Optional[int] = None) -> Dict[str, Any]:  # fmt: skip
-    """Export a run / weights folder (the model rebuilt as ``evaluate`` does, merged) and write ``<out>.json`` beside
-    it: the task, input names and shapes, and the class / part names. Returns that description."""
-    from ..engine.weights import load_weights
-    from ..utils.atomic import atomic_write_json
-
-    run = load_weights(path, which=which, backbone=backbone)
-    n = int(num_points or run.manifest["config"]["data"]["num_points"])
-    export_model(run.model, out, fmt, num_points=n)
-    seg = hasattr(run.model, "num_categories")
-    info = {
-        "format": fmt, "task": run.manifest["task"], "source": str(path), "method": run.manifest.get("method"),
-        "inputs": {"points": ["batch", n, 3]} | ({"category": ["batch"]} if seg else {}),
-        "output": {"logits": ["batch", n, "parts"] if seg else ["batch", "classes"]},
-        "meta": run.manifest.get("meta", {}),
-    }  # fmt: skip
-    atomic_write_json(info, f"{os.fspath(out)}.json")
-    return info

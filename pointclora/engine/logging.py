@@ -77,8 +77,9 @@ def _pct(v: Optional[float]) -> str:
 
 
 def results_table(metrics: Mapping[str, Any]) -> str:
-    """The final table of one run: one row per model-selection rule, the protocol spelled out."""
-    header = ["config", "method", "model selection", "OA (%)", "mAcc (%)", "trainable params", "GFLOPs"]
+    """The final table of one run: one row per model-selection rule, the protocol spelled out; the scores are on the
+    test split (the run's test source, e.g. a carve, is in metrics.json)."""
+    header = ["config", "method", "model selection", "test OA (%)", "test mAcc (%)", "trainable params", "GFLOPs"]
     common = [metrics.get("config", "-"), metrics.get("method", "-")]
     tail = [format_params(metrics.get("trainable_params")), f"{metrics.get('gflops', float('nan')):.2f}"]
     rows = [common + [metrics.get("selection_label", "selected"), _pct(metrics.get("acc")),
@@ -106,11 +107,11 @@ def seeds_table(runs: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("acc",
     """Mean ± std over seeds, one column per metric."""
     first = runs[0]
     labels = {
-        "acc": f"OA, {first.get('selection_label', 'selected')} (%)",
-        "mean_class_acc": "mAcc (%)",
-        "last_acc": "OA, last epoch (%)",
-        "best_test_acc": "OA, best on test — field protocol (%)",
-        "vote_acc": "OA, vote (%)",
+        "acc": f"test OA, {first.get('selection_label', 'selected')} (%)",
+        "mean_class_acc": "test mAcc (%)",
+        "last_acc": "test OA, last epoch (%)",
+        "best_test_acc": "test OA, best on test — field protocol (%)",
+        "vote_acc": "test OA, vote (%)",
     }
     present = [k for k in keys if all(r.get(k) is not None for r in runs)]
     if first.get("selection") == "best_on_test":

@@ -1,7 +1,9 @@
-"""One Trainer for every task: ``Trainer(cfg).fit() -> metrics``. Read it top to bottom.
+"""One Trainer for every task: ``Trainer(task, cfg, backbone=...).fit() -> metrics``. Read it top to bottom.
 
-The task (``cfg['task']``: classification, part_segmentation, mae_pretraining; see :mod:`pointclora.tasks`) says
-what the data, model, loss and metrics are; the Trainer owns everything around them, for every task alike: AdamW with
+The Trainer is *given* a task object (see :class:`pointclora.tasks.Task`, whose class declares every hook called here)
+that says what the data, model, loss and metrics are; the engine imports no task and names none. Turning a config into
+a task and providing its backbone file is the API layer's job (:func:`pointclora.api.make_trainer`). The Trainer owns
+everything around the task, for every task alike: AdamW with
 a no-decay group, per-epoch cosine with warm-up, grad-norm clipping, AMP (bf16 on CPU, fp16 + GradScaler on CUDA),
 gradient accumulation, DDP under torchrun, the PEFT method's auxiliary loss (SADE for CLoRA), validation every
 ``train.eval_every`` epochs, selection of the best epoch, atomic checkpoints with exact resume, a run-folder lock, and
@@ -30,7 +32,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -47,9 +49,22 @@ from .logging import RunLogger
 from .optim import CosineWarmupScheduler, build_optimizer
 from .weights import save_weights
 
-__all__ = ["Trainer", "run_finetune", "default_run_dir", "ResumeError", "RESUME_MAY_CHANGE"]
+__all__ = ["Trainer", "run_finetune", "default_run_dir", "ResumeError", "RESUME_MAY_CHANGE", "set_task_resolver"]
 
 EpochCallback = Callable[[int, Dict[str, Any]], None]
+Log = Callable[[str], None]
+#: The backbone file, or how to get it: ``provide(log) -> path or None`` runs on the main process first (it may
+#: pre-train), then on the others once it is there.
+Backbone = Union[None, str, os.PathLike, Callable[[Log], Optional[Path]]]
+#: ``resolve(cfg) -> (task, backbone)``: how ``Trainer(cfg)`` (a config instead of a task, the old signature) finds
+#: its task. The API layer registers it (:mod:`pointclora.api`); the engine itself knows no task.
+_TASK_RESOLVER: Optional[Callable[[Mapping[str, Any]], Tuple[Any, Backbone]]] = None
+
+
+def set_task_resolver(resolve: Optional[Callable[[Mapping[str, Any]], Tuple[Any, Backbone]]]) -> None:
+    """Let ``Trainer(cfg, ...)`` (a config in place of a task) build its task and backbone with ``resolve``."""
+    global _TASK_RESOLVER
+    _TASK_RESOLVER = resolve
 
 #: Config keys a resumed run may change: they do not change what the run computes (the device and the thread count
 #: change only float rounding; with ``train.threads: null`` the count already follows the cores free at start).
@@ -60,11 +75,11 @@ class ResumeError(ValueError):
     """``--resume`` cannot continue this run as asked."""
 
 
-def default_run_dir(cfg: Mapping[str, Any], seed: Optional[int] = None) -> Path:
+def default_run_dir(cfg: Mapping[str, Any], label: str, seed: Optional[int] = None) -> Path:
+    """``runs/<name>/<label>-seed<seed>-<time>`` (``label``: the task's :meth:`~pointclora.tasks.Task.run_label`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    method = get_key(cfg, "peft.method", "clora") if cfg.get("task") != "mae_pretraining" else "mae"
     seed = get_key(cfg, "train.seed", 0) if seed is None else seed
-    return Path("runs") / str(cfg.get("name") or "run") / f"{method}-seed{seed}-{stamp}"
+    return Path("runs") / str(cfg.get("name") or "run") / f"{label}-seed{seed}-{stamp}"
 
 
 def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
@@ -79,15 +94,25 @@ def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
     """``key: old -> new`` for every key that differs (ignoring :data:`RESUME_MAY_CHANGE`)."""
     a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    from ..config import DEFAULTS
+
+    # A key added to the schema after the run started, at its default, changes nothing the run computes.
+    defaults = _flatten(json.loads(json.dumps(DEFAULTS)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not (k not in a and k in defaults and b.get(k) == defaults[k]))  # fmt: skip
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not k.startswith(RESUME_MAY_CHANGE)]
 
 
 class Trainer:
-    """Trains ``cfg['task']`` as ``cfg`` says; :meth:`fit` returns the metrics written to ``metrics.json``.
+    """Trains ``task`` as ``cfg`` says; :meth:`fit` returns the metrics written to ``metrics.json``.
 
     Args:
-        cfg: a resolved config (:func:`pointclora.config.load_config`).
+        task: a task object (:class:`pointclora.tasks.Task`) bound to ``cfg``. A config in its place (the old
+            ``Trainer(cfg)``) is turned into a task by the resolver the API layer registers.
+        cfg: a resolved config (:func:`pointclora.config.load_config`); default ``task.cfg``.
+        backbone: the backbone file (a path), ``provide(log) -> path`` (called on the main process first: it may
+            pre-train), or None: then ``model.checkpoint`` names it (a shipped name or a file; see
+            :func:`pointclora.models.registry.find_backbone`).
         output: run directory (default ``runs/<name>/<method>-seed<seed>-<time>``).
         resume: continue from ``<output>/checkpoints/last.pth`` (exactly; see the module docstring).
         data_root: overrides the dataset's ``root``.
@@ -96,18 +121,47 @@ class Trainer:
         on_epoch_end: ``fn(epoch, record)`` after each epoch's checkpoint is written (tests simulate a kill with it).
     """
 
-    def __init__(self, cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
-                 data_root: Optional[str] = None, data: Optional[TaskData] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None,
-                 log: Optional[Callable[[str], None]] = None) -> None:  # fmt: skip
-        from ..tasks import get_task
-
-        self.cfg: Dict[str, Any] = json.loads(json.dumps(cfg))  # a private plain copy
-        self.task = get_task(self.cfg.get("task") or "classification")(self.cfg)
-        self.run_dir = Path(output) if output is not None else default_run_dir(self.cfg)
+    def __init__(self, task: Any, cfg: Optional[Mapping[str, Any]] = None, output: Optional[os.PathLike | str] = None,
+                 resume: bool = False, data_root: Optional[str] = None, data: Optional[TaskData] = None,
+                 quiet: bool = False, on_epoch_end: Optional[EpochCallback] = None, log: Optional[Log] = None,
+                 backbone: Backbone = None) -> None:  # fmt: skip
+        if isinstance(task, Mapping):  # the old Trainer(cfg, ...): the API layer's resolver builds the task
+            if cfg is not None and not isinstance(cfg, Mapping):  # Trainer(cfg, "runs/x") positionally
+                output, cfg = cfg, None
+            if _TASK_RESOLVER is None:
+                raise TypeError("Trainer needs a task object; build it from a config with pointclora.api.make_trainer("
+                                "cfg, ...) (or import pointclora.api so Trainer(cfg) can)")  # fmt: skip
+            task, provided = _TASK_RESOLVER(task)
+            backbone = provided if backbone is None else backbone
+        self.cfg: Dict[str, Any] = json.loads(json.dumps(task.cfg if cfg is None else cfg))  # a private plain copy
+        # The task reads the run's own config, and what it settles there (e.g. the data's up axis) is what
+        # config.yaml and every saved manifest record.
+        task.cfg = self.cfg
+        self.task = task
+        self.backbone = backbone
+        self.run_dir = Path(output) if output is not None else default_run_dir(self.cfg, task.run_label())
+        data_root = self._record_data_root(data_root, resume)
         self.resume, self.data_root, self.prebuilt, self.quiet = resume, data_root, data, quiet
         self.on_epoch_end, self.external_log = on_epoch_end, log
         self.last_path = self.run_dir / "checkpoints" / "last.pth"
+
+    def _record_data_root(self, data_root: Optional[str], resume: bool) -> Optional[str]:
+        """The absolute data folder this run reads goes into its config (config.yaml, every saved manifest), so
+        ``evaluate RUN`` and ``--resume`` without ``--data-root`` read the files the run trained on (#19)."""
+        from .data import resolve_data_root
+
+        dcfg = self.cfg.get("dataset")
+        if not isinstance(dcfg, dict) or not dcfg:
+            return data_root
+        if resume and data_root is None and (self.run_dir / "config.yaml").is_file():
+            recorded = (config_from_string((self.run_dir / "config.yaml").read_text()).get("dataset") or {}).get("root")
+            if recorded is not None:  # as recorded (a run from before #19 kept the config's relative root)
+                dcfg["root"] = recorded
+                return recorded
+        root = resolve_data_root(dcfg, data_root)
+        if root is not None:
+            dcfg["root"] = root
+        return root if root is not None else data_root
 
     # ------------------------------------------------------------------------------------------- public entry
     def fit(self) -> Dict[str, Any]:
@@ -170,18 +224,30 @@ class Trainer:
 
         lock = None
         if self.main:
-            lock = RunLock(self.run_dir).acquire()
+            import warnings
+
+            with warnings.catch_warnings(record=True):  # a dead writer's lock: said in one line below, not a raw
+                warnings.simplefilter("always")         # UserWarning with its source line (#19)
+                lock = RunLock(self.run_dir).acquire()
             try:
                 if not self.resume and self.last_path.exists():
                     raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                                           "choose another --output")  # fmt: skip
                 if self.resume and not self.last_path.exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}: the run stopped before "
+                                            "its first epoch ended, so there is nothing to continue; start it again "
+                                            "without --resume (same --output)")  # fmt: skip
+                if lock.took_over:
+                    rec = lock.took_over
+                    self.log(f"note: took over the run-folder lock of process {rec.get('pid')} (started "
+                             f"{rec.get('started', '?')}), which no longer runs")  # fmt: skip
             except BaseException:
                 self._abandon(lock)
                 raise
             self.last_path.parent.mkdir(parents=True, exist_ok=True)
         du.barrier()
+        self.log(f"run {self.run_dir}: {self.task.name}, world size {self.dist.world_size} "
+                 f"({'torchrun' if self.dist.enabled else 'one process'}), device {self.device}, seed {self.seed}")
         return lock
 
     @staticmethod
@@ -194,6 +260,8 @@ class Trainer:
     def _setup_data(self) -> None:
         data = self.prebuilt if self.prebuilt is not None else self.task.build_data(self.data_root)
         self.data, self.task.meta = data, data.meta
+        if data.meta.get("up_axis_note"):
+            self.log(data.meta["up_axis_note"])  # said once per run (#19)
         self._check_data(data)
         dcfg, ocfg = self.cfg["data"], self.cfg["optim"]
         self.accum = int(ocfg.get("accumulation_steps", 1))
@@ -220,6 +288,14 @@ class Trainer:
         self.val_loader = eval_loader(data.val)
         self.test_loader = self.val_loader if data.val_is_test else eval_loader(data.test)
         self.eval_test = bool(get_key(self.cfg, "train.eval_test", False)) and data.test is not None
+        from .selection import choose_selection
+
+        small_rule = bool(self.task.small_val_selects_last)
+        self.select_last, self.select_reason = choose_selection(str(get_key(self.cfg, "train.select", "auto")), data,
+                                                                small_rule)  # fmt: skip
+        if self.select_last and self.select_reason and not self.select_reason.startswith("train.select"):
+            self.log(f"warning: the validation set is too small to choose an epoch on ({self.select_reason}): the "
+                     "result is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip
 
     def _check_data(self, data: TaskData) -> None:
         """Before the first step: train and test share no sample (a wrong split is corruption), and every file reads
@@ -232,23 +308,45 @@ class Trainer:
         self.split_check = check_disjoint_splits(splits)
         if not self.main or not bool(self.cfg["data"].get("validate", True)):
             return
+        from ..datasets.validation import DatasetValidationError
+
         seen: List[int] = []
+        failed: List[DatasetValidationError] = []
         for ds in splits.values():
             if id(ds) not in seen:
                 seen.append(id(ds))
-                validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                try:
+                    validate_dataset(ds, num_workers=int(self.cfg["data"].get("num_workers", 0)))
+                except DatasetValidationError as err:  # check every split: all bad files in one error, not one a run
+                    failed.append(err)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            from .data_errors import merge_validation_errors
+
+            raise merge_validation_errors(failed)
+
+    def _backbone_file(self, log: Log) -> Optional[Path]:
+        if callable(self.backbone):
+            return self.backbone(log)
+        if self.backbone is not None:
+            return Path(self.backbone)
+        from ..models.registry import find_backbone
+
+        return find_backbone(get_key(self.cfg, "model.checkpoint"))
 
     def _setup_model(self) -> None:
-        from ..tasks.common import ensure_backbone
+        from ..peft import method_name, trainable_parameter_summary
 
         seed_everything(self.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        backbone = ensure_backbone(self.cfg, log=self.log) if self.main else None
+        # The main process provides the file first (it may pre-train it); the others then find it in place.
+        backbone = self._backbone_file(self.log) if self.main else None
         du.barrier()
-        if not self.main and get_key(self.cfg, "model.checkpoint"):
-            backbone = ensure_backbone(self.cfg, log=lambda *_: None)
+        if not self.main:
+            backbone = self._backbone_file(lambda *_: None)
         seed_everything(self.seed)
         self.model = self.task.build_model(self.data.meta, backbone, self.log).to(self.device)
-        self.method = str(getattr(getattr(self.model, "peft_config", None), "method", "full"))
+        self.method = method_name(self.model)
         if self.cfg["train"].get("compile"):
             from ..utils.compile import maybe_compile
 
@@ -256,12 +354,16 @@ class Trainer:
             self.model = maybe_compile(self.model, enabled=True, device=str(self.device))
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
+            from .sync_batchnorm import use_global_batchnorm
+
+            # BatchNorm that trains must see the global batch, or N processes train another model than one (#19)
+            synced = use_global_batchnorm(self.model)
+            if synced:
+                self.log(f"BatchNorm over the global batch ({self.dist.world_size} processes): {', '.join(synced)}")
             ids = [self.device.index] if self.device.type == "cuda" else None
-            unused = bool(getattr(self.task, "ddp_find_unused_parameters", False))
+            unused = bool(self.task.ddp_find_unused_parameters)
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                                  find_unused_parameters=unused)  # fmt: skip
-        from ..peft import trainable_parameter_summary
-
         self.params = trainable_parameter_summary(self.model)  # head: the model's declared one
         self.log(f"{self.task.name} [protocol {self.cfg.get('protocol', 'ours')}]: {self.cfg['model']['name']} + "
                  f"{self.method}: {self.params['trainable_params']:,} "
@@ -285,7 +387,7 @@ class Trainer:
             from .optim import OfficialEpochScheduler
 
             # Classification and pre-training run max_epoch + 1 epochs there; segmentation runs max_epoch.
-            self.scheduler = OfficialEpochScheduler(*sched_args, final_epoch=self.task.name != "part_segmentation")
+            self.scheduler = OfficialEpochScheduler(*sched_args, final_epoch=self.task.official_extra_epoch)
             self.epochs = self.scheduler.num_epochs
         else:
             self.scheduler = CosineWarmupScheduler(*sched_args)
@@ -414,7 +516,11 @@ class Trainer:
             bar.set_postfix(loss=f"{task_loss:.3f}", lr=f"{lr:.2e}")
 
     def _progress(self, iterable: Any, desc: str) -> Any:
-        if not self.main or self.quiet:
+        import sys
+
+        # A bar only on a terminal: redirected to a file every redraw is kept (198 KB of bars for one demo, #19);
+        # the per-epoch line says the same once.
+        if not self.main or self.quiet or not sys.stderr.isatty():
             return iterable
         from tqdm.auto import tqdm
 
@@ -440,16 +546,14 @@ class Trainer:
         summary = {"epoch": epoch + 1, f"val_{monitor}": val[monitor]}
         if test is not None:
             summary[f"test_{monitor}"] = test[monitor]
-        if self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
+        if self.select_last or self.task.better(val[monitor], self.best.get(f"val_{monitor}")):
             self.best = summary
             save_weights(self.model, self.run_dir / "best", task=self.task.name, config=self.cfg,
                          meta=self.task.manifest_meta(self.data.meta), epoch=epoch + 1, metrics=summary)  # fmt: skip
             self.task.on_best(self.model, self.run_dir, epoch + 1)
         if test is not None and self.task.better(test[monitor], self.best_test.get(f"test_{monitor}")):
             self.best_test = summary
-        hook = getattr(self.task, "extra_metrics", None)  # e.g. pre-training's linear probe
-        if hook is not None:
-            out.update(hook(self.model, self.data.val, epoch + 1, self.device))
+        out.update(self.task.extra_metrics(self.model, self.data.val, epoch + 1, self.device))  # e.g. a probe
         self.logger.scalars({k if "/" in k else k.replace("_", "/", 1): v for k, v in out.items()}, epoch + 1)
         return out
 
@@ -457,9 +561,7 @@ class Trainer:
     def _save_last_weights(self, epoch: int) -> None:
         save_weights(self.model, self.run_dir / "last", task=self.task.name, config=self.cfg,
                      meta=self.task.manifest_meta(self.data.meta), epoch=epoch + 1)  # fmt: skip
-        hook = getattr(self.task, "on_epoch_saved", None)
-        if hook is not None:
-            hook(self.model, self.run_dir, epoch + 1)
+        self.task.on_epoch_saved(self.model, self.run_dir, epoch + 1)
 
     def _save_state(self, epoch: int) -> None:
         """The resume point: everything the next epoch depends on (every rank's RNG streams included)."""
@@ -487,12 +589,15 @@ class Trainer:
             atomic_write_json(metrics, self.run_dir / "metrics.json")
             table = self.task.results_table(metrics)
             atomic_write_text(table + "\n", self.run_dir / "results.md")
-            self.log("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
-                     f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            summary = ("\n" + table + f"\n\nrun folder: {self.run_dir}  (weights: best/, last/; TensorBoard: "
+                       f"tensorboard --logdir {self.run_dir / 'tb'})")  # fmt: skip
+            self.log(summary)
+            if self.quiet and self.external_log is None:
+                print(summary.lstrip("\n"), flush=True)  # --quiet drops the per-epoch lines, never the result
         return metrics
 
     def _final_metrics(self) -> Dict[str, Any]:
-        from .weights import load_weights
+        from .weights import read_manifest, rebuild_model
 
         loaders = {"val": self.val_loader, "test": self.test_loader}
         # The last epoch's plain test score: voting (up to 299 x 10 passes under the protocol) is for the selected
@@ -502,20 +607,23 @@ class Trainer:
         else:
             last = self.task.final_metrics(self.model, loaders, self.device, self.autocast, self.data.meta)
         # The selected model exactly as saved: rebuilt from best/ the way `evaluate` will rebuild it.
-        selected = load_weights(self.run_dir / "best", device=self.device).model
+        best = self.run_dir / "best"
+        selected = rebuild_model(self.task, best, read_manifest(best), device=self.device)
         final = self.task.final_metrics(selected, loaders, self.device, self.autocast, self.data.meta)
         monitor = self.task.monitor
         on_test = self.data.val_is_test
         metrics: Dict[str, Any] = {
             "task": self.task.name, "protocol": self.cfg.get("protocol", "ours"), "config": self.cfg.get("name"),
             "method": self.method, "seed": self.seed, **final, **self.task.manifest_meta(self.data.meta),
-            "selection": "best_on_test" if on_test else "best_on_val",
-            "selection_label": ("best on test (papers' protocol, optimistic)" if on_test
+            "selection": "last_epoch" if self.select_last else ("best_on_test" if on_test else "best_on_val"),
+            "selection_label": (f"last epoch ({self.select_reason})" if self.select_last
+                                else "best on test (papers' protocol, optimistic)" if on_test
                                 else f"best on val [{self.data.val_source}]"),
+            "test_source": self.data.meta.get("test_source"),
             "val_source": self.data.val_source, "best_epoch": self.best.get("epoch"),
             f"best_val_{monitor}": self.best.get(f"val_{monitor}"),
             **{f"last_{k}": v for k, v in last.items() if isinstance(v, (int, float))},
-            "epochs": self.epochs, "num_points": int(self.cfg["data"]["num_points"]),
+            "epochs": self.epochs, "num_points": self.task.num_points,
             "world_size": self.dist.world_size, "device": str(self.device), "threads": self.threads,
             "split_check": self.split_check,
             "wall_time_s": round(self.elapsed_before + time.time() - self.t_start, 1),
@@ -528,11 +636,8 @@ class Trainer:
         return metrics
 
     def _gflops(self, model: nn.Module) -> Dict[str, Any]:
-        counter = getattr(self.task, "gflops", None)
-        if counter is None:
-            return {}
         try:
-            return counter(model, int(self.cfg["data"]["num_points"]))
+            return self.task.gflops(model, self.task.num_points)
         except Exception as err:  # counting is informative; never fail a finished run over it
             self.log(f"GFLOPs not counted: {err}")
             return {}
@@ -540,13 +645,19 @@ class Trainer:
 
 def run_finetune(cfg: Mapping[str, Any], output: Optional[os.PathLike | str] = None, resume: bool = False,
                  data_root: Optional[str] = None, datasets: Optional[Any] = None, quiet: bool = False,
-                 on_epoch_end: Optional[EpochCallback] = None) -> Dict[str, Any]:  # fmt: skip
-    """``Trainer(cfg, ...).fit()`` — kept as the library's one-call entry (``cfg['task']`` defaults to
-    classification). ``datasets`` is a :class:`TaskData` or a dict ``{"train", "val", "test", "classes"}``."""
-    data = datasets
-    if isinstance(datasets, Mapping):
-        data = TaskData(datasets["train"], datasets["val"], datasets["test"],
-                        datasets.get("val_source") or ("test" if datasets["val"] is datasets["test"] else "val split"),
-                        {"classes": list(datasets["classes"])})  # fmt: skip
-    return Trainer(cfg, output=output, resume=resume, data_root=data_root, data=data, quiet=quiet,
-                   on_epoch_end=on_epoch_end).fit()  # fmt: skip
+                 on_epoch_end: Optional[EpochCallback] = None,
+                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:  # fmt: skip
+    """``Trainer(cfg, ...).fit()`` — the old one-call entry, kept for existing callers (it needs the API layer's
+    resolver: :func:`pointclora.api.run_finetune` is the same call from above). ``datasets`` is a
+    :class:`TaskData` or a dict ``{"train", "val", "test", "classes"}``."""
+    return Trainer(cfg, output=output, resume=resume, data_root=data_root, data=as_task_data(datasets), quiet=quiet,
+                   on_epoch_end=on_epoch_end, log=log).fit()  # fmt: skip
+
+
+def as_task_data(datasets: Optional[Any]) -> Optional[TaskData]:
+    """A :class:`TaskData`, or one made from a dict ``{"train", "val", "test", "classes"[, "val_source"]}``."""
+    if not isinstance(datasets, Mapping):
+        return datasets
+    return TaskData(datasets["train"], datasets["val"], datasets["test"],
+                    datasets.get("val_source") or ("test" if datasets["val"] is datasets["test"] else "val split"),
+                    {"classes": list(datasets["classes"])})  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from torch import nn
 
+from ..config import register_section_schema
 from .backbone import PointTransformer
 
 __all__ = [
@@ -17,18 +18,24 @@ __all__ = [
     "model_defaults",
     "pretrained_names",
     "pretrained_path",
+    "resolve_checkpoint_path",
+    "find_backbone",
+    "model_constructor_keys",
+    "pretrained_meta",
 ]
 
 _VARIANTS: Dict[str, Dict[str, Any]] = {}
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
 #: variant name -> weights file shipped in pointclora/assets (package data: loads offline).
 _PRETRAINED: Dict[str, str] = {}
+#: variant name -> what its shipped encoder was pre-trained with (num_points, up_axis): tools follow it (#19).
+_PRETRAINED_META: Dict[str, Dict[str, Any]] = {}
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 def register_model(
     name: str, builder: Callable[..., nn.Module] = PointTransformer, pretrained_file: Optional[str] = None,
-    **defaults: Any,
+    pretrained_meta: Optional[Dict[str, Any]] = None, **defaults: Any,
 ) -> None:
     """Register ``name`` as ``builder(**defaults)``; overrides given to :func:`create_model` win.
 
@@ -39,6 +46,12 @@ def register_model(
     _BUILDERS[name] = builder
     if pretrained_file:
         _PRETRAINED[name] = pretrained_file
+        _PRETRAINED_META[name] = dict(pretrained_meta or {})
+
+
+def pretrained_meta(name: str) -> Dict[str, Any]:
+    """What the shipped encoder of ``name`` was pre-trained with: ``num_points``, ``up_axis`` (empty if unknown)."""
+    return dict(_PRETRAINED_META.get(name, {}))
 
 
 def pretrained_names() -> List[str]:
@@ -63,6 +76,59 @@ def pretrained_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the pre-trained weights of {name!r} are missing from the installed package")
     return path
+
+
+def resolve_checkpoint_path(path: Any) -> Path:
+    """A relative checkpoint path is looked up in the current directory, then in the repository / install root."""
+    import os
+
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.is_absolute():
+        return p
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / p).exists():
+            return root / p
+    return Path.cwd() / p
+
+
+def find_backbone(checkpoint: Optional[Any]) -> Optional[Path]:
+    """The backbone file a config's ``model.checkpoint`` names: ``None`` for none, a shipped backbone's name (package
+    data, offline), or a path (:func:`resolve_checkpoint_path`); FileNotFoundError saying what to do when missing."""
+    if not checkpoint:
+        return None
+    if str(checkpoint) in pretrained_names():
+        return pretrained_path(str(checkpoint))
+    path = resolve_checkpoint_path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.checkpoint={checkpoint!r} not found (looked in {Path.cwd()} and the repository root). Get the "
+            "pre-trained weights (see models/README.md), pass --ckpt PATH, or --set model.checkpoint=null to train "
+            "from scratch."
+        )
+    return path
+
+
+def model_constructor_keys(name: Optional[str] = None) -> List[str]:
+    """Keyword arguments a config's ``model`` section may pass to the constructors: those of every registered builder
+    (a task may build the classifier, the segmentation model or the encoder from one section) and ``name``'s own
+    variant defaults. Declared to :func:`pointclora.config.register_section_schema` as the ``model`` schema."""
+    import inspect
+
+    from .backbone import PointTransformerEncoder
+
+    keys = set()
+    for builder in {*_BUILDERS.values(), PointTransformerEncoder}:
+        params = inspect.signature(builder).parameters.values()
+        keys.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    keys -= {"self", "num_classes", "encoder_kwargs"}
+    if name in _VARIANTS:
+        keys.update(_VARIANTS[name])
+    return sorted(keys)
+
+
+def _model_section_keys(cfg: Dict[str, Any]) -> List[str]:
+    section = cfg.get("model")
+    return model_constructor_keys(section.get("name") if isinstance(section, dict) else None)
 
 
 def list_models() -> List[str]:
@@ -151,7 +217,9 @@ register_model("point_mae_demo", group_size=16, **_SMALL)
 # The shipped pre-trained small backbone: point_mae_demo's shapes with 32-point patches (32 x 32 covers all 1,024
 # points), pre-trained with Point-MAE on the ModelNet10 train shapes outside the held-out report split
 # (tools/pretrain.py --cfg pretrain_mn10.yaml; model card in models/README.md). ModelNet: academic research use only.
-register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth", group_size=32, **_SMALL)
+# Its files (ModelNet10 PCDs) are z-up: pretrained_meta records it, so y-up datasets are turned into its frame.
+register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth",
+               pretrained_meta={"num_points": 1024, "up_axis": "z"}, group_size=32, **_SMALL)  # fmt: skip
 # Tiny variants for the test suite (same structure, every shape small).
 register_model(
     "point_mae_tiny",
@@ -178,3 +246,6 @@ register_model(
     head_hidden_dim=32,
     head_batch_norm=False,
 )
+
+
+register_section_schema("model", _model_section_keys)

@@ -17,14 +17,10 @@ A new method is one class registered with :func:`register_peft_method` (see :mod
 
 # Importing clora, lora and simple registers the built-in methods (list_peft_methods() lists them in that order).
 from .base import AdapterLinear, PeftMergeError
-from .clora import CLoRABank, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
+from .clora import CLoRABank, CLoRAConfig, CLoRALinear, CLoRAMethod, sade_loss, sade_loss_naive
 from .config import (
     AdapterConfig,
-    CLoRAConfig,
-    FullConfig,
-    LinearConfig,
-    LoRAConfig,
-    NoneConfig,
+    LowRankConfig,
     PeftConfig,
     PeftConfigError,
     make_peft_config,
@@ -42,7 +38,7 @@ from .inject import (
     unmerge_adapters,
 )
 from .io import AdapterMismatchError, load_adapter, read_adapter_config, save_adapter
-from .lora import LoRALinear, LoRAMethod
+from .lora import LoRAConfig, LoRALinear, LoRAMethod
 from .multi import active_adapter, delete_adapter, list_adapters, set_adapter
 from .registry import (
     AdapterMethod,
@@ -56,7 +52,7 @@ from .registry import (
     register_peft_method,
     unregister_peft_method,
 )
-from .simple import FullMethod, LinearMethod, NoneMethod
+from .simple import FullConfig, FullMethod, LinearConfig, LinearMethod, NoneConfig, NoneMethod
 from .training import (
     adapter_state_dict,
     adapter_state_names,
@@ -64,7 +60,10 @@ from .training import (
     auxiliary_losses,
     can_merge,
     load_adapter_state_dict,
+    method_name,
     no_weight_decay_names,
+    saves_every_tensor,
+    write_method_files,
 )
 
 __all__ = [
@@ -84,6 +83,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "LoRAMethod",
+    "LowRankConfig",
     "NoneConfig",
     "NoneMethod",
     "PeftConfig",
@@ -109,6 +109,7 @@ __all__ = [
     "load_adapter_state_dict",
     "make_peft_config",
     "merge_adapters",
+    "method_name",
     "merge_and_unload",
     "model_adapter_targets",
     "model_head_modules",
@@ -120,8 +121,10 @@ __all__ = [
     "sade_loss",
     "sade_loss_naive",
     "save_adapter",
+    "saves_every_tensor",
     "set_adapter",
     "trainable_parameter_summary",
     "unmerge_adapters",
     "unregister_peft_method",
+    "write_method_files",
 ]

@@ -18,6 +18,7 @@ one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import torch
@@ -25,10 +26,49 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AdapterLinear, kaiming_uniform_like_lora_
-from .config import CLoRAConfig, PeftConfigError
+from .config import LowRankConfig, PeftConfigError, _check_float, _check_int
 from .registry import AdapterMethod, AuxLoss, register_peft_method
 
-__all__ = ["CLoRABank", "CLoRALinear", "CLoRAMethod", "sade_loss", "sade_loss_naive", "clora_layers", "BANKS_ATTR"]
+__all__ = ["CLoRAConfig", "CLoRABank", "CLoRALinear", "CLoRAMethod", "sade_loss", "sade_loss_naive", "clora_layers",
+           "BANKS_ATTR"]  # fmt: skip
+
+
+@dataclass
+class CLoRAConfig(LowRankConfig):
+    """Collaborative LoRA (CLORA.md).
+
+    Args:
+        r: rank of each base pair (A_h: r×in, B_h: out×r, Q_h^j: r×r).
+        num_bases: p, the number of shared (A_h, B_h) pairs per shape group (>= 1).
+        alpha: scaling numerator, ``s = alpha / r``; ``None`` means ``alpha = r`` (s = 1).
+        dropout, target_modules, exclude_modules, split_qkv: see :class:`AdapterConfig`.
+        share: ``"shape"`` one bank per (in, out) shape for the whole model; ``"block"`` one bank per shape per block.
+        sade_weight: λ of ``L = L_task + λ · L_SADE`` (0 turns SADE off); ``auxiliary_loss(model)`` applies it.
+        q_weight_decay: put the coefficient matrices ``Q`` (initialised to the identity) in the weight-decay group.
+            Default false: AdamW would pull them toward 0, a regulariser the method does not have (decay is meant
+            to pull an update toward "no change", which for ``Q`` is ``I``, not 0). ``true`` restores the old groups.
+        q_fixed: freeze every ``Q`` at its identity initialisation (an ablation: the layers then share ``B A`` with no
+            per-layer coefficients, so collaboration is off; ``Q`` is neither trained nor counted as trainable).
+        train_modules: trained besides the adapters (default: the model's ``default_train_modules``).
+    """
+
+    num_bases: int = 4
+    share: str = "shape"
+    sade_weight: float = 0.1
+    q_weight_decay: bool = False
+    q_fixed: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        _check_int("num_bases", self.num_bases, 1)
+        if self.share not in ("shape", "block"):
+            raise PeftConfigError(f"share must be 'shape' or 'block', got {self.share!r}")
+        self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
+        if not isinstance(self.q_weight_decay, bool):
+            raise PeftConfigError(f"q_weight_decay must be true or false, got {self.q_weight_decay!r}")
+        if not isinstance(self.q_fixed, bool):
+            raise PeftConfigError(f"q_fixed must be true or false, got {self.q_fixed!r}")
+
 
 #: Attribute of the model root that owns the CLoRA banks (``model.clora_banks[key].A / .B``).
 BANKS_ATTR = "clora_banks"

@@ -1,12 +1,7 @@
-"""Adapter configurations: one dataclass per method, validated on construction, round-tripping through JSON/YAML.
-
-The built-in methods (each registered in :mod:`pointclora.peft.registry`; ``list_peft_methods()`` lists them all):
-
-- ``clora``  (default) collaborative LoRA: shared bases per shape group + per-layer ``Q`` (``CLoRAConfig``);
-- ``lora``   the like-for-like LoRA baseline on the same targets (``LoRAConfig``);
-- ``full``   full fine-tuning: every tensor trains, BatchNorm everywhere trains (``FullConfig``);
-- ``linear`` linear probing: only the model's head trains (``LinearConfig``);
-- ``none``   everything frozen, for inference (``NoneConfig``).
+"""Adapter configurations: the base dataclasses every method's config extends, validated on construction,
+round-tripping through JSON/YAML. Each method's own dataclass sits in its file beside its layer and method class:
+``CLoRAConfig`` in :mod:`pointclora.peft.clora`, ``LoRAConfig`` in :mod:`pointclora.peft.lora`, ``FullConfig`` /
+``LinearConfig`` / ``NoneConfig`` in :mod:`pointclora.peft.simple` (still importable from here).
 
 ``None`` defaults come from the model at injection (``inject_adapters`` records the resolved config):
 ``target_modules`` from ``model.default_adapter_targets``, ``train_modules`` from ``model.default_train_modules``
@@ -26,14 +21,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
+from ..config import register_section_schema
+
 __all__ = [
     "PeftConfig",
     "AdapterConfig",
-    "CLoRAConfig",
-    "LoRAConfig",
-    "FullConfig",
-    "LinearConfig",
-    "NoneConfig",
+    "LowRankConfig",
     "PeftConfigError",
     "DEFAULT_METHOD",
     "make_peft_config",
@@ -172,8 +165,8 @@ class AdapterConfig(PeftConfig):
 
 
 @dataclass
-class _LowRankConfig(AdapterConfig):
-    """Fields shared by CLoRA and LoRA."""
+class LowRankConfig(AdapterConfig):
+    """Fields shared by the low-rank methods (CLoRA, LoRA): rank ``r`` and ``alpha`` (``s = alpha / r``)."""
 
     r: int = 8
     alpha: Optional[float] = None
@@ -191,68 +184,6 @@ class _LowRankConfig(AdapterConfig):
     def scaling(self) -> float:
         """``s = alpha / r``."""
         return float(self.alpha) / self.r
-
-
-@dataclass
-class CLoRAConfig(_LowRankConfig):
-    """Collaborative LoRA (CLORA.md).
-
-    Args:
-        r: rank of each base pair (A_h: r×in, B_h: out×r, Q_h^j: r×r).
-        num_bases: p, the number of shared (A_h, B_h) pairs per shape group (>= 1).
-        alpha: scaling numerator, ``s = alpha / r``; ``None`` means ``alpha = r`` (s = 1).
-        dropout, target_modules, exclude_modules, split_qkv: see :class:`AdapterConfig`.
-        share: ``"shape"`` one bank per (in, out) shape for the whole model; ``"block"`` one bank per shape per block.
-        sade_weight: λ of ``L = L_task + λ · L_SADE`` (0 turns SADE off); ``auxiliary_loss(model)`` applies it.
-        q_weight_decay: put the coefficient matrices ``Q`` (initialised to the identity) in the weight-decay group.
-            Default false: AdamW would pull them toward 0, a regulariser the method does not have (decay is meant
-            to pull an update toward "no change", which for ``Q`` is ``I``, not 0). ``true`` restores the old groups.
-        q_fixed: freeze every ``Q`` at its identity initialisation (an ablation: the layers then share ``B A`` with no
-            per-layer coefficients, so collaboration is off; ``Q`` is neither trained nor counted as trainable).
-        train_modules: trained besides the adapters (default: the model's ``default_train_modules``).
-    """
-
-    num_bases: int = 4
-    share: str = "shape"
-    sade_weight: float = 0.1
-    q_weight_decay: bool = False
-    q_fixed: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        _check_int("num_bases", self.num_bases, 1)
-        if self.share not in ("shape", "block"):
-            raise PeftConfigError(f"share must be 'shape' or 'block', got {self.share!r}")
-        self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
-        if not isinstance(self.q_weight_decay, bool):
-            raise PeftConfigError(f"q_weight_decay must be true or false, got {self.q_weight_decay!r}")
-        if not isinstance(self.q_fixed, bool):
-            raise PeftConfigError(f"q_fixed must be true or false, got {self.q_fixed!r}")
-
-
-@dataclass
-class LoRAConfig(_LowRankConfig):
-    """LoRA baseline on the same targets as CLoRA (q/k/v split, proj, fc1, fc2): ``ΔW = s · B A``, B zero-initialised.
-
-    Args: as :class:`CLoRAConfig` without ``num_bases``/``share``/``sade_weight``/``q_weight_decay``.
-    """
-
-
-@dataclass
-class FullConfig(PeftConfig):
-    """Full fine-tuning: every parameter trains and every BatchNorm updates its statistics. ``train_modules`` is
-    ignored (kept for a uniform interface)."""
-
-
-@dataclass
-class LinearConfig(PeftConfig):
-    """Linear probing: only the model's head (``head_modules``: ``cls_head_finetune``) trains; ``cls_token``/
-    ``cls_pos`` and the whole backbone stay frozen, BN in the frozen backbone stays in eval mode."""
-
-
-@dataclass
-class NoneConfig(PeftConfig):
-    """Everything frozen (inference); BatchNorm everywhere in eval mode even under ``model.train()``."""
 
 
 def _construct(cls: Type[PeftConfig], kwargs: Mapping[str, Any]) -> PeftConfig:
@@ -291,6 +222,32 @@ def peft_option_names(method: str) -> Optional[List[str]]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def _peft_section_keys(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """The ``peft`` schema: the method's config fields (``method`` picks it; None for an unknown method, which is
+    reported with a suggestion when it is built)."""
+    section = cfg.get("peft") if isinstance(cfg.get("peft"), Mapping) else {}
+    names = peft_option_names(str(section.get("method", DEFAULT_METHOD)))
+    return None if names is None else sorted({"method", *names})
+
+
 def peft_config_from_dict(data: Mapping[str, Any]) -> PeftConfig:
     """``{'method': 'clora', 'r': 8, ...}`` -> config (``method`` defaults to ``clora``)."""
     return PeftConfig.from_dict(data)
+
+
+register_section_schema("peft", _peft_section_keys)
+
+
+_LowRankConfig = LowRankConfig  # the name it had before it was public
+
+#: Configs that moved to their method's file, still importable from here (``from pointclora.peft.config import ...``).
+_MOVED = {"CLoRAConfig": "clora", "LoRAConfig": "lora", "FullConfig": "simple", "LinearConfig": "simple",
+          "NoneConfig": "simple"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

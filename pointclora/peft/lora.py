@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -10,10 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AdapterLinear, kaiming_uniform_like_lora_
-from .config import LoRAConfig
+from .config import LowRankConfig
 from .registry import AdapterMethod, register_peft_method
 
-__all__ = ["LoRALinear", "LoRAMethod"]
+__all__ = ["LoRAConfig", "LoRALinear", "LoRAMethod"]
+
+
+@dataclass
+class LoRAConfig(LowRankConfig):
+    """LoRA baseline on the same targets as CLoRA (q/k/v split, proj, fc1, fc2): ``ΔW = s · B A``, B zero-initialised.
+
+    Args: as :class:`CLoRAConfig` without ``num_bases``/``share``/``sade_weight``/``q_weight_decay``.
+    """
+
 
 
 class LoRALinear(AdapterLinear):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 import torch
 from torch import nn
@@ -152,6 +152,17 @@ def _attach(model: nn.Module, adapter: _Adapter) -> None:
 
 
 # --- fresh task modules for an adapter about to load ---------------------------------------------------------------
+#: ``factory(variant, **constructor) -> model`` (``pointclora.models.create_model``), for a head of another shape. Set
+#: by the layer that knows both models and adapters (:mod:`pointclora.api`): peft imports no model.
+_MODEL_FACTORY: Optional[Callable[..., nn.Module]] = None
+
+
+def set_model_factory(factory: Optional[Callable[..., nn.Module]]) -> None:
+    """Tell the multi-adapter loader how to build a model of a recorded variant (``create_model``)."""
+    global _MODEL_FACTORY
+    _MODEL_FACTORY = factory
+
+
 def _file_shapes(folder: str) -> Dict[str, tuple]:
     from safetensors import safe_open
 
@@ -168,14 +179,15 @@ def _fresh_task(model: nn.Module, entries: Sequence[str], shapes: Dict[str, tupl
     fits = all(tuple(state[n].shape) == s for n, s in shapes.items() if n in state)
     template = None
     if not fits:
-        from ..models import create_model
-
+        if _MODEL_FACTORY is None:
+            raise RuntimeError("loading an adapter whose head has another shape needs a model factory: import "
+                               "pointclora.api (or call pointclora.peft.multi.set_model_factory(create_model))")
         constructor = dict((meta.get("base_model") or {}).get("constructor") or {})
         variant = constructor.pop("name", None) or (meta.get("base_model") or {}).get("variant")
         if not variant:
             raise ValueError("the adapter's head differs in shape from the model's and its file records no variant "
                              "to build one from")  # fmt: skip
-        template = create_model(variant, **constructor)
+        template = _MODEL_FACTORY(variant, **constructor)
     ref = next((p for p in model.parameters()), None)
     fresh = {}
     for path in entries:

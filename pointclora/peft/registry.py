@@ -146,6 +146,12 @@ class PeftMethod:
     #: can share one backbone (:mod:`pointclora.peft.multi`). False for ``full``.
     keeps_base_frozen: ClassVar[bool] = True
     description: ClassVar[str] = ""
+    #: What a run's weights folder keeps for this method: every tensor of the model (``True``: the backbone was
+    #: trained too), or only the tensors the backbone file did not provide (``False``).
+    saves_every_tensor: ClassVar[bool] = False
+    #: Whether a weights folder also carries peft-style adapter files (``adapter.safetensors`` +
+    #: ``adapter_config.json``, :func:`pointclora.peft.save_adapter`) for other tools.
+    writes_adapter_files: ClassVar[bool] = False
 
     def __init__(self, config: PeftConfig) -> None:
         self.config = config
@@ -267,6 +273,7 @@ class AdapterMethod(PeftMethod):
 
     config_base: ClassVar[Type[PeftConfig]] = AdapterConfig
     mergeable: ClassVar[bool] = True
+    writes_adapter_files: ClassVar[bool] = True
     layer_class: ClassVar[Optional[type]] = None
 
     def resolve(self, model: nn.Module) -> PeftConfig:

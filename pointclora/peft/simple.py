@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Tuple
 
 from torch import nn
 
-from .config import FullConfig, LinearConfig, NoneConfig, PeftConfigError
+from .config import PeftConfig, PeftConfigError
 from .registry import PeftMethod, model_head_modules, register_peft_method
 
-__all__ = ["FullMethod", "LinearMethod", "NoneMethod"]
+__all__ = ["FullConfig", "LinearConfig", "NoneConfig", "FullMethod", "LinearMethod", "NoneMethod"]
+
+
+@dataclass
+class FullConfig(PeftConfig):
+    """Full fine-tuning: every parameter trains and every BatchNorm updates its statistics. ``train_modules`` is
+    ignored (kept for a uniform interface)."""
+
+
+@dataclass
+class LinearConfig(PeftConfig):
+    """Linear probing: only the model's head (``head_modules``: ``cls_head_finetune``) trains; ``cls_token``/
+    ``cls_pos`` and the whole backbone stay frozen, BN in the frozen backbone stays in eval mode."""
+
+
+@dataclass
+class NoneConfig(PeftConfig):
+    """Everything frozen (inference); BatchNorm everywhere in eval mode even under ``model.train()``."""
+
 
 
 @register_peft_method
@@ -20,6 +39,7 @@ class FullMethod(PeftMethod):
     config_class = FullConfig
     keeps_base_frozen = False  # its file is a whole backbone: it cannot share one with other adapters
     description = "full fine-tuning"
+    saves_every_tensor = True
 
     def default_train_modules(self, model: nn.Module) -> Tuple[str, ...]:
         return ()  # everything trains anyway

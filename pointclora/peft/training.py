@@ -11,7 +11,7 @@ Every function reads the method of ``model.peft_config`` from the registry.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Set
+from typing import Any, Dict, Optional, Sequence, Set
 
 import torch
 from torch import nn
@@ -98,3 +98,23 @@ def can_merge(model: nn.Module) -> bool:
         return False
     method = get_peft_method(model)
     return method.mergeable and bool(method.adapter_layers(model))
+
+
+def method_name(model: nn.Module) -> str:
+    """The name of the model's PEFT method; a model without one counts as fully trained (every tensor is its own)."""
+    from .simple import FullMethod
+
+    return get_peft_method(model).name if _prepared(model) else FullMethod.name
+
+
+def saves_every_tensor(model: nn.Module) -> bool:
+    """Whether a weights folder must keep every tensor of ``model`` (its method trains the backbone, or it has none)."""
+    return get_peft_method(model).saves_every_tensor if _prepared(model) else True
+
+
+def write_method_files(model: nn.Module, folder: Any) -> None:
+    """The files the model's method adds to a weights folder (adapter files for peft-style tools), if any."""
+    if _prepared(model) and get_peft_method(model).writes_adapter_files:
+        from .io import save_adapter
+
+        save_adapter(model, folder)

@@ -1,9 +1,11 @@
-"""Pieces every task's model and data building shares: the backbone file, the adapted model, optional splits."""
+"""Pieces every task's model and data building shares: the adapted model, the backbone fingerprint, optional splits.
+
+Provisioning the backbone file (a shipped name, a path, or pre-training it first for the demo) is not a task's
+business: :mod:`pointclora.api` does it and hands the file to the Trainer."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
@@ -13,6 +15,7 @@ from torch.utils.data import Dataset
 
 from ..config import get_key
 from ..models import create_model, load_pretrained
+from ..models.registry import resolve_checkpoint_path  # noqa: F401  (its old home; re-exported)
 
 #: Keys of the ``model`` section that are not constructor arguments.
 MODEL_META_KEYS = ("name", "checkpoint", "checkpoint_prefix", "init")
@@ -20,64 +23,12 @@ MODEL_META_KEYS = ("name", "checkpoint", "checkpoint_prefix", "init")
 __all__ = [
     "MODEL_META_KEYS",
     "resolve_checkpoint_path",
-    "ensure_backbone",
     "build_adapted_model",
     "tensor_fingerprint",
     "try_split",
 ]
 
 Log = Callable[[str], None]
-
-
-def resolve_checkpoint_path(path: os.PathLike | str) -> Path:
-    """A relative checkpoint path is looked up in the current directory, then in the repository / install root."""
-    p = Path(os.path.expanduser(os.fspath(path)))
-    if p.is_absolute():
-        return p
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / p).exists():
-            return root / p
-    return Path.cwd() / p
-
-
-def _default_cache() -> Path:
-    return Path(os.environ.get("POINTCLORA_CACHE", Path.home() / ".cache" / "pointclora"))
-
-
-def ensure_backbone(cfg: Mapping[str, Any], log: Log = print, cache_dir: Optional[Path] = None) -> Optional[Path]:
-    """The pre-trained backbone file named by ``model.checkpoint``.
-
-    When it is missing and the config has a ``pretrain`` section (the demo), the backbone is pre-trained first with
-    the Point-MAE task into the cache folder (``$POINTCLORA_CACHE`` or ``~/.cache/pointclora``), never into the
-    installed package, and that file is used.
-    """
-    ckpt = get_key(cfg, "model.checkpoint")
-    if not ckpt:
-        return None
-    from ..models.registry import pretrained_names, pretrained_path
-
-    if str(ckpt) in pretrained_names():  # a shipped backbone's name: package data, offline
-        return pretrained_path(str(ckpt))
-    path = resolve_checkpoint_path(ckpt)
-    if path.is_file():
-        return path
-    pcfg = cfg.get("pretrain")
-    if not pcfg:
-        raise FileNotFoundError(
-            f"model.checkpoint={ckpt!r} not found (looked in {Path.cwd()} and the repository root). Get the "
-            "pre-trained "
-            "weights (see models/README.md), pass --ckpt PATH, or --set model.checkpoint=null to train from scratch."
-        )
-    target = (cache_dir or _default_cache()) / Path(ckpt).name
-    if target.is_file():
-        log(f"pre-trained backbone: {target} (made by an earlier demo run)")
-        return target
-    run_dir = target.parent / f"{target.stem}-pretrain-run"
-    log(f"pre-trained backbone {ckpt} not found: pre-training it first -> {target} (run folder {run_dir})")
-    from .mae_pretraining import pretrain_backbone
-
-    pretrain_backbone(dict(pcfg), run_dir=run_dir, export_to=target, log=log)
-    return target
 
 
 def tensor_fingerprint(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -> str:
@@ -99,6 +50,7 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
     reload refuse a different backbone.
     """
     from ..peft import inject_adapters, make_peft_config
+    from ..peft.config import DEFAULT_METHOD
 
     mcfg = dict(cfg["model"])
     init = mcfg.pop("init", None)
@@ -107,14 +59,17 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
     defaults: Dict[str, Any] = {}
     checkpoint = None
     if backbone is not None:  # official checkpoints default to pointnet2_ops' FPS (skip near-origin points)
-        from ..engine.protocol import model_overrides_for_checkpoint
         from ..models.checkpoint import safe_torch_load
+        from ..models.official import model_overrides_for_checkpoint
 
         checkpoint = safe_torch_load(backbone)  # read once: for these defaults and for the weights below
         defaults = model_overrides_for_checkpoint(checkpoint)
+        from .backbone_settings import check_backbone_variant
+
+        check_backbone_variant(checkpoint, variant, {**mcfg, **model_kwargs}, str(backbone))
     model = create_model(variant, **{**defaults, **mcfg, **model_kwargs})
     if init == "pytorch":  # the official runner's from-scratch model: PyTorch's default initialisation
-        from ..engine.protocol import pytorch_default_init_
+        from ..models.official import pytorch_default_init_
 
         pytorch_default_init_(model)
     elif init is not None:
@@ -133,7 +88,7 @@ def build_adapted_model(cfg: Mapping[str, Any], variant: str, backbone: Optional
         "fingerprint": tensor_fingerprint(state, keys) if keys else None,
         "keys": keys,
     }
-    peft = dict(cfg.get("peft") or {"method": "clora"})
+    peft = dict(cfg.get("peft") or {"method": DEFAULT_METHOD})
     return inject_adapters(model, make_peft_config(**peft))
 
 

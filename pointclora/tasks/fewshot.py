@@ -39,28 +39,48 @@ def setting_key(way: int, shot: int) -> str:
 
 
 def default_runner(cfg: Dict[str, Any], datasets: Dict[str, Any], run_dir: Path, resume: bool) -> Mapping[str, Any]:
-    from ..engine.trainer import run_finetune
+    """One episode: the classification task on the episode's datasets (the backbone is ``model.checkpoint``)."""
+    from ..engine.trainer import Trainer, as_task_data
+    from .classification import ClassificationTask
 
-    return run_finetune(cfg, output=run_dir, resume=resume, datasets=datasets, quiet=True)
+    # Each episode's lines go to its log.txt only: the driver prints one line per episode and the summary table.
+    return Trainer(ClassificationTask(cfg), cfg, output=run_dir, resume=resume, data=as_task_data(datasets),
+                   quiet=True, log=lambda _msg: None).fit()  # fmt: skip
+
+
+def _episode_frame(cfg: Mapping[str, Any]) -> Tuple[Optional[str], Optional[str]]:
+    """``(the run's up axis, the episodes' files' up axis)``: episodes keep the axis of the shapes they were drawn
+    from (official: ModelNet40, y-up; generated: the config's dataset); clouds are turned into the backbone's (#19)."""
+    from ..datasets.up_axis import dataset_up_axis
+    from .up_frame import backbone_up_axis
+
+    files = dataset_up_axis(cfg.get("dataset") or {"name": "modelnet_fewshot"})
+    return (cfg.get("data") or {}).get("up_axis") or backbone_up_axis(cfg) or files, files
 
 
 def _episode_datasets(root: Path, way: int, shot: int, fold: int, cfg: Mapping[str, Any]) -> Dict[str, Any]:
     from ..datasets.fewshot import ModelNetFewShot
     from ..datasets.transforms import eval_transforms, train_transforms
+    from .classification import ClassificationTask
+    from .up_frame import with_up_axis
 
     data = cfg.get("data") or {}
-    n = int(data.get("num_points", 1024))
+    n = ClassificationTask(cfg).num_points
     extra = {k: v for k, v in (cfg.get("dataset") or {}).items() if k in ("use_normals", "shape_names")}
+    frame, files = _episode_frame(cfg)
+    if isinstance(cfg.get("data"), dict):
+        cfg["data"]["up_axis"] = frame
     train = ModelNetFewShot(
         root,
         way,
         shot,
         fold,
         "train",
-        transform=train_transforms(n, data.get("augmentation", "scale_translate")),
+        transform=with_up_axis(train_transforms(n, data.get("augmentation", "scale_translate")), frame, files),
         **extra,
     )
-    test = ModelNetFewShot(root, way, shot, fold, "test", transform=eval_transforms(n), **extra)
+    test = ModelNetFewShot(root, way, shot, fold, "test", transform=with_up_axis(eval_transforms(n), frame, files),
+                           **extra)  # fmt: skip
     # No validation split in the protocol: selection on the query set, labelled "test (field protocol)".
     return {
         "train": train,
@@ -221,10 +241,11 @@ def run_fewshot(
             stub.
         num_query: query shapes per class in generated episodes (20 in the protocol).
     """
+    from ..peft.config import DEFAULT_METHOD
     from ..utils.atomic import atomic_write_json, atomic_write_text
 
     cfg = json.loads(json.dumps(cfg))
-    method = str((cfg.get("peft") or {}).get("method", "clora"))
+    method = str((cfg.get("peft") or {}).get("method", DEFAULT_METHOD))
     out = Path(output) if output else Path("runs") / str(cfg.get("name") or "fewshot") / f"fewshot-{method}"
     ways, shots, folds = [int(w) for w in ways], [int(s) for s in shots], [int(f) for f in folds]
     if not ways or not shots or not folds:
@@ -232,6 +253,11 @@ def run_fewshot(
     runner = runner or default_runner
     root, source = prepare_episodes(cfg, ways, shots, folds, out, seed, episodes_root, data_root, log, num_query)
     out.mkdir(parents=True, exist_ok=True)  # only once the episodes exist: a failed start leaves no folder
+    from .up_frame import rotation_note
+
+    note = rotation_note(*_episode_frame(cfg), what="the episodes' shapes")
+    if note:
+        log(f"[fewshot] {note}")  # once for every episode
     t0 = time.time()
     settings = [(w, s, f) for w in ways for s in shots for f in folds]
     results = [_run_episode(cfg, root, out, w, s, f, i + 1, len(settings), runner, log)

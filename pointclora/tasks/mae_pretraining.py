@@ -76,6 +76,11 @@ class MAEPretrainingTask(Task):
     name = "mae_pretraining"
     monitor = "loss"
     monitor_mode = "min"
+    small_val_selects_last = False  # the Chamfer loss of even 100 clouds averages thousands of patches
+    protocol_name = "pretrain"
+
+    def run_label(self) -> str:
+        return "mae"
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
@@ -88,9 +93,13 @@ class MAEPretrainingTask(Task):
         dcfg, data = dict(self.cfg.get("dataset") or {}), self.cfg["data"]
         if not dcfg:
             raise ValueError("config has no 'dataset' section: say which point clouds to pre-train on")
-        n, skip = int(data["num_points"]), bool(data.get("fps_skip_near_origin", False))
-        tfs = {True: train_transforms(n, data.get("augmentation", "scale_translate"), skip_near_origin=skip),
-               False: eval_transforms(n, skip_near_origin=skip)}  # fmt: skip
+        n, skip = self.num_points, bool(data.get("fps_skip_near_origin", False))
+        from .up_frame import resolve_frame, with_up_axis
+
+        frame, files = resolve_frame(self.cfg, dcfg)  # recorded in the exported encoder (#19)
+        tfs = {True: with_up_axis(train_transforms(n, data.get("augmentation", "scale_translate"),
+                                                   skip_near_origin=skip), frame, files),
+               False: with_up_axis(eval_transforms(n, skip_near_origin=skip), frame, files)}  # fmt: skip
 
         def build(split: str, train: bool):
             make = lambda: build_dataset(dict(dcfg), split, transform=tfs[train], root=data_root)  # noqa: E731
@@ -151,7 +160,10 @@ class MAEPretrainingTask(Task):
     def _export(self, model: nn.Module, path: Path, epoch: int) -> None:
         from ..models.mae import export_encoder_state
 
-        config = {"model": dict(self.cfg["model"]), "pretrain": dict(self.options)}
+        # The frame the encoder learned in travels with it: fine-tuning turns other datasets into it (#19).
+        config = {"model": dict(self.cfg["model"]), "pretrain": dict(self.options),
+                  "data": {"num_points": self.num_points,
+                           "up_axis": self.cfg["data"].get("up_axis")}}  # fmt: skip
         export_encoder_state(model, str(path), layout=self.options["layout"], variant=self.cfg["model"]["name"],
                              config=config, extra={"epoch": epoch})  # fmt: skip
 
@@ -190,8 +202,9 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
     cfg = merge(DEFAULTS, cfg)
     cfg["task"] = MAEPretrainingTask.name
     resume = (Path(run_dir) / "checkpoints" / "last.pth").is_file()
-    Trainer(cfg, output=run_dir, resume=resume, log=log).fit()
-    best = MAEPretrainingTask(cfg).encoder_path(Path(run_dir))
+    task = MAEPretrainingTask(cfg)
+    Trainer(task, cfg, output=run_dir, resume=resume, log=log, backbone=None).fit()
+    best = task.encoder_path(Path(run_dir))
     atomic_write_bytes(best.read_bytes(), export_to)
     return Path(export_to)
 
@@ -199,7 +212,7 @@ def pretrain_backbone(pcfg: Mapping[str, Any], run_dir: Path, export_to: Path, l
 def _probe_on_validation(val: Any, seed: int,
                          device: torch.device) -> Optional[Callable[[nn.Module], Dict[str, float]]]:  # fmt: skip
     """A probe callback on the validation shapes: a stratified half to fit, the other half to score."""
-    from ..engine.probe import make_probe_callback
+    from ..models.probe import make_probe_callback
 
     labels = np.asarray([int(val[i]["label"]) for i in range(len(val))]) if len(val) else np.zeros(0)
     if labels.size < 4 or len(np.unique(labels)) < 2:

@@ -3,7 +3,7 @@
 Recipe (Point-MAE ``segmentation/main.py``): AdamW lr 2e-4, weight decay 0.05, cosine with warm-up, batch 16, 2048
 points, 128 groups; isotropic scale U(0.8, 1.25) + shift U(-0.1, 0.1); cross-entropy over all part logits.
 
-Evaluation is the standard one (:mod:`pointclora.engine.segmentation_metrics`): predictions restricted to the object
+Evaluation is the standard one (:mod:`pointclora.tasks.segmentation_metrics`): predictions restricted to the object
 category's parts, class mIoU and instance mIoU, a per-category table. Categories and part ids come from the dataset
 (``categories`` / ``category_parts``), never from constants, so one category with parts 50-53 (the cattle scans) and
 ShapeNetPart's 16 categories / 50 parts use the same code. The best epoch has the highest validation instance mIoU.
@@ -77,14 +77,19 @@ def build_segmentation_data(cfg: Mapping[str, Any], data_root: Optional[str] = N
     data = cfg["data"]
     dcfg = dict(cfg["dataset"])
     train_split = dcfg.pop("train_split", "train")
-    dcfg["num_points"] = int(data["num_points"])  # segmentation readers sample the points themselves
-    train_tf = _augmentation(str(data.get("augmentation", "scale_translate")))
+    dcfg["num_points"] = PartSegmentationTask(cfg).num_points  # segmentation readers sample the points themselves
+    from .up_frame import resolve_frame, rotation_note, with_up_axis
+
+    frame, files = resolve_frame(cfg, dcfg)  # the backbone's up axis; the files are turned into it (#19)
+    train_tf = with_up_axis(_augmentation(str(data.get("augmentation", "scale_translate"))), frame, files)
+    eval_tf = with_up_axis(None, frame, files)
 
     def build(split: str, train: bool):
-        make = lambda: build_dataset(dict(dcfg), split, transform=train_tf if train else None, root=data_root)  # noqa: E731
+        make = lambda: build_dataset(dict(dcfg), split, transform=train_tf if train else eval_tf, root=data_root)  # noqa: E731
         return try_split(make) if split == "val" else make()
 
     out = split_with_validation(build, data, train_split=train_split)
+    out.meta["up_axis_note"] = rotation_note(frame, files)
     base = out.test
     categories = list(base.categories)
     out.meta.update(categories=categories, num_parts=int(base.num_parts),
@@ -103,7 +108,7 @@ def evaluate_segmentation(model: nn.Module, loader: DataLoader, meta: Mapping[st
     """Loss (mean over points) and class / instance mIoU, accuracy, per-category table over ``loader``."""
     import contextlib
 
-    from ..engine.segmentation_metrics import SegmentationMeter
+    from .segmentation_metrics import SegmentationMeter
 
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
@@ -127,6 +132,11 @@ class PartSegmentationTask(Task):
     name = "part_segmentation"
     monitor = "instance_miou"
     monitor_mode = "max"
+    protocol_name = "segmentation"
+    summary_metrics = ("class_miou",)
+    #: the official segmentation script runs max_epoch epochs (its classification runner one more)
+    official_extra_epoch = False
+    default_num_points = 2048
     #: with one category the label branch's BatchNorm output is constant and some head parameters get no gradient
     ddp_find_unused_parameters = True
 
@@ -157,22 +167,29 @@ class PartSegmentationTask(Task):
                       autocast: Callable, meta: Mapping[str, Any]) -> Dict[str, Any]:  # fmt: skip
         return evaluate_segmentation(model, loaders["test"], meta, device, autocast)
 
-    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None):
+    def eval_dataset(self, split: str, data_root: Optional[str] = None, dataset_cfg: Optional[Mapping] = None,
+                     vote: bool = False):  # fmt: skip
         from ..datasets import build_dataset
+        from ..engine.data import carved_test_for_evaluation
 
         dcfg = dict(dataset_cfg or self.cfg["dataset"])
-        dcfg.pop("train_split", None)
-        dcfg["num_points"] = int(self.cfg["data"]["num_points"])
-        ds = build_dataset(dcfg, split, transform=None, root=data_root)
+        train_split = dcfg.pop("train_split", "train")
+        dcfg["num_points"] = self.num_points
+        from ..datasets.up_axis import dataset_up_axis
+        from .up_frame import with_up_axis
+
+        tf = with_up_axis(None, self.cfg["data"].get("up_axis"), dataset_up_axis(dcfg))  # the run's recorded frame
+        ds = carved_test_for_evaluation(self.cfg["data"], split, dataset_cfg is None,
+                                        lambda: build_dataset(dict(dcfg), train_split, transform=tf, root=data_root))
+        if ds is None:
+            ds = build_dataset(dcfg, split, transform=tf, root=data_root)
         if list(ds.categories) != list(self.meta["categories"]):
             raise ValueError(f"the dataset's categories {list(ds.categories)} differ from the model's "
                              f"{self.meta['categories']}")  # fmt: skip
         return ds
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None) -> Dict[str, Any]:
-        """``points (N, 3)`` of one object of ``category`` (needed when the model knows several) -> a part id per
-        point, restricted to that category's parts as in the evaluation."""
+    def resolve_category(self, category: Optional[str]) -> str:
+        """``category``, or the model's only one; a one-line error otherwise."""
         cats = list(self.meta["categories"])
         if category is None and len(cats) > 1:
             raise ValueError(f"this model segments {len(cats)} categories; name one with --category "
@@ -180,6 +197,15 @@ class PartSegmentationTask(Task):
         category = category or cats[0]
         if category not in cats:
             raise ValueError(f"--category {category!r} is not one of the model's categories: {', '.join(cats)}")
+        return category
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, points: torch.Tensor, category: Optional[str] = None,
+                **_options: Any) -> Dict[str, Any]:  # fmt: skip
+        """``points (N, 3)`` of one object of ``category`` (needed when the model knows several) -> a part id per
+        point, restricted to that category's parts as in the evaluation."""
+        category = self.resolve_category(category)
+        cats = list(self.meta["categories"])
         cls = torch.tensor([cats.index(category)], device=points.device)
         logits = model(points[None], cls)[0].float()  # N P
         parts = torch.tensor(self.meta["category_parts"][category], device=points.device, dtype=torch.long)
@@ -187,13 +213,41 @@ class PartSegmentationTask(Task):
         return {"category": category, "labels": labels.cpu().tolist(),
                 "counts": {int(p): int((labels == p).sum()) for p in parts.tolist()}}  # fmt: skip
 
+    @classmethod
+    def evaluation_report(cls, res: Mapping[str, Any]) -> str:
+        from .segmentation_metrics import format_category_table
+
+        return format_category_table(res) if "per_category" in res else str(res)
+
+    @torch.no_grad()
+    def predict_cloud(self, model: nn.Module, xyz: Any, num_points: int, device: torch.device,
+                      category: Optional[str] = None, views: int = 1, **_options: Any) -> Dict[str, Any]:
+        """A part label for EVERY point of the file, in its order: the model's probabilities on ``num_points``
+        sub-samples (``views`` of them, averaged) carried to every point by 3-NN interpolation."""
+        from .scan_labels import labels_for_every_point
+
+        cat = self.resolve_category(category)
+        parts = self.meta["category_parts"][cat]
+        index = list(self.meta["categories"]).index(cat)
+        res = labels_for_every_point(model, torch.from_numpy(xyz).to(device), index, parts, num_points, views=views)
+        labels = res["labels"]
+        return {"category": cat, "labels": labels.tolist(), "model_points": min(num_points, len(xyz)), "views": views,
+                "counts": {int(p): int((labels == p).sum()) for p in parts}}  # fmt: skip
+
+    @classmethod
+    def predict_report(cls, r: Mapping[str, Any]) -> str:
+        counts = ", ".join(f"part {p}: {c}" for p, c in r["counts"].items())
+        return (f"{r['file']} [{r['category']}]: {len(r['labels'])} points labelled (every input point, input "
+                f"order; model saw {r['model_points']} x {r['views']} view(s)); {counts}"
+                + (f" -> {r['labels_file']}" if "labels_file" in r else ""))  # fmt: skip
+
     def gflops(self, model: nn.Module, num_points: int) -> Dict[str, Any]:
         from .classification import classifier_gflops
 
         return classifier_gflops(model, num_points, forward_model=_WithCategory)
 
     def results_table(self, metrics: Mapping[str, Any]) -> str:
-        from ..engine.segmentation_metrics import format_category_table
+        from .segmentation_metrics import format_category_table
 
         return format_category_table(metrics)
 

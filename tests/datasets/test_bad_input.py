@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import (
+from dataset_files import (
     write_fewshot,
     write_h5,
     write_modelnet_h5,

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import write_modelnet_h5, write_modelnet_txt
+from dataset_files import write_modelnet_h5, write_modelnet_txt
 from torch.utils.data import Subset
 
 from pointclora.datasets import (

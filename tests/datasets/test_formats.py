@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from dataset_files import (
     MN_CLASSES,
     SNP_PARTS,
     write_fewshot,

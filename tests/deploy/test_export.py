@@ -148,9 +148,9 @@ schedule: {epochs: 1, warmup_epochs: 0}
 
 
 def test_export_tool_on_a_run_folder(tmp_path, capsys):
+    from pointclora.api import load_weights
     from pointclora.cli.export import main
     from pointclora.cli.finetune import main as finetune
-    from pointclora.engine.weights import load_weights
 
     (tmp_path / "tiny.yaml").write_text(TINY)
     run = tmp_path / "run"

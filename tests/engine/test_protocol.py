@@ -5,20 +5,11 @@ import math
 import pytest
 import torch
 
-from pointclora.engine.protocol import (
-    CHOICES,
-    apply_protocol,
-    is_official_checkpoint,
-    model_overrides_for_checkpoint,
-    official_no_decay,
-    official_param_groups,
-    official_seg_step,
-    protocol_label,
-    protocol_overrides,
-    pytorch_default_init_,
-)
+from pointclora.engine.protocol import official_no_decay, official_param_groups, official_seg_step
 from pointclora.models import create_model
 from pointclora.models.checkpoint import to_point_mae_layout
+from pointclora.models.official import is_official_checkpoint, model_overrides_for_checkpoint, pytorch_default_init_
+from pointclora.tasks.protocol import CHOICES, apply_protocol, protocol_label, protocol_overrides
 
 
 def test_overrides_per_task():

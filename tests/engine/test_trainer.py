@@ -185,7 +185,7 @@ def test_train_compile_runs_the_compiled_model(tmp_path, monkeypatch):
     CPU) and the run's weights still save and reload under the eager names."""
     import functools
 
-    from pointclora.engine.weights import load_weights
+    from pointclora.api import load_weights
     from pointclora.utils import compile as compile_mod
 
     calls = []
@@ -225,7 +225,7 @@ def _folder_cfg(tmp_path, root):
 def test_a_malformed_row_is_reported_before_the_first_step(tmp_path, monkeypatch):
     from pointclora.datasets.validation import DatasetValidationError
 
-    monkeypatch.setenv("POINTCLORA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("POINTCLORA_CACHE", str(tmp_path / "cache"))
     root = _folder_dataset(tmp_path / "data")
     bad = root / "ball" / "train" / "ball_2.txt"
     lines = bad.read_text().splitlines()
@@ -239,7 +239,7 @@ def test_a_malformed_row_is_reported_before_the_first_step(tmp_path, monkeypatch
 
 
 def test_an_empty_class_folder_is_refused_before_the_first_step(tmp_path, monkeypatch):
-    monkeypatch.setenv("POINTCLORA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("POINTCLORA_CACHE", str(tmp_path / "cache"))
     root = _folder_dataset(tmp_path / "data")
     (root / "cone" / "train").mkdir(parents=True)
     (root / "cone" / "test").mkdir(parents=True)

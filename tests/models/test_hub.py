@@ -75,7 +75,7 @@ def test_download_verifies_caches_and_loads(hubenv, monkeypatch):
 
 
 def test_ckpt_name_resolves_through_the_backbone_lookup(hubenv, monkeypatch):
-    from pointclora.tasks.common import ensure_backbone
+    from pointclora.api.backbone import ensure_backbone
 
     monkeypatch.setenv(hub.URL_ENV, hubenv.url("ok"))
     assert ensure_backbone({"model": {"checkpoint": NAME}}) == hub.hub_path(NAME)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.engine.probe import extract_features, few_label_indices, fit_linear_probe, random_like
 from pointclora.models import create_model, load_pretrained, pretrained_names, pretrained_path
 from pointclora.models.backbone import PointTransformer
+from pointclora.models.probe import extract_features, few_label_indices, fit_linear_probe, random_like
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME = "point_mae_mn10"

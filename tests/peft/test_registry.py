@@ -216,8 +216,8 @@ def _trains_and_reloads_with_the_trainer(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
     from task_configs import task_cfg
 
+    from pointclora.api import load_weights
     from pointclora.engine.trainer import Trainer
-    from pointclora.engine.weights import load_weights
 
     cfg = task_cfg("classification", tmp_path, method="toy_rank_one", epochs=1)
     cfg["peft"] = {"method": "toy_rank_one", "split_qkv": False}

@@ -36,10 +36,11 @@ def test_count_params_methods_tiny(capsys, method, extra):
 def test_count_params_table_and_errors(capsys):
     count_params.main(["--model", "point_mae_tiny", "--num-classes", "5", "--npoints", "256", "--no-flops"])
     assert "trainable_params_without_head" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--num-bases does not apply to --peft 'lora'"):
-        count_params.main(["--peft", "lora", "--num-bases", "2", "--model", "point_mae_tiny"])
-    with pytest.raises(SystemExit, match="--r does not apply to --peft 'linear'"):
-        count_params.main(["--peft", "linear", "--r", "2", "--model", "point_mae_tiny"])
+    # Through run_cli: one line `error: ...`, exit 2.
+    assert count_params.main(["--peft", "lora", "--num-bases", "2", "--model", "point_mae_tiny"]) == 2
+    assert capsys.readouterr().err == "error: --num-bases does not apply to --peft 'lora'\n"
+    assert count_params.main(["--peft", "linear", "--r", "2", "--model", "point_mae_tiny"]) == 2
+    assert capsys.readouterr().err == "error: --r does not apply to --peft 'linear'\n"
 
 
 def test_count_params_from_experiment_config(capsys):

@@ -12,9 +12,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from task_configs import task_cfg  # noqa: E402
 
+from pointclora.api import WeightsError, load_weights  # noqa: E402
 from pointclora.cli.evaluate import main  # noqa: E402
 from pointclora.engine.trainer import Trainer  # noqa: E402
-from pointclora.engine.weights import WeightsError, load_weights  # noqa: E402
 from pointclora.models import create_model  # noqa: E402
 from pointclora.tasks.classification import RemapLabels  # noqa: E402
 

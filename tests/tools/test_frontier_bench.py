@@ -58,7 +58,7 @@ def test_lora_r6_matches_clora_p4r8_adapter_count(fr):
 
 
 def test_a_killed_run_leaves_no_record_and_a_recorded_run_is_never_rerun(fr, tmp_path, monkeypatch):
-    import pointclora.engine.trainer as trainer
+    import pointclora.api as api
 
     calls = []
 
@@ -72,15 +72,15 @@ def test_a_killed_run_leaves_no_record_and_a_recorded_run_is_never_rerun(fr, tmp
 
     spec = _spec(fr)
     runner = fr.recording_runner(spec, "10pc", {}, tmp_path)
-    monkeypatch.setattr(trainer, "run_finetune", crash)
+    monkeypatch.setattr(api, "run_finetune", crash)
     with pytest.raises(KeyboardInterrupt):
         runner(_cfg(2e-3, 0), tmp_path / "work", False, True)
     assert not list(tmp_path.rglob("*.json"))
-    monkeypatch.setattr(trainer, "run_finetune", finish)
+    monkeypatch.setattr(api, "run_finetune", finish)
     rec = runner(_cfg(2e-3, 0), tmp_path / "work", True, True)
     path = tmp_path / "10pc" / "clora_p4r8" / "lr0.002_seed0.json"
     assert json.loads(path.read_text()) == rec and rec["acc"] == 90.0 and rec["lr"] == 2e-3 and rec["gflops"] == 0.06
-    monkeypatch.setattr(trainer, "run_finetune", crash)  # would raise if it ran again
+    monkeypatch.setattr(api, "run_finetune", crash)  # would raise if it ran again
     assert runner(_cfg(2e-3, 0), tmp_path / "work", False, True) == rec
     assert calls == [False, True]
 

@@ -82,7 +82,7 @@ def test_adapters_classify_the_same_files_with_each(run, second_run, tmp_path, c
     assert {len(r["predictions"]) for r in lines if r["adapter"] == str(second_run)} == {3}
     assert main([str(files[0]), "--adapters", str(run), str(run), "--device", "cpu"]) == 2
     assert "twice" in capsys.readouterr().err
-    from pointclora.engine.weights import merge_weights
+    from pointclora.api import merge_weights
 
     merged = merge_weights(run, tmp_path / "merged")
     assert main([str(files[0]), "--adapters", str(merged), str(second_run), "--device", "cpu"]) == 2

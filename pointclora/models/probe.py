@@ -223,7 +223,7 @@ def random_like(model: nn.Module, seed: int = 0) -> nn.Module:
     ``seed``.
     """
     enc = _encoder_of(model)
-    from ..models.backbone import PointTransformerEncoder
+    from .backbone import PointTransformerEncoder
 
     kwargs = dict(
         trans_dim=enc.trans_dim,

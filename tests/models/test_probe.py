@@ -1,4 +1,4 @@
-"""Linear probe of frozen features (engine/probe.py) and its CLI (tools/probe.py), on tiny models and data."""
+"""Linear probe of frozen features (models/probe.py) and its CLI (tools/probe.py), on tiny models and data."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.engine import probe as P
 from pointclora.models import create_model
+from pointclora.models import probe as P
 from pointclora.models.mae import build_pretrain_model, export_encoder_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_probe_cli_reads_an_encoder_exported_by_the_pretraining_trainer(tmp_path
     rebuilds the encoder from the constructor keys alone."""
     import sys as _sys
 
-    _sys.path.insert(0, str(Path(__file__).parent))
+    _sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))  # task_configs.py
     from task_configs import task_cfg
 
     from pointclora.engine.trainer import Trainer

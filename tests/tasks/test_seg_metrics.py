@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pointclora.engine.segmentation_metrics import SegmentationMeter, format_category_table, shape_iou
 from pointclora.models.segmentation import predict_parts
+from pointclora.tasks.segmentation_metrics import SegmentationMeter, format_category_table, shape_iou
 
 
 def test_shape_iou_hand_computed():

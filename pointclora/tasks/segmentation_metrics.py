@@ -66,7 +66,7 @@ class SegmentationMeter:
         self._total = 0
 
     def update(self, logits_or_pred: torch.Tensor, target: torch.Tensor, category: torch.Tensor) -> None:
-        from ..models.segmentation import predict_parts  # local: engine must not import models at package import
+        from ..models.segmentation import predict_parts
 
         category = category.reshape(-1).long().cpu()
         if logits_or_pred.dim() == 3:
