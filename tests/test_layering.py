@@ -2,7 +2,9 @@
 
 - imports point down only: ``cli -> api -> tasks -> engine -> models / peft / datasets / viz / deploy -> ops ->
   utils / config``
-  (modules of one layer may import each other, except that ``peft`` knows no model, dataset or loop);
+  (modules of one layer may import each other, except that ``peft`` knows no model, dataset or loop; the one
+  exception is a method built on the backbone's extension points (a file that imports ``models.extensions``,
+  e.g. the peers IDPT / PPT / GAPrompt): it may use the model's building blocks it plugs in beside, and only those);
 - no string literal in ``engine/`` or ``cli/`` names a registered task or PEFT method (the code asks the registries);
 - no function in ``engine/`` or ``tasks/`` is over 100 lines, no CLI module over 150 lines.
 """
@@ -27,6 +29,23 @@ RANK = {"cli": 6, "api": 5, "tasks": 4, "engine": 3, "models": 2, "peft": 2, "da
         "ops": 1, "utils": 0, "config": 0, "assets": 0, "__init__": 0}  # fmt: skip
 #: Same-rank imports that are still wrong: the adapters know nothing of models, data or the loop.
 FORBIDDEN = {("peft", "models"), ("peft", "datasets"), ("peft", "viz")}
+#: What an extension-point method (prompt tokens, modules between blocks) may use of the model: the points it plugs
+#: into and the building blocks a prompt is made of; never the backbone, registry or checkpoints.
+EXTENSION_BLOCKS = {"extensions", "layers", "tokenizer", "heads"}
+
+
+def _models_submodule(path: Path, node: ast.AST) -> Optional[str]:
+    """``extensions`` for ``from ..models.extensions import X`` in a peft file (None for other imports)."""
+    if isinstance(node, ast.ImportFrom) and node.module:
+        parts = node.module.split(".")
+        parts = parts[1:] if node.level == 0 and parts[0] == "pointclora" else parts
+        if len(parts) >= 2 and parts[0] == "models" and (node.level == 2 or node.level == 0):
+            return parts[1]
+    return None
+
+
+def _is_extension_method(tree: ast.Module, path: Path) -> bool:
+    return any(_models_submodule(path, node) == "extensions" for node in ast.walk(tree))
 
 
 def _layer(parts: Tuple[str, ...]) -> str:
@@ -67,9 +86,12 @@ def test_every_layer_is_ranked():
 def test_imports_point_down_only():
     bad = []
     for path, layer, tree in _modules():
+        extension_method = layer == "peft" and _is_extension_method(tree, path)
         for node in ast.walk(tree):
             for target in _imported_layer(path, node):
                 if target == layer or target not in RANK:
+                    continue
+                if extension_method and target == "models" and _models_submodule(path, node) in EXTENSION_BLOCKS:
                     continue
                 if RANK[target] > RANK[layer] or (layer, target) in FORBIDDEN:
                     bad.append(f"{path.relative_to(PKG)}:{node.lineno} ({layer}) imports {target}")
@@ -123,3 +145,14 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
                      "from pointclora.api import train\n")  # fmt: skip
     got = [t for node in tree.body for t in _imported_layer(fake, node)]
     assert got == ["tasks", "engine", "cli", "api"]
+
+
+def test_extension_methods_reach_only_the_building_blocks():
+    """A peft file on the extension points may import ``models.layers`` but not the backbone or the registry; a
+    core peft file may import no model at all."""
+    fake = PKG / "peft" / "idpt.py"
+    ext = ast.parse("from ..models.extensions import BackboneExtension\nfrom ..models.backbone import X\n")
+    core = ast.parse("from ..models.layers import DropPath\n")
+    assert _is_extension_method(ext, fake) and not _is_extension_method(core, fake)
+    assert [_models_submodule(fake, n) for n in ext.body] == ["extensions", "backbone"]
+    assert "backbone" not in EXTENSION_BLOCKS and "registry" not in EXTENSION_BLOCKS

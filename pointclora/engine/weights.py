@@ -69,6 +69,12 @@ def saved_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     from_backbone = set((getattr(model, "backbone_info", None) or {}).get("keys", []))
     save_all = saves_every_tensor(model) or not from_backbone
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if getattr(model, "peft_config", None) is not None:
+        # what the method itself saves: also the buffers of trained backbone modules (PPT / PointLoRA train
+        # encoder.first_conv, whose BatchNorm statistics move; the backbone file holds the old ones)
+        from ..peft import adapter_state_names
+
+        trainable |= set(adapter_state_names(model))
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
             if save_all or k in trainable or _canonical(k) not in from_backbone}  # fmt: skip
 

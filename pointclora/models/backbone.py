@@ -7,6 +7,28 @@ Data flow: points (B N 3) -> ``group_divider`` (FPS centres + kNN patches, relat
 Top-level names follow Point-MAE (``encoder``, ``pos_embed``, ``cls_token``, ``cls_pos``, ``norm``,
 ``cls_head_finetune``) except the block list, ``blocks.{i}`` instead of ``blocks.blocks.{i}``; the checkpoint converter
 renames that.
+
+Extension points (for prompt and adapter methods; see :mod:`pointclora.models.extensions`). A PEFT method installs
+modules with ``backbone.add_extension(name, module)`` (a :class:`~pointclora.models.extensions.BackboneExtension`,
+held under ``extensions.<name>``) and ``block.add_extension(name, module)`` (a
+:class:`~pointclora.models.extensions.BlockExtension`, under ``blocks.<i>.extensions.<name>``). The backbone calls
+them, in installation order, at these points::
+
+    tokenize:        points = ext.on_points(backbone, points)     # before grouping: move points, add prompt points
+                     tokens, pos = ext.on_tokens(backbone, tokens, pos, centers, points)   # add / change tokens
+    forward_blocks:  x, pos = ext.before_block(backbone, i, x, pos)                        # insert tokens, pre-block
+                     x = x + pos                   (skipped when pos is None: positions added once, by the method)
+                     x = ext.block_input(backbone, i, x)                                   # the block's own input
+                     x = block(x)
+                       inside the block:  y = ext.mlp_branch(x, h, y)      x: after attention, h = norm2(x), y = mlp(h)
+                                          out = ext.block_output(x, out)   out = x + drop_path(y)
+                     x, pos = ext.after_block(backbone, i, x, pos)                         # append tokens, post-block
+    pool (classifier): feature = ext.pool(backbone, x)  (first non-None; ext.pooled_dim sizes the head,
+                     ext.make_head may build it: PPT's GELU head)
+    patch_tokens:    x = ext.patch_tokens(backbone, x)  (drop extra tokens: what segmentation reads)
+
+With no extension installed nothing is called and every output is bit-identical to the plain backbone. Neither the
+backbone nor the blocks know any method: a method is one file in ``pointclora/peft``.
 """
 
 from __future__ import annotations
@@ -16,6 +38,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .extensions import ExtensionHost
 from .heads import ClassificationHead
 from .layers import Block
 from .tokenizer import MiniPointNet, PointGrouper
@@ -34,7 +57,7 @@ def _trunc_normal_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class PointTransformerEncoder(nn.Module):
+class PointTransformerEncoder(ExtensionHost, nn.Module):
     """The backbone without a task head.
 
     PEFT declarations (read by :mod:`pointclora.peft`, which knows no model): ``default_adapter_targets`` (the
@@ -121,6 +144,8 @@ class PointTransformerEncoder(nn.Module):
 
     def tokenize(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``points (B, N, 3+)`` -> ``tokens (B, T, C)``, ``pos (B, T, C)``, ``centers (B, G, 3)``; T = G (+1 cls)."""
+        for ext in self.extension_modules():
+            points = ext.on_points(self, points)
         grouping = self.group_divider(points)
         tokens = self.encoder(grouping.neighborhood)  # (B, G, encoder_dims)
         if self.reduce_dim is not None:
@@ -130,6 +155,8 @@ class PointTransformerEncoder(nn.Module):
             B = tokens.shape[0]
             tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
             pos = torch.cat([self.cls_pos.expand(B, -1, -1), pos], dim=1)
+        for ext in self.extension_modules():
+            tokens, pos = ext.on_tokens(self, tokens, pos, grouping.centers, points)
         return tokens, pos, grouping.centers
 
     def forward_blocks(
@@ -137,13 +164,27 @@ class PointTransformerEncoder(nn.Module):
     ) -> List[torch.Tensor]:
         """Run the blocks; returns ``[norm(x)]`` or, with ``return_layers``, the normed outputs of those blocks."""
         outputs = []
-        if not self.pos_every_block:
+        exts = self.extension_modules()
+        if not self.pos_every_block and pos is not None:
             x = x + pos
         for i, block in enumerate(self.blocks):
-            x = block(x + pos) if self.pos_every_block else block(x)
+            for ext in exts:
+                x, pos = ext.before_block(self, i, x, pos)
+            x = x + pos if self.pos_every_block and pos is not None else x
+            for ext in exts:
+                x = ext.block_input(self, i, x)
+            x = block(x)
+            for ext in exts:
+                x, pos = ext.after_block(self, i, x, pos)
             if return_layers is not None and i in return_layers:
-                outputs.append(self.norm(x))
+                outputs.append(self.patch_tokens(self.norm(x)) if exts else self.norm(x))
         return outputs if return_layers is not None else [self.norm(x)]
+
+    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` -> the tokens the plain backbone would have (extensions drop what they added)."""
+        for ext in self.extension_modules():
+            x = ext.patch_tokens(self, x)
+        return x
 
     def forward_features(self, points: torch.Tensor) -> torch.Tensor:
         """``points (B, N, 3)`` -> normed tokens ``(B, T, C)`` (cls first when present)."""
@@ -184,14 +225,31 @@ class PointTransformer(PointTransformerEncoder):
     def head_modules(self) -> Tuple[str, ...]:
         return ("cls_head_finetune",)
 
-    def _make_head(self, num_classes: int) -> ClassificationHead:
-        in_dim = self.trans_dim * (2 if self.cls_token is not None else 1)
+    def head_in_dim(self) -> int:
+        """Width of the pooled feature: ``2C`` (``C`` without cls) unless an extension pools otherwise."""
+        for ext in self.extension_modules():
+            dim = ext.pooled_dim(self)
+            if dim is not None:
+                return dim
+        return self.trans_dim * (2 if self.cls_token is not None else 1)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        in_dim = self.head_in_dim()
+        for ext in self.extension_modules():
+            head = ext.make_head(self, in_dim, num_classes)
+            if head is not None:
+                return head
         return ClassificationHead(
             in_dim, num_classes, self.head_hidden_dim, dropout=self.head_dropout, batch_norm=self.head_batch_norm
         )
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, C)`` -> ``(B, 2C)``: the cls token beside the max over patch tokens (``(B, C)`` without cls)."""
+        """``(B, T, C)`` -> ``(B, 2C)``: the cls token beside the max over patch tokens (``(B, C)`` without cls);
+        an extension's ``pool`` replaces this (e.g. IDPT's ``[cls, prompt, max]``)."""
+        for ext in self.extension_modules():
+            pooled = ext.pool(self, x)
+            if pooled is not None:
+                return pooled
         if self.cls_token is None:
             return x.max(dim=1).values
         return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)

@@ -3,6 +3,8 @@
 Batch 1, one multiply-add = one FLOP, summed over ``nn.Linear`` and ``nn.Conv1d/2d/3d`` modules (forward hooks), the
 peers' module-level convention. Adapter wrappers (CLoRA/LoRA) add their analytic multiply-adds per token
 (``adapter_flops_per_token()``, 0 once merged) on top of their frozen ``base_layer``, which the Linear hook counts.
+Linear / Conv layers of a method's extension modules (``extensions.*``: IDPT's DGCNN, DAPT's adapters) count as
+adapters too; the tokens such a method adds to the sequence are counted where they run (the base layers, attention).
 ``include_attention=True`` adds the two attention matmuls (``q kᵀ`` and ``attn · v``: ``2 · T² · C`` per block) that
 module-level counters leave out. Norms, activations, softmax, FPS and kNN are not counted (as the peers).
 """
@@ -23,7 +25,7 @@ class FlopCount:
     """Multiply-adds of one forward at batch 1, by kind."""
 
     linear_conv: int = 0  # frozen/base Linear + Conv layers (merged adapters live here)
-    adapters: int = 0  # unmerged adapters, analytic
+    adapters: int = 0  # unmerged adapters (analytic) + Linear/Conv layers of extension modules
     attention: int = 0  # q kᵀ and attn · v
 
     def total(self, include_attention: bool = False) -> int:
@@ -56,6 +58,12 @@ def count_flops(
     def conv_hook(module, inputs, output) -> None:
         count.linear_conv += _conv_macs(module, output)
 
+    def extension_linear_hook(module: nn.Linear, inputs, output) -> None:
+        count.adapters += output.numel() * module.in_features
+
+    def extension_conv_hook(module, inputs, output) -> None:
+        count.adapters += _conv_macs(module, output)
+
     def adapter_hook(module: nn.Module, inputs, output) -> None:
         tokens = inputs[0].numel() // module.in_features
         count.adapters += tokens * module.adapter_flops_per_token()
@@ -64,11 +72,12 @@ def count_flops(
         B, T, C = inputs[0].shape
         count.attention += 2 * B * T * T * C
 
-    for module in model.modules():
+    for name, module in model.named_modules():
+        extension = "extensions" in name.split(".")
         if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+            handles.append(module.register_forward_hook(extension_linear_hook if extension else linear_hook))
         elif isinstance(module, nn.modules.conv._ConvNd):
-            handles.append(module.register_forward_hook(conv_hook))
+            handles.append(module.register_forward_hook(extension_conv_hook if extension else conv_hook))
         elif hasattr(module, "adapter_flops_per_token"):  # an adapter wrapper (duck-typed: models know no peft)
             handles.append(module.register_forward_hook(adapter_hook))
         elif isinstance(module, Attention):

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .extensions import ExtensionHost
+
 __all__ = ["DropPath", "Mlp", "Attention", "Block"]
 
 
@@ -69,11 +71,14 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class Block(nn.Module):
+class Block(ExtensionHost, nn.Module):
     """Pre-norm transformer block: ``x + DropPath(Attn(LN1(x)))`` then ``x + DropPath(MLP(LN2(x)))``.
 
     Registration order (norm1, drop_path, norm2, mlp, attn) follows Point-MAE so ``state_dict()`` lists keys in the
     official order. LayerNorm uses PyTorch's eps 1e-5 (not timm's 1e-6), as the official weights were trained.
+
+    Extensions (:class:`~pointclora.models.extensions.BlockExtension`, installed by PEFT methods with
+    ``add_extension``) see the MLP branch (``mlp_branch``) and the block output (``block_output``).
     """
 
     def __init__(
@@ -95,4 +100,14 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        exts = self.extension_modules()
+        if not exts:
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        h = self.norm2(x)
+        y = self.mlp(h)
+        for ext in exts:
+            y = ext.mlp_branch(x, h, y)
+        out = x + self.drop_path(y)
+        for ext in exts:
+            out = ext.block_output(x, out)
+        return out

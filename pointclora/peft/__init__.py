@@ -67,6 +67,18 @@ from .training import (
 )
 
 __all__ = [
+    "GAPromptConfig",
+    "GAPromptMethod",
+    "PointGSTConfig",
+    "PointGSTMethod",
+    "PointLoRAConfig",
+    "PointLoRAMethod",
+    "PPTConfig",
+    "PPTMethod",
+    "DAPTConfig",
+    "DAPTMethod",
+    "IDPTConfig",
+    "IDPTMethod",
     "AdapterConfig",
     "AdapterLinear",
     "AdapterMethod",
@@ -128,3 +140,11 @@ __all__ = [
     "unregister_peft_method",
     "write_method_files",
 ]
+
+# The published peer methods (docs/PEERS.md), imported last so they register after the built-ins.
+from .dapt import DAPTConfig, DAPTMethod  # noqa: E402
+from .gaprompt import GAPromptConfig, GAPromptMethod  # noqa: E402
+from .idpt import IDPTConfig, IDPTMethod  # noqa: E402
+from .pointgst import PointGSTConfig, PointGSTMethod  # noqa: E402
+from .pointlora import PointLoRAConfig, PointLoRAMethod  # noqa: E402
+from .ppt import PPTConfig, PPTMethod  # noqa: E402
