@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test` (each runs ./setup.sh when .venv is absent).
 PY := .venv/bin/python
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench mutants clean
 
 .venv/bin/python:
 	./setup.sh
@@ -20,6 +20,11 @@ lint: .venv/bin/python
 
 bench: .venv/bin/python
 	$(PY) bench/ops.py
+
+# Mutation testing of the core modules, each against its own tests (not CI: tens of minutes; resumable, one worker,
+# nice). Needs the dev extra (mutmut). Report: .mutants/report.md; the committed copy is docs/TESTING.md.
+mutants: .venv/bin/python
+	OMP_NUM_THREADS=1 nice -n 15 $(PY) bench/mutants.py $(MODULES)
 
 clean:
 	rm -rf .venv *.egg-info .pytest_cache

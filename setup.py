@@ -39,8 +39,9 @@ setup(
         # timm (with torchvision): the openness tests put CLoRA/LoRA on a timm ViT; `test` is dev's test-only part.
         # onnx + onnxruntime: the export parity tests run in CI (never skipped).
         "test": ["pytest>=7", "pytest-xdist>=3", "fpsample>=0.3", "timm>=0.9", "onnx>=1.15", "onnxruntime>=1.17"],
+        # mutmut: `make mutants` (bench/mutants.py), mutation testing of the core modules; not needed by the tests.
         "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "fpsample>=0.3", "timm>=0.9", "onnx>=1.15",
-                "onnxruntime>=1.17"],
+                "onnxruntime>=1.17", "mutmut>=3.8,<4"],
         # tools/export.py --format onnx and running the exported file (pointclora.deploy).
         "deploy": ["onnx>=1.15", "onnxruntime>=1.17"],
         # Side-by-side benchmarks only (bench/ops.py, bench/adapters.py): never imported by the library.

@@ -193,7 +193,15 @@ def merge_and_unload(model: nn.Module, check_finite: bool = True) -> nn.Module:
     classes and ``requires_grad=True`` everywhere: the result is the plain backbone (same class, same ``state_dict``
     keys as ``create_model(...)``), with exactly the frozen model's FLOPs. In place; returns ``model``.
 
-    Raises ``ValueError`` for a method that cannot merge (its update is not a weight delta)."""
+    Raises ``ValueError`` for a method that cannot merge (its update is not a weight delta), and for a model that
+    holds several named adapters (they share the frozen base weights: merging one in place would change the others;
+    merge ``copy.deepcopy(model)`` after ``set_adapter``)."""
+    from .multi import list_adapters  # multi builds on this module
+
+    loaded = list_adapters(model)
+    if len(loaded) > 1:
+        raise ValueError(f"this model holds {len(loaded)} adapters {loaded} on one shared backbone: merging in "
+                         "place would change every one of them; merge copy.deepcopy(model) after set_adapter(name)")
     method = _method(model)
     if method is not None:
         if adapter_layers(model) and not method.mergeable:

@@ -187,3 +187,59 @@ def test_builder_yaml_files_and_errors(tmp_path):
 
     with pytest.raises(DatasetNotFoundError, match="Expected layout"):
         build_dataset(spp, "test", root=str(tmp_path / "nowhere"))
+
+
+def test_augmentations_equal_their_formulas_from_the_same_draws():
+    # Each augmentation against its formula written out, with the generator's draws replayed (non-default ranges so
+    # no factor is 1 and no bound is symmetric by accident).
+    s = _sample(c=6, seg=False)
+    xyz, nrm = s["points"][:, :3], s["points"][:, 3:]
+    st = ScaleAndTranslate(0.5, 2.0, 0.3, generator=torch.Generator().manual_seed(1))(s)["points"]
+    u = torch.rand(6, generator=torch.Generator().manual_seed(1))
+    scale, shift = 0.5 + 1.5 * u[:3], (2 * u[3:] - 1) * 0.3
+    torch.testing.assert_close(st[:, :3], xyz * scale + shift)
+    torch.testing.assert_close(st[:, 3:], torch.nn.functional.normalize(nrm / scale, dim=1))
+    for axis, a in (("x", 0), ("y", 1), ("z", 2)):
+        rot = RotateUp(axis, generator=torch.Generator().manual_seed(2))(s)["points"]
+        angle = float(torch.rand(1, generator=torch.Generator().manual_seed(2))) * 2 * math.pi
+        c, si = math.cos(angle), math.sin(angle)
+        i, j = [k for k in range(3) if k != a]
+        # the right-hand rotation about x and z; y keeps the reference's [[c,0,s],[0,1,0],[-s,0,c]]
+        sign = -1.0 if axis == "y" else 1.0
+        for v, out in ((xyz, rot[:, :3]), (nrm, rot[:, 3:])):
+            torch.testing.assert_close(out[:, a], v[:, a])
+            torch.testing.assert_close(out[:, i], c * v[:, i] - sign * si * v[:, j])
+            torch.testing.assert_close(out[:, j], sign * si * v[:, i] + c * v[:, j])
+    j = Jitter(0.03, 0.04, generator=torch.Generator().manual_seed(3))(s)["points"]
+    noise = (torch.randn(100, 3, generator=torch.Generator().manual_seed(3)) * 0.03).clamp(-0.04, 0.04)
+    torch.testing.assert_close(j[:, :3], xyz + noise)
+    assert torch.equal(j[:, 3:], nrm) and (noise.abs() == 0.04).any()  # some draws clipped, normals untouched
+    pd = PointDropout(0.5, generator=torch.Generator().manual_seed(4))(_sample())
+    g = torch.Generator().manual_seed(4)
+    ratio = float(torch.rand(1, generator=g)) * 0.5
+    drop = torch.rand(100, generator=g) <= ratio
+    assert torch.equal(pd["seg"], torch.where(drop, 0, torch.arange(100))) and drop.any()
+
+
+def test_normalize_fps_skip_option_numpy_input_and_errors():
+    from pointclora.ops import farthest_point_sample
+
+    s = _sample(c=6)
+    out = NormalizeUnitSphere()(s)["points"]
+    xyz = s["points"][:, :3] - s["points"][:, :3].mean(0)
+    torch.testing.assert_close(out[:, :3], xyz / xyz.norm(dim=1).max())
+    assert torch.equal(out[:, 3:], s["points"][:, 3:])  # extra channels are not normalised
+    cloud = _sample(60, seed=3)
+    cloud["points"][:10] *= 0.001  # near the origin
+    got = FarthestPointSubset(12, skip_near_origin=True)(cloud)
+    want = farthest_point_sample(cloud["points"][None], 12, skip_near_origin=True).idx[0]
+    assert torch.equal(got["seg"], want) and not (got["seg"][1:] < 10).any()
+    as_numpy = {"points": s["points"].numpy(), "seg": s["seg"].numpy(), "label": 2}
+    r = RandomSubset(30, generator=torch.Generator().manual_seed(1))(as_numpy)
+    assert isinstance(r["points"], torch.Tensor) and torch.equal(r["points"], s["points"][r["seg"]])
+    with pytest.raises(ValueError, match=r"sample\['points'\] must be \(N, C>=3\), got shape \(5, 2\)"):
+        RandomSubset(3)({"points": torch.zeros(5, 2)})
+    for cls in (RandomSubset, FarthestPointSubset):
+        with pytest.raises(ValueError, match="num_points must be >= 1, got 0"):
+            cls(0)
+    assert repr(Compose([])) == "Compose([])"

@@ -46,3 +46,43 @@ def test_scheduler_sets_lr_per_epoch_and_round_trips():
     other = CosineWarmupScheduler(build_optimizer(model, lr=0.5), epochs=1, warmup_epochs=0)
     other.load_state_dict(sched.state_dict())
     assert other.base_lrs == sched.base_lrs and other.last_epoch == 4 and other.epochs == 10
+
+
+def test_distinct_warmup_start_and_floor_and_one_base_lr_per_group():
+    # warmup_lr_init != lr_min (the defaults are both 1e-6, so a swap of the two would pass with them)
+    base, E, W, init, floor = 0.1, 20, 4, 0.02, 0.005
+    assert cosine_lr(0, base, E, W, init, floor) == pytest.approx(init)
+    assert cosine_lr(3, base, E, W, init, floor) == pytest.approx(init + 3 * (base - init) / W)
+    after = floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * 4 / E))
+    assert cosine_lr(4, base, E, W, init, floor) == pytest.approx(after)
+    assert cosine_lr(20, base, E, W, init, floor) == floor and cosine_lr(25, base, E, W, init, floor) == floor
+    assert cosine_lr(2.5, base, E, 0, init, floor) == pytest.approx(
+        floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * 2.5 / E)))  # no warm-up; a fractional epoch
+    w = torch.nn.Parameter(torch.zeros(2, 2))
+    b = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.4}])
+    sched = CosineWarmupScheduler(opt, epochs=E, warmup_epochs=W, warmup_lr_init=init, lr_min=floor)
+    sched.step(6)
+    assert sched.get_last_lr() == [pytest.approx(cosine_lr(6, lr, E, W, init, floor)) for lr in (0.1, 0.4)]
+    state = sched.state_dict()
+    assert state == {"epochs": E, "warmup_epochs": W, "warmup_lr_init": init, "lr_min": floor,
+                     "base_lrs": [0.1, 0.4], "last_epoch": 6}  # fmt: skip
+    other = CosineWarmupScheduler(torch.optim.SGD([w, b], lr=1.0), epochs=1, warmup_epochs=0)
+    other.load_state_dict(state)
+    assert other.state_dict() == state
+    assert other.lr_at(6, 0.4) == pytest.approx(cosine_lr(6, 0.4, E, W, init, floor))
+
+
+def test_build_optimizer_passes_betas_eps_and_both_groups():
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, lr=0.01, weight_decay=0.3, betas=(0.8, 0.95), eps=1e-6)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [(g["lr"], g["weight_decay"], g["betas"], g["eps"]) for g in opt.param_groups] == [
+        (0.01, 0.3, (0.8, 0.95), 1e-6), (0.01, 0.0, (0.8, 0.95), 1e-6)]
+    assert opt.param_groups[0]["params"][0] is model.weight and opt.param_groups[1]["params"][0] is model.bias
+    frozen = torch.nn.Linear(3, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(frozen, lr=0.01)
+    only_bias = torch.nn.Linear(3, 2)
+    only_bias.weight.requires_grad_(False)
+    assert [g["weight_decay"] for g in param_groups(only_bias, 0.3)] == [0.0]  # an empty group is left out

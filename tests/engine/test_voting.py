@@ -88,3 +88,47 @@ def test_vote_max_over_repeats_keeps_the_best_pass():
     assert again["vote_accs"] == res["vote_accs"]
     with pytest.raises(ValueError, match="repeats and views must be >= 1"):
         vote_max_over_repeats(_SignOfMeanX(), loader, 2, torch.device("cpu"), num_points=16, repeats=0)
+
+
+class _LogitRecorder(nn.Module):
+    """Three-class logits from a fixed random map of the cloud's mean xyz and spread; remembers every call's logits,
+    so the expected vote can be computed from exactly what the model returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = torch.randn(6, 3, generator=torch.Generator().manual_seed(7)) * 3
+        self.calls = []
+
+    def forward(self, points):
+        xyz = points[..., :3]
+        feats = torch.cat([xyz.mean(dim=1), xyz.std(dim=1)], dim=-1)
+        logits = feats @ self.W
+        self.calls.append(logits.clone())
+        return logits
+
+
+def test_vote_is_the_argmax_of_the_mean_of_the_views_logits():
+    g = torch.Generator().manual_seed(11)
+    loader = [{"points": torch.randn(B, 20, 3, generator=g) * 0.3, "label": torch.randint(0, 3, (B,), generator=g)}
+              for B in (5, 4)]  # two batches of different sizes, three classes
+    views = 5
+    model = _LogitRecorder()
+    res = evaluate(model, loader, 3, torch.device("cpu"), vote=views, num_points=12, vote_seed=3)
+    assert len(model.calls) == 2 * (1 + views)
+    want_cm, last_cm = torch.zeros(3, 3, dtype=torch.long), torch.zeros(3, 3, dtype=torch.long)
+    plain_cm, loss = torch.zeros(3, 3, dtype=torch.long), 0.0
+    for b, batch in enumerate(loader):
+        calls = model.calls[b * (1 + views) : (b + 1) * (1 + views)]
+        plain, recorded = calls[0], torch.stack(calls[1:])  # (views, B, 3)
+        for y, p_mean, p_last, p_plain in zip(
+            batch["label"], recorded.mean(0).argmax(-1), recorded[-1].argmax(-1), plain.argmax(-1)
+        ):
+            want_cm[y, p_mean] += 1
+            last_cm[y, p_last] += 1
+            plain_cm[y, p_plain] += 1
+        loss += float(torch.nn.functional.cross_entropy(plain, batch["label"], reduction="sum"))
+    assert res["vote_confusion"] == want_cm.tolist()
+    assert res["vote_acc"] == pytest.approx(100.0 * float(want_cm.diag().sum()) / 9)
+    assert res["confusion"] == plain_cm.tolist() and res["loss"] == pytest.approx(loss / 9)
+    # The fixture has teeth: keeping only the last view, or only the plain pass, scores differently.
+    assert want_cm.tolist() != last_cm.tolist() and want_cm.tolist() != plain_cm.tolist()

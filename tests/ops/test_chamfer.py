@@ -66,3 +66,38 @@ def test_bad_shapes_are_named():
         chamfer_distance(torch.zeros(2, 4, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="reduction"):
         chamfer_distance(torch.zeros(1, 4, 3), torch.zeros(1, 4, 3), reduction="max")
+
+
+def test_errors_name_the_cloud_and_the_shapes():
+    with pytest.raises(ValueError, match=r"^x must have shape \(B, N, 3\), got \(4, 3\)$"):
+        chamfer_terms(torch.zeros(4, 3), torch.zeros(1, 4, 3))
+    with pytest.raises(ValueError, match=r"^x and y must share the batch size, got x \(2, 4, 3\) and y \(3, 4, 3\)$"):
+        chamfer_terms(torch.zeros(2, 4, 3), torch.zeros(3, 4, 3))
+    for x, y in ((torch.zeros(1, 0, 3), torch.zeros(1, 4, 3)), (torch.zeros(1, 4, 3), torch.zeros(1, 0, 3))):
+        with pytest.raises(ValueError, match=r"needs non-empty clouds, got x \(1, \d, 3\) and y \(1, \d, 3\)"):
+            chamfer_distance(x, y)
+
+
+def test_uneven_chunks_and_per_cloud_terms(monkeypatch):
+    import pointclora.ops.chamfer as mod
+
+    g = torch.Generator().manual_seed(8)
+    x, y = torch.randn(5, 6, 3, generator=g), torch.randn(5, 7, 3, generator=g)
+    want = chamfer_terms(x, y)
+    monkeypatch.setattr(mod, "_MAX_BLOCK_ELEMENTS", 2 * 6 * 7)  # blocks of 2 clouds: 2 + 2 + 1
+    got = chamfer_terms(x, y)
+    assert torch.equal(got.dist_xy, want.dist_xy) and torch.equal(got.dist_yx, want.dist_yx)
+    d = torch.cdist(x.double(), y.double()) ** 2
+    torch.testing.assert_close(got.dist_xy.double(), d.min(2).values)
+    torch.testing.assert_close(got.dist_yx.double(), d.min(1).values)
+    per_cloud = chamfer_distance(x, y, "none")
+    torch.testing.assert_close(chamfer_distance(x, y, "sum"), per_cloud.sum())
+    torch.testing.assert_close(chamfer_distance(x, y), per_cloud.mean())
+
+
+def test_more_clouds_than_points():
+    # B > N: a loop bound taken from the wrong axis would drop clouds
+    x, y = torch.randn(6, 2, 3), torch.randn(6, 3, 3)
+    terms = chamfer_terms(x, y)
+    assert terms.dist_xy.shape == (6, 2) and terms.dist_yx.shape == (6, 3)
+    torch.testing.assert_close(chamfer_distance(x, y, "none").double(), chamfer_distance_naive(x, y, "none").double())

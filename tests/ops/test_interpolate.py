@@ -47,3 +47,43 @@ def test_gradient_flows_to_features():
 def test_shape_errors():
     with pytest.raises(ValueError, match="source_features"):
         three_nn_interpolate(torch.randn(1, 5, 3), torch.randn(1, 4, 3), torch.randn(1, 3, 2))
+
+
+@pytest.mark.parametrize("k,S", [(1, 7), (2, 7), (4, 7), (3, 2)])
+def test_k_and_few_sources_match_naive_values_and_gradients(k, S):
+    # k other than the default 3, and S = 2 < k (k clamps to S): values and feature gradients equal the reference.
+    g = torch.Generator().manual_seed(k * 10 + S)
+    target = torch.randn(2, 9, 3, generator=g, dtype=torch.float64)
+    source = torch.randn(2, S, 3, generator=g, dtype=torch.float64)
+    feats = torch.randn(2, S, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    out = three_nn_interpolate(target, source, feats, k=k)
+    ref = three_nn_interpolate_naive(target, source, feats, k=k)
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * upstream).sum(), feats)
+    (want,) = torch.autograd.grad((ref * upstream).sum(), feats)
+    torch.testing.assert_close(grad, want)
+    if k == 1:  # one neighbour: the nearest source's features exactly
+        nearest = torch.cdist(target, source).argmin(-1)
+        torch.testing.assert_close(out, feats.gather(1, nearest[..., None].expand(-1, -1, 4)))
+
+
+def test_errors_name_the_argument_and_the_shapes():
+    t, s, f = torch.randn(2, 5, 3), torch.randn(2, 4, 3), torch.randn(2, 4, 6)
+    with pytest.raises(ValueError, match=r"^target_xyz must have shape \(B, N, 3\), got \(5, 3\)$"):
+        three_nn_interpolate(t[0], s, f)
+    with pytest.raises(ValueError, match=r"^source_xyz must have shape \(B, N, 3\), got \(2, 4, 2\)$"):
+        three_nn_interpolate(t, s[..., :2], f)
+    with pytest.raises(ValueError, match=r"shape \(B, S, C\) matching source_xyz \(2, 4, 3\), got \(2, 3, 6\)"):
+        three_nn_interpolate(t, s, f[:, :3])
+    with pytest.raises(ValueError, match=r"^batch sizes differ: target 1 vs source 2$"):
+        three_nn_interpolate(t[:1], s, f)
+
+
+def test_half_features_keep_their_dtype_with_float32_coordinates():
+    g = torch.Generator().manual_seed(9)
+    target, source = torch.randn(1, 6, 3, generator=g), torch.randn(1, 5, 3, generator=g)
+    feats = torch.randn(1, 5, 4, generator=g)
+    out = three_nn_interpolate(target, source, feats.half())
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), three_nn_interpolate_naive(target, source, feats), rtol=2e-3, atol=2e-3)

@@ -254,3 +254,29 @@ def test_single_clouds_take_the_compiled_path_and_the_fallback_agrees(monkeypatc
         ref = farthest_point_sample_naive(points, 100, start_idx=fast.idx[:, 0], skip_near_origin=skip)
         assert torch.equal(fast.idx, ref.idx)
     assert len(calls) == 4
+
+
+# --- exact ties on the batched path (B >= 2 takes the torch loop, B == 1 the per-cloud one) --------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_fps_breaks_exact_ties_to_the_lowest_index_like_the_per_cloud_path(dtype):
+    # Four points at distance 1 from the start, in two clouds: the batched loop must pick index 1, never the last tie.
+    tie = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], dtype=dtype)
+    batch = torch.stack([tie, tie.flip(0)])  # the second has its ties at 0..3 and starts on one of them
+    got = farthest_point_sample(batch, 2).idx
+    assert got[0].tolist() == [0, 1]
+    # From (0,-1,0): (0,1,0) at index 1 is the farthest (distance 4), no tie: still the per-cloud answer.
+    per_cloud = torch.cat([farthest_point_sample(batch[b : b + 1], 2).idx for b in range(2)])
+    assert torch.equal(got, per_cloud)
+    assert torch.equal(got, farthest_point_sample_naive(batch, 2).idx)
+    # Twelve picks on a grid with ties at every step, with a shorter second cloud (lengths path): the same.
+    grid = torch.stack(torch.meshgrid(*[torch.arange(3.0, dtype=dtype)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    clouds = torch.stack([grid, grid.flip(0)])
+    lengths = torch.tensor([27, 20])
+    got = farthest_point_sample(clouds, 12, lengths=lengths).idx
+    for b in range(2):
+        n = int(lengths[b])
+        assert torch.equal(got[b], farthest_point_sample(clouds[b : b + 1, :n], 12).idx[0])
+        assert torch.equal(got[b], farthest_point_sample_naive(clouds[b : b + 1, :n], 12).idx[0])
+    assert got[0, :2].tolist() == [0, 26]  # the far corner of the grid, then the lowest index among the ties

@@ -141,3 +141,46 @@ def test_sade_finite_gradient_at_init_and_degenerate_cases():
         bank.B.normal_()
         bank.B[:, 2:] = bank.B[:, :2]
     assert sade_loss(m).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_clora_layer_checks_its_bank_counts_flops_and_keys_banks_by_block():
+    from torch import nn
+
+    from pointclora.peft.clora import CLoRABank, bank_key
+
+    bank = CLoRABank(8, 6, r=2, num_bases=3)
+    assert bank.A.shape == (6, 8) and bank.B.shape == (6, 6) and not bank.B.any()
+    assert bank.A.abs().max() <= 1 / 8**0.5
+    with pytest.raises(ValueError, match=r"bank 'k' has shape in=8, out=6 but the layer's LRMs are in=8, out=4"):
+        CLoRALinear(nn.Linear(8, 12), bank, "k", n_splits=3)
+    layer = CLoRALinear(nn.Linear(8, 18), bank, "k", n_splits=3, scaling=0.5)
+    assert torch.equal(layer.Q, torch.eye(2).expand(3, 3, 2, 2))  # identity at init
+    # x Aᵀ once (p·r·in), then per split p·r² for Q and out·p·r for B
+    assert layer.adapter_flops_per_token() == 6 * 8 + 3 * (3 * 4 + 6 * 6)
+    assert "bank='k', r=2, p=3, in=8, out=6, n_splits=3, scaling=0.5" in repr(layer)
+    assert bank_key("blocks.11.attn.qkv", 384, 384, "block") == "block11_384x384"
+    assert bank_key("encoder.blocks.2.mlp.fc1", 384, 1536, "block") == "block2_384x1536"
+    assert bank_key("blocks.11.attn.qkv", 384, 384, "shape") == "384x384"
+    assert bank_key("myblocks.3.fc", 4, 5, "block") == "4x5"  # not a `blocks.<i>` path: one bank for the shape
+
+
+def test_clora_forward_with_dropout_and_single_split_against_the_formula():
+    from torch import nn
+
+    from pointclora.peft.clora import CLoRABank
+
+    torch.manual_seed(0)
+    bank = CLoRABank(5, 4, r=2, num_bases=2)
+    layer = CLoRALinear(nn.Linear(5, 4), bank, "k", n_splits=1, scaling=1.5, dropout=0.4).train()
+    with torch.no_grad():
+        bank.B.normal_()
+        layer.Q.add_(torch.randn_like(layer.Q) * 0.5)
+    x = torch.randn(3, 5)
+    torch.manual_seed(3)
+    got = layer(x)
+    torch.manual_seed(3)
+    xd = torch.nn.functional.dropout(x, 0.4, training=True)
+    delta = sum(bank.B[:, 2 * h : 2 * h + 2] @ layer.Q[0, h] @ bank.A[2 * h : 2 * h + 2] for h in range(2))
+    want = layer.base_layer(x) + 1.5 * xd @ delta.T
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(layer.delta_weight(), 1.5 * delta)

@@ -187,3 +187,26 @@ def test_part_segmentation_adapters_bring_their_own_heads(tmp_path):
         alone = load_adapter(seg(parts, cats), folders[name]).eval()(pts, cat)
         assert out.shape == (2, 128, parts) and torch.equal(out, alone)
         assert model.num_categories == cats
+
+
+@torch.no_grad()
+def test_merging_a_model_with_several_adapters_is_refused_and_a_copy_merges_exactly(folders, points):
+    """The adapters share the frozen base weights: an in-place merge would fold one adapter into all of them."""
+    import copy
+
+    from pointclora.peft import merge_and_unload
+
+    model = tiny(num_classes=5).eval()
+    load_adapter(model, folders["a"], adapter_name="a")
+    load_adapter(model, folders["b"], adapter_name="b")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="2 adapters"):
+        merge_and_unload(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing changed
+    set_adapter(model, "b")
+    single = copy.deepcopy(model)
+    delete_adapter(single, "a")
+    merged = merge_and_unload(single)
+    torch.testing.assert_close(merged(points), _alone(folders["b"], 3)(points), atol=1e-5, rtol=1e-5)
+    set_adapter(model, "a")  # the shared model is untouched by the copy's merge
+    assert torch.equal(model(points), _alone(folders["a"], 5)(points))

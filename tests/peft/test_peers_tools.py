@@ -70,7 +70,7 @@ def test_finetune_resume_evaluate_predict(method, backbone, tmp_path, monkeypatc
 
     # the saved weights hold every tensor that moved, buffers of trained backbone modules too (PPT / PointLoRA train
     # encoder.first_conv: its BatchNorm statistics are not the backbone file's any more)
-    from pointclora.engine.weights import load_weights
+    from pointclora.api import load_weights
 
     rebuilt = load_weights(full, which="last").model.state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in _state(full)["model"].items() if k in rebuilt)

@@ -1,0 +1,42 @@
+"""The adapter base layer: what it accepts, the init bound, and when the fused forward stands aside."""
+
+import pytest
+import torch
+from torch import nn
+
+from pointclora.peft.base import FusedLowRankLinear, kaiming_uniform_like_lora_
+from pointclora.peft.lora import LoRALinear
+
+
+def test_adapters_wrap_only_linears_with_an_even_split():
+    with pytest.raises(TypeError, match="adapters wrap nn.Linear layers, got Conv1d"):
+        LoRALinear(nn.Conv1d(4, 4, 1), r=2)
+    with pytest.raises(ValueError, match="cannot split a Linear with out_features=10 into 3 equal LRMs"):
+        LoRALinear(nn.Linear(4, 10), r=2, n_splits=3)
+    layer = LoRALinear(nn.Linear(4, 9), r=2, n_splits=3, scaling=0.25)
+    assert (layer.in_features, layer.out_features, layer.num_lrms()) == (4, 3, 3)
+    assert layer.weight is layer.base_layer.weight and layer.bias is layer.base_layer.bias
+    assert "in=4, out=3, n_splits=3, scaling=0.25, merged=False" in repr(layer)
+
+
+def test_init_bound_uses_the_given_fan_in_not_the_stacked_shape():
+    t = torch.empty(6, 16)  # stacked (n·r, in): its own fan-in is 16, the factor's is given as 4
+    torch.manual_seed(0)
+    kaiming_uniform_like_lora_(t, 4)
+    assert t.abs().max() <= 0.5 and t.abs().max() > 0.45 and t.min() < -0.45  # U(-1/2, 1/2), both signs
+
+
+def test_a_hooked_base_layer_takes_the_two_gemm_path_with_the_same_values(monkeypatch):
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(5, 6), r=2, scaling=1.5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 5)
+    want = x @ layer.base_layer.weight.T + layer.base_layer.bias + 1.5 * (x @ layer.lora_A[0].T @ layer.lora_B[0].T)
+    calls = []
+    real = FusedLowRankLinear.apply
+    monkeypatch.setattr(FusedLowRankLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    seen = []
+    layer.base_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    torch.testing.assert_close(layer(x), want)
+    assert seen == [torch.Size([3, 6])] and not calls  # the hook ran on the base layer's own call
