@@ -3,6 +3,7 @@ probing on point_mae_s, plus a CLoRA ablation.
 
     python bench/adapters.py                                   # B=32 and 8, 2048 points (the issue's setting)
     python bench/adapters.py --batch 2 --npoints 1024 --steps 3 --no-ablation     # quick CPU run
+    python bench/adapters.py --batch 32 --repeats 5 --no-ablation --no-memory     # issue 20: ratios to the floor
     pip install -e .[bench]                                    # peft (and fpsample for bench/ops.py)
 
 Methods: ``clora`` (r 8, p 4, SADE 0.1), ``peft_lora`` (peft ``LoraConfig(r=8, lora_alpha=8, target_modules=[qkv,
@@ -21,6 +22,10 @@ a core shared with other jobs is not counted), on CUDA in wall time after a sync
 the targets of issue 13; merged inference GFLOPs are relative to the frozen backbone. ``--compile`` runs every model
 through :func:`pointclora.utils.compile.maybe_compile` (slow to start). The ablation (SADE on/off, p, r, share) runs in
 this process and reports parameters and step time, each variant timed alternately with the default.
+
+The floor (issue 20): every method's median step over the ``frozen`` row's median step, computed within each of
+``--repeats`` round-robin runs, and reported as the median of those per-run ratios (with their min-max): single runs
+on a shared CPU spread by about ±10 %, and a ratio taken inside one run cancels the load both rows saw.
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ def _build(method: str, peft_kwargs: Dict[str, Any], num_groups: int, device: st
         model.requires_grad_(False)
         lora = peft.LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, target_modules=["qkv", "proj", "fc1", "fc2"])
         peft.inject_adapter_in_model(lora, model)  # marks only the lora_A/lora_B tensors trainable
+        if isinstance(getattr(model, "peft_config", None), dict):
+            # peft records its configs as model.peft_config, the attribute our library reads as the model's own
+            # PeftConfig; its injected layers do not need the record to train.
+            del model.peft_config
         cfg = None
     elif method == "frozen":
         cfg = make_peft_config("none")
@@ -212,11 +221,22 @@ def _table(rows: List[Dict[str, Any]], ref: Dict[str, Any], device: str) -> None
         )
 
 
+def _floor_ratios(rows: List[Dict[str, Any]], runs: List[List[Any]], floor: int, batch: int, npoints: int) -> None:
+    """Each method's median step / the frozen floor's median step, taken within each run, then the median over runs."""
+    print(f"\nbatch {batch}, {npoints} points: step time × the frozen floor (head + cls tokens train, the backward "
+          f"runs through every block), median of {len(runs)} round-robin runs [min-max]")  # fmt: skip
+    for k, r in enumerate(rows):
+        ratios = sorted(run[k][1] / run[floor][1] for run in runs)
+        r["floor_ratio"] = statistics.median(ratios)
+        print(f"  {r['method']:<10}{r['floor_ratio']:>6.2f}×  [{ratios[0]:.2f}-{ratios[-1]:.2f}]")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 8], help="one table per batch size")
     ap.add_argument("--npoints", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="round-robin timing runs; ratios to the floor: median")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument(
         "--methods", default="clora,peft_lora,full,frozen", help="from clora, peft_lora, lora, full, linear, frozen"
@@ -261,10 +281,16 @@ def main(argv=None) -> int:
             if "trainable_params" not in r:
                 r.update(trainable_parameter_summary(model))
             steppers.append(_stepper(model, cfg, batch, args.npoints, args.device))
-        times = _interleaved(steppers, args.steps, stat=lambda t: (min(t), statistics.median(t)))
-        for r, (t_min, t_med) in zip(rows, times):
-            r["step_min"], r["step_med"] = t_min, t_med
+        runs = [
+            _interleaved(steppers, args.steps, stat=lambda t: (min(t), statistics.median(t)))
+            for _ in range(max(1, args.repeats))
+        ]
+        for k, r in enumerate(rows):
+            r["step_min"] = min(run[k][0] for run in runs)
+            r["step_med"] = statistics.median(run[k][1] for run in runs)
         del steppers
+        if "frozen" in methods:
+            _floor_ratios(rows, runs, methods.index("frozen"), batch, args.npoints)
         ref = next((r for r in rows if r["method"] == "peft_lora"), rows[0])
         print(f"\nbatch {batch} (ratios × the {ref['method']} row, step time by the min)")
         _table(rows, ref, args.device)

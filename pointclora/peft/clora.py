@@ -47,6 +47,8 @@ class CLoRAConfig(LowRankConfig):
         q_weight_decay: put the coefficient matrices ``Q`` (initialised to the identity) in the weight-decay group.
             Default false: AdamW would pull them toward 0, a regulariser the method does not have (decay is meant
             to pull an update toward "no change", which for ``Q`` is ``I``, not 0). ``true`` restores the old groups.
+        q_fixed: freeze every ``Q`` at its identity initialisation (an ablation: the layers then share ``B A`` with no
+            per-layer coefficients, so collaboration is off; ``Q`` is neither trained nor counted as trainable).
         train_modules: trained besides the adapters (default: the model's ``default_train_modules``).
     """
 
@@ -54,6 +56,7 @@ class CLoRAConfig(LowRankConfig):
     share: str = "shape"
     sade_weight: float = 0.1
     q_weight_decay: bool = False
+    q_fixed: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -63,6 +66,8 @@ class CLoRAConfig(LowRankConfig):
         self.sade_weight = _check_float("sade_weight", self.sade_weight, 0.0)
         if not isinstance(self.q_weight_decay, bool):
             raise PeftConfigError(f"q_weight_decay must be true or false, got {self.q_weight_decay!r}")
+        if not isinstance(self.q_fixed, bool):
+            raise PeftConfigError(f"q_fixed must be true or false, got {self.q_fixed!r}")
 
 
 #: Attribute of the model root that owns the CLoRA banks (``model.clora_banks[key].A / .B``).
@@ -281,6 +286,13 @@ class CLoRAMethod(AdapterMethod):
         key = self._key(name, base_layer, n_splits)
         bank = getattr(model, BANKS_ATTR)[key]
         return CLoRALinear(base_layer, bank, key, n_splits, self.config.scaling, self.config.dropout)
+
+    def apply(self, model: nn.Module) -> List[str]:
+        trained = super().apply(model)
+        if self.config.q_fixed:  # the ablation: Q stays the identity it was initialised to
+            for layer in clora_layers(model):
+                layer.Q.requires_grad_(False)
+        return trained
 
     def shared_state(self, model: nn.Module) -> Optional[nn.Module]:
         banks = getattr(model, BANKS_ATTR, None)
