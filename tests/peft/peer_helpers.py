@@ -1,6 +1,7 @@
 """Shared pieces of the peer-method tests: a tiny seeded model with every tensor non-trivial, options that fit it."""
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -80,3 +81,63 @@ def assert_adapter_round_trip(model: torch.nn.Module, folder: Path) -> None:
     load_adapter(fresh, folder)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(cloud()), before, rtol=0, atol=0)
+
+
+def die_after_first_checkpoint(monkeypatch) -> Callable[[], None]:
+    """From now on the Trainer raises KeyboardInterrupt right after writing epoch 1's ``last.pth`` (a kill that still
+    leaves a checkpoint). Returns the function that ends it."""
+    from pointclora.engine import trainer as trainer_mod
+
+    real_save = trainer_mod.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "last.pth" and obj["epoch"] == 1:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
+    return lambda: monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+
+
+def assert_segment_tool_resumes_and_evaluates(method: str, tmp_path: Path, monkeypatch) -> None:
+    """``tools/segment.py --peft method`` on a tiny cattle-like folder: killed after epoch 1 and resumed (from another
+    RNG state) it ends with the uninterrupted run's tensors and mIoU; ``tools/evaluate.py`` on the run returns it."""
+    import json
+    import sys
+
+    import yaml
+
+    from pointclora.cli import evaluate
+    from pointclora.cli.segment import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from test_segment_tool import _cattle_like, _cfg
+
+    cfg = _cfg(_cattle_like(tmp_path / "d"), method=method)
+    cfg["peft"] = {"method": method}
+    cfg_path = tmp_path / "seg.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump({k: cfg[k] for k in ("task", "dataset", "model", "peft", "data", "optim", "schedule", "train")})
+    )
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(["--cfg", str(cfg_path), "--output", str(full), "--quiet", "--peft", method]) == 0
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert metrics["method"] == method and 0 <= metrics["instance_miou"] <= 100
+
+    live_again = die_after_first_checkpoint(monkeypatch)
+    # the CLI turns the kill into "error: interrupted" and a non-zero exit
+    assert main(["--cfg", str(cfg_path), "--output", str(killed), "--quiet", "--peft", method]) != 0
+    live_again()
+    torch.manual_seed(1234)
+    assert main(["--cfg", str(cfg_path), "--output", str(killed), "--quiet", "--peft", method, "--resume"]) == 0
+    a = torch.load(full / "checkpoints" / "last.pth", weights_only=True)["model"]
+    b = torch.load(killed / "checkpoints" / "last.pth", weights_only=True)["model"]
+    assert a.keys() == b.keys() and any(k.startswith(f"extensions.{method}.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((killed / "metrics.json").read_text())["instance_miou"] == metrics["instance_miou"]
+
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(full), "--device", "cpu", "--quiet", "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert abs(res["instance_miou"] - metrics["instance_miou"]) < 1e-9
+    assert abs(res["class_miou"] - metrics["class_miou"]) < 1e-9

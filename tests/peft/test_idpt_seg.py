@@ -2,21 +2,19 @@
 a naive re-implementation of the official forward, recorded outputs, save/load, and ``segment --peft idpt``
 end to end (kill + resume exact, evaluate gives the run's numbers back)."""
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from peer_helpers import assert_segment_tool_resumes_and_evaluates
 from peer_helpers import seeded_tiny_seg as _seeded
 
 from pointclora.models import create_model
 from pointclora.peft import adapter_state_names, inject_adapters, load_adapter, make_peft_config, save_adapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from test_segment_tool import _cattle_like, _cfg  # noqa: E402
 
 
 def seeded_tiny_seg(seed: int = 0) -> torch.nn.Module:
@@ -114,46 +112,8 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_segment_tool_idpt_resume_and_evaluate(tmp_path, monkeypatch):
-    from pointclora.cli import evaluate
-    from pointclora.cli.segment import main
-    from pointclora.engine import trainer as trainer_mod
+    assert_segment_tool_resumes_and_evaluates("idpt", tmp_path, monkeypatch)
 
-    root = _cattle_like(tmp_path / "d")
-    cfg = _cfg(root, method="idpt")
-    cfg["peft"] = {"method": "idpt"}
-    cfg_path = tmp_path / "seg.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump({k: cfg[k] for k in ("task", "dataset", "model", "peft", "data", "optim", "schedule", "train")})
-    )
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    assert main(["--cfg", str(cfg_path), "--output", str(full), "--quiet", "--peft", "idpt"]) == 0
-    metrics = json.loads((full / "metrics.json").read_text())
-    assert metrics["method"] == "idpt" and 0 <= metrics["instance_miou"] <= 100
-
-    real_save = trainer_mod.atomic_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if Path(path).name == "last.pth" and obj["epoch"] == 1:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
-    # the CLI turns the kill into "error: interrupted" and a non-zero exit
-    assert main(["--cfg", str(cfg_path), "--output", str(killed), "--quiet", "--peft", "idpt"]) != 0
-    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
-    torch.manual_seed(1234)
-    assert main(["--cfg", str(cfg_path), "--output", str(killed), "--quiet", "--peft", "idpt", "--resume"]) == 0
-    a = torch.load(full / "checkpoints" / "last.pth", weights_only=True)["model"]
-    b = torch.load(killed / "checkpoints" / "last.pth", weights_only=True)["model"]
-    assert a.keys() == b.keys() and any(k.startswith("extensions.idpt.") for k in a)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((killed / "metrics.json").read_text())["instance_miou"] == metrics["instance_miou"]
-
-    out = tmp_path / "eval.json"
-    assert evaluate.main([str(full), "--device", "cpu", "--quiet", "--output", str(out)]) == 0
-    res = json.loads(out.read_text())
-    assert res["instance_miou"] == pytest.approx(metrics["instance_miou"], abs=1e-9)
-    assert res["class_miou"] == pytest.approx(metrics["class_miou"], abs=1e-9)
 
 
 def test_methods_without_an_official_segmentation_model_still_refuse():

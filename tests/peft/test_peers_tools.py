@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from peer_helpers import TINY_OPTIONS
+from peer_helpers import TINY_OPTIONS, die_after_first_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from task_configs import task_cfg  # noqa: E402
 
 from pointclora.cli import count_params, evaluate, fewshot, predict  # noqa: E402
-from pointclora.engine import trainer as trainer_mod  # noqa: E402
 from pointclora.engine.trainer import Trainer  # noqa: E402
 from pointclora.models import create_model  # noqa: E402
 
@@ -50,17 +49,10 @@ def test_finetune_resume_evaluate_predict(method, backbone, tmp_path, monkeypatc
     metrics = Trainer(_cfg(method, tmp_path, backbone), output=full, quiet=True).fit()
     assert metrics["method"] == method
     # killed right after epoch 1's checkpoint, resumed from another RNG state: the same run
-    real_save = trainer_mod.atomic_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if Path(path).name == "last.pth" and obj["epoch"] == 1:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(trainer_mod, "atomic_save", save_then_die)
+    live_again = die_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         Trainer(_cfg(method, tmp_path, backbone), output=killed, quiet=True).fit()
-    monkeypatch.setattr(trainer_mod, "atomic_save", real_save)
+    live_again()
     torch.manual_seed(1234)
     Trainer(_cfg(method, tmp_path, backbone), output=killed, resume=True, quiet=True).fit()
     a, b = _state(full)["model"], _state(killed)["model"]
