@@ -50,3 +50,17 @@ def task_cfg(task, tmp_path, method="clora", epochs=2, **train):
 
 
 TASKS = ("classification", "part_segmentation", "mae_pretraining")
+
+
+def write_tiny_backbone(path):
+    """A 'pre-trained' backbone file at ``path``: a seeded random point_mae_tiny encoder with no head and no cls
+    tokens, as Point-MAE's pretrain.pth has none. Returns ``path``."""
+    import torch
+
+    from pointclora.models import create_model
+
+    torch.manual_seed(7)
+    state = {k: v for k, v in create_model("point_mae_tiny", num_classes=4).state_dict().items()
+             if not k.startswith(("cls_head_finetune", "cls_token", "cls_pos"))}  # fmt: skip
+    torch.save({"model": state}, path)
+    return path

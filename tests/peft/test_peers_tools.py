@@ -12,11 +12,10 @@ import yaml
 from peer_helpers import TINY_OPTIONS, die_after_first_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from task_configs import task_cfg  # noqa: E402
+from task_configs import task_cfg, write_tiny_backbone  # noqa: E402
 
 from pointclora.cli import count_params, evaluate, fewshot, predict  # noqa: E402
 from pointclora.engine.trainer import Trainer  # noqa: E402
-from pointclora.models import create_model  # noqa: E402
 
 METHODS = sorted(TINY_OPTIONS)
 
@@ -24,12 +23,7 @@ METHODS = sorted(TINY_OPTIONS)
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     """A seeded random point_mae_tiny encoder file standing in for a pre-trained one (no head, no cls tokens)."""
-    path = tmp_path_factory.mktemp("bb") / "backbone.pth"
-    torch.manual_seed(7)
-    state = {k: v for k, v in create_model("point_mae_tiny", num_classes=4).state_dict().items()
-             if not k.startswith(("cls_head_finetune", "cls_token", "cls_pos"))}  # fmt: skip
-    torch.save({"model": state}, path)
-    return path
+    return write_tiny_backbone(tmp_path_factory.mktemp("bb") / "backbone.pth")
 
 
 def _cfg(method, tmp_path, backbone, epochs=3):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from task_configs import task_cfg  # noqa: E402
+from task_configs import task_cfg, write_tiny_backbone  # noqa: E402
 
 from pointclora.api import WeightsError, load_weights  # noqa: E402
 from pointclora.cli.evaluate import main  # noqa: E402
@@ -24,12 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     """A 'pre-trained' backbone file: a seeded random point_mae_tiny encoder (no cls tokens, as Point-MAE's)."""
-    path = tmp_path_factory.mktemp("bb") / "backbone.pth"
-    torch.manual_seed(7)
-    state = {k: v for k, v in create_model("point_mae_tiny", num_classes=4).state_dict().items()
-             if not k.startswith(("cls_head_finetune", "cls_token", "cls_pos"))}  # fmt: skip
-    torch.save({"model": state}, path)
-    return path
+    return write_tiny_backbone(tmp_path_factory.mktemp("bb") / "backbone.pth")
 
 
 def _fresh_process_eval(run: Path, out: Path, *extra: str) -> dict:
