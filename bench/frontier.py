@@ -67,14 +67,17 @@ FEW_SHOT = {"5w10s": (5, 10), "10w20s": (10, 20)}
 NUM_QUERY = 20
 EPISODES = 10
 
-#: Short schedules: a two-point lr grid per family (adapters with zero-initialised up-projections want larger steps).
+#: Short schedules: a three-point lr grid per family (adapters with zero-initialised up-projections want larger
+#: steps). The first sitting used the lower two points of each grid and most rows chose the upper one, so every grid
+#: was widened by one step beyond the edge it chose (scratch chose its lower edge); records of the earlier points
+#: are kept and read back, so only the new point runs.
 LRS = {
-    "clora": [2e-3, 4e-3],
-    "lora": [2e-3, 4e-3],
-    "peer": [1e-3, 4e-3],
-    "full": [5e-4, 1e-3],
-    "linear": [4e-3, 1e-2],
-    "scratch": [1e-3, 2e-3],
+    "clora": [2e-3, 4e-3, 8e-3],
+    "lora": [2e-3, 4e-3, 8e-3],
+    "peer": [1e-3, 4e-3, 8e-3],
+    "full": [5e-4, 1e-3, 2e-3],
+    "linear": [4e-3, 1e-2, 2e-2],
+    "scratch": [5e-4, 1e-3, 2e-3],
 }
 
 #: Published settings that depend on the 384-wide, 12-block ViT-S with 64/128 groups, and how each scales to a
