@@ -286,7 +286,7 @@ def run_row(spec: Spec, regime: str, data: Mapping[str, Any], a: argparse.Namesp
     lr = sweep["best"]["optim.lr"]
     for seed in a.seeds[1:]:
         c = apply_overrides(cfg, [f"optim.lr={lr}", f"train.seed={seed}"])
-        d = work / f"seed{seed}"
+        d = work / f"lr{lr:g}_seed{seed}"  # the lr in the name: a widened grid may choose another
         rec = runner(c, d, (d / "checkpoints" / "last.pth").exists(), True)
         log(f"lr {lr:g} seed {seed}: test OA {rec['acc']:.2f}")
 

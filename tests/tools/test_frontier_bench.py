@@ -92,8 +92,9 @@ def _write(fr, root, regime, row, lr, seed, val, acc):
     (d / fr.record_name(lr, seed)).write_text(json.dumps(rec))
 
 
-def test_lr_chosen_on_validation_then_seeds_summarised(fr, tmp_path):
+def test_lr_chosen_on_validation_then_seeds_summarised(fr, tmp_path, monkeypatch):
     spec = _spec(fr)
+    monkeypatch.setitem(fr.LRS, spec.family, [2e-3, 4e-3])  # the grid summarize() reads
     _write(fr, tmp_path, "all", spec.name, 2e-3, 0, val=80.0, acc=99.0)  # the best test, not the best val
     assert fr.chosen_lr(tmp_path, "all", spec, [2e-3, 4e-3]) is None  # the sweep has not finished
     _write(fr, tmp_path, "all", spec.name, 4e-3, 0, val=85.0, acc=90.0)
