@@ -36,20 +36,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any, Dict, List
 
 import torch
+from stepping import interleaved, rss_kib, training_step
 
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
+NUM_CLASSES = 15  # ScanObjectNN, the papers' setting
 TRAIN_MODULES = ("cls_head_finetune", "cls_token", "cls_pos")  # trained besides the adapters, by every method here
 
 
@@ -73,7 +65,7 @@ def _build(method: str, peft_kwargs: Dict[str, Any], num_groups: int, device: st
     from pointclora.utils.compile import maybe_compile
 
     torch.manual_seed(0)
-    model = create_model("point_mae_s", num_classes=15, num_groups=num_groups).to(device)
+    model = create_model("point_mae_s", num_classes=NUM_CLASSES, num_groups=num_groups).to(device)
     if method == "peft_lora":
         peft = _import_peft()
         model.requires_grad_(False)
@@ -97,49 +89,6 @@ def _build(method: str, peft_kwargs: Dict[str, Any], num_groups: int, device: st
     return maybe_compile(model, compile_model, device), cfg
 
 
-def _stepper(model, cfg, batch: int, npoints: int, device: str):
-    """A function that runs one training step and returns its wall time."""
-    from pointclora.peft import sade_loss
-
-    gen = torch.Generator().manual_seed(0)
-    points = (torch.rand(batch, npoints, 3, generator=gen) * 2 - 1).to(device)
-    labels = torch.randint(0, 15, (batch,), generator=gen).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05) if params else None
-    lam = float(getattr(cfg, "sade_weight", 0.0))
-    model.train()
-    clock = time.perf_counter if device == "cuda" else time.process_time
-
-    def step() -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = clock()
-        loss = torch.nn.functional.cross_entropy(model(points), labels)
-        if lam > 0:
-            loss = loss + lam * sade_loss(model)
-        loss.backward()
-        if opt is not None:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return clock() - t0
-
-    return step
-
-
-def _interleaved(steppers: List[Any], steps: int, stat=statistics.median) -> List[float]:
-    """``stat`` (median) of each stepper's step times, taking steps round-robin so that load from other processes (a
-    shared CPU) falls on every method alike; the first round is a warm-up."""
-    times: List[List[float]] = [[] for _ in steppers]
-    for i in range(steps + 1):
-        for k, step in enumerate(steppers):
-            t = step()
-            if i:
-                times[k].append(t)
-    return [stat(t) for t in times]
-
-
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Child process: one method, returns step time, peak memory, parameter counts and GFLOPs."""
     from pointclora.models.flops import count_flops
@@ -152,11 +101,11 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_kib("VmRSS") * 1024
-    step = _stepper(model, cfg, spec["batch"], spec["npoints"], device)
+        base = rss_kib("VmRSS") * 1024
+    step = training_step(model, spec["batch"], spec["npoints"], NUM_CLASSES, device=device)
     for _ in range(2):  # two steps: the optimizer state exists from the first
         step()
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kib("VmHWM") * 1024) - base
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else rss_kib("VmHWM") * 1024) - base
     model.eval()
     unmerged = count_flops(model, spec["npoints"])
     if spec["method"] == "peft_lora":  # peft's layers are not ours: count_flops sees only the frozen Linears
@@ -280,9 +229,9 @@ def main(argv=None) -> int:
             model, cfg = _build(m, {}, num_groups, args.device, args.compile)
             if "trainable_params" not in r:
                 r.update(trainable_parameter_summary(model))
-            steppers.append(_stepper(model, cfg, batch, args.npoints, args.device))
+            steppers.append(training_step(model, batch, args.npoints, NUM_CLASSES, device=args.device))
         runs = [
-            _interleaved(steppers, args.steps, stat=lambda t: (min(t), statistics.median(t)))
+            interleaved(steppers, args.steps, stat=lambda t: (min(t), statistics.median(t)))
             for _ in range(max(1, args.repeats))
         ]
         for k, r in enumerate(rows):
@@ -332,11 +281,12 @@ def main(argv=None) -> int:
     print(f"\nCLoRA ablation (same batch; each variant timed alternately with the default, median of {steps} steps)")
     print(f"{'variant':<34}{'adapter params':>15}{'rank bound':>11}{'step s':>9}{'× default':>11}")
     default_model, default_cfg = _build("clora", {}, num_groups, args.device)
-    default_step = _stepper(default_model, default_cfg, args.batch, args.npoints, args.device)
+    default_step = training_step(default_model, args.batch, args.npoints, NUM_CLASSES, device=args.device)
     for label, kw in variants:
         model, cfg = _build("clora", kw, num_groups, args.device)
         n = trainable_parameter_summary(model)["adapter_params"]
-        t_default, t = _interleaved([default_step, _stepper(model, cfg, args.batch, args.npoints, args.device)], steps)
+        step = training_step(model, args.batch, args.npoints, NUM_CLASSES, device=args.device)
+        t_default, t = interleaved([default_step, step], steps)
         print(f"{label:<34}{n:>15,}{cfg.num_bases * cfg.r:>11}{t:>9.3f}{t / t_default:>11.2f}")
         del model
     return 0

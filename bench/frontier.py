@@ -380,44 +380,20 @@ def _build_for_profile(spec: Spec, num_classes: int = 10):
     return inject_adapters(model, make_peft_config(spec.method, **spec.peft))
 
 
-def _stepper(model, batch: int, npoints: int):
-    """One training step (forward, CE + the method's auxiliary losses, backward, AdamW) timed in process CPU time."""
-    from pointclora.peft import auxiliary_loss
-
-    gen = torch.Generator().manual_seed(0)
-    points = torch.rand(batch, npoints, 3, generator=gen) * 2 - 1
-    labels = torch.randint(0, 10, (batch,), generator=gen)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.05)
-    model.train()
-
-    def step() -> float:
-        t0 = time.process_time()
-        loss = torch.nn.functional.cross_entropy(model(points), labels)
-        aux = auxiliary_loss(model)
-        if aux is not None:
-            loss = loss + aux
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return time.process_time() - t0
-
-    return step
-
-
 def profile_worker(spec_name: str, batch: int, npoints: int) -> Dict[str, Any]:
-    from adapters import _rss_kib
+    from stepping import rss_kib, training_step
 
     spec = next(s for s in specs() if s.name == spec_name)
     model = _build_for_profile(spec)
-    base = _rss_kib("VmRSS") * 1024
-    step = _stepper(model, batch, npoints)
+    base = rss_kib("VmRSS") * 1024
+    step = training_step(model, batch, npoints, num_classes=10, lr=1e-3)
     for _ in range(2):  # the optimizer state exists from the first step
         step()
-    return {"peak_bytes": _rss_kib("VmHWM") * 1024 - base}
+    return {"peak_bytes": rss_kib("VmHWM") * 1024 - base}
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    from adapters import _interleaved
+    from stepping import interleaved, training_step
 
     torch.set_num_threads(1)
     rows = [s for s in specs() if registered(s) and (not a.only or s.name in a.only)]
@@ -428,8 +404,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
         if res.returncode != 0:
             raise RuntimeError(f"profile worker for {s.name} failed:\n{res.stderr[-2000:]}")
         out[s.name] = json.loads(res.stdout.strip().splitlines()[-1])
-    steppers = [_stepper(_build_for_profile(s), a.batch, a.points) for s in rows]
-    times = _interleaved(steppers, a.steps)  # round-robin: load from other jobs falls on every row alike
+    steppers = [training_step(_build_for_profile(s), a.batch, a.points, num_classes=10, lr=1e-3) for s in rows]
+    times = interleaved(steppers, a.steps)  # round-robin: load from other jobs falls on every row alike
     for s, t in zip(rows, times):
         out[s.name]["step_s"] = t
         print(f"{s.name:<20} step {t:.3f} s  peak {out[s.name]['peak_bytes'] / 2**20:.0f} MB", flush=True)

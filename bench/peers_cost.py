@@ -22,27 +22,22 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any, Dict, List
 
 import torch
+from stepping import rss_kib, training_step
 
 METHODS = ("clora", "idpt", "dapt", "ppt", "pointlora", "pointgst", "gaprompt")
 #: Options of the ModelNet (1,024 points, 64 groups) configs where they differ from the ScanObjectNN defaults.
-MODELNET = {"ppt": {"prompt_num_group": 64}, "dapt": {"rank": 72, "drop_adapter_rate": 0.0, "prompt_token": "None"},
-            "gaprompt": {"perturbation": 0.05}}
+MODELNET = {
+    "ppt": {"prompt_num_group": 64},
+    "dapt": {"rank": 72, "drop_adapter_rate": 0.0, "prompt_token": "None"},
+    "gaprompt": {"perturbation": 0.05},
+}
 #: Published trainable parameters and GFLOPs (PEERS.md; PointGST's table; "-" where not published).
 PAPER = {"clora": ("-", "fewest (claim)"), "idpt": ("1.7 M", "7.10"), "dapt": ("1.1 M", "4.96"),
          "ppt": ("1.04 M", "-"), "pointlora": ("0.77 M", "-"), "pointgst": ("0.6 M", "4.81"),
          "gaprompt": ("0.6 M", "-")}  # fmt: skip
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def _model(method: str, num_groups: int, options: Dict[str, Any]):
@@ -68,30 +63,15 @@ def _gflops(method: str, num_points: int) -> float:
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    from pointclora.peft import auxiliary_loss, trainable_parameter_summary
+    from pointclora.peft import trainable_parameter_summary
 
     method = spec["method"]
     model = _model(method, 128, {})
     counts = trainable_parameter_summary(model)
-    gen = torch.Generator().manual_seed(0)
-    points = torch.rand(spec["batch"], 2048, 3, generator=gen) * 2 - 1
-    labels = torch.randint(0, 15, (spec["batch"],), generator=gen)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4, weight_decay=0.05)
-    model.train()
-    base = _rss_kib("VmRSS") * 1024
-    times = []
-    for i in range(spec["steps"] + 1):
-        t0 = time.process_time()
-        loss = torch.nn.functional.cross_entropy(model(points), labels)
-        aux = auxiliary_loss(model)
-        if aux is not None:
-            loss = loss + aux
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:  # the first step is a warm-up (allocations, the optimizer state)
-            times.append(time.process_time() - t0)
-    peak = _rss_kib("VmHWM") * 1024 - base
+    base = rss_kib("VmRSS") * 1024
+    step = training_step(model, spec["batch"], 2048, num_classes=15)
+    times = [step() for _ in range(spec["steps"] + 1)][1:]  # the first step is a warm-up (the optimizer state)
+    peak = rss_kib("VmHWM") * 1024 - base
     return dict(method=method, trainable=counts["trainable_params"], step_s=statistics.median(times), peak_bytes=peak,
                 gflops_1024=_gflops(method, 1024), gflops_2048=_gflops(method, 2048))  # fmt: skip
 
@@ -118,16 +98,20 @@ def main(argv: List[str] = None) -> int:
         print(f"# {method} done", file=sys.stderr)
     ref = next((r for r in rows if r["method"] == "clora"), rows[0])
     if args.markdown:
-        print(f"| method | trainable | paper | GFLOPs 1k | GFLOPs 2k | paper GFLOPs | step time (B={args.batch}, "
-              "CPU) | × CLoRA | peak memory | × CLoRA |")
+        print(
+            f"| method | trainable | paper | GFLOPs 1k | GFLOPs 2k | paper GFLOPs | step time (B={args.batch}, "
+            "CPU) | × CLoRA | peak memory | × CLoRA |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t, m = r["step_s"] / ref["step_s"], r["peak_bytes"] / ref["peak_bytes"]
         paper = PAPER[r["method"]]
         if args.markdown:
-            print(f"| {r['method']} | {r['trainable']:,} | {paper[0]} | {r['gflops_1024']:.2f} | "
-                  f"{r['gflops_2048']:.2f} | {paper[1]} | {r['step_s']:.1f} s | {t:.2f} | "
-                  f"{r['peak_bytes'] / 2**30:.2f} GiB | {m:.2f} |")
+            print(
+                f"| {r['method']} | {r['trainable']:,} | {paper[0]} | {r['gflops_1024']:.2f} | "
+                f"{r['gflops_2048']:.2f} | {paper[1]} | {r['step_s']:.1f} s | {t:.2f} | "
+                f"{r['peak_bytes'] / 2**30:.2f} GiB | {m:.2f} |"
+            )
         else:
             print(json.dumps({**r, "step_vs_clora": t, "memory_vs_clora": m}))
     return 0
