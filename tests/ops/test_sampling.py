@@ -280,3 +280,71 @@ def test_batched_fps_breaks_exact_ties_to_the_lowest_index_like_the_per_cloud_pa
         assert torch.equal(got[b], farthest_point_sample(clouds[b : b + 1, :n], 12).idx[0])
         assert torch.equal(got[b], farthest_point_sample_naive(clouds[b : b + 1, :n], 12).idx[0])
     assert got[0, :2].tolist() == [0, 26]  # the far corner of the grid, then the lowest index among the ties
+
+
+# --- every path in the input's precision, the near-origin bound, the random start ------------------------------------
+
+
+def _every_path(monkeypatch, points: torch.Tensor, num_samples: int, **kw) -> dict:
+    """The picks of cloud 0 of ``points`` (B >= 2) on each CPU path: the batched torch loop, the compiled per-cloud
+    FPS, its numpy fallback, and the bucketed numpy FPS (thresholds lowered so that a tiny cloud takes it)."""
+    from pointclora.ops import sampling
+
+    n = int(kw.get("lengths", torch.tensor([points.shape[1]]))[0])
+    single = dict(kw, lengths=None) if "lengths" in kw else kw
+    out = {"batched": farthest_point_sample(points, num_samples, **kw).idx[0]}
+    out["compiled"] = farthest_point_sample(points[:1, :n], num_samples, **single).idx[0]
+    with monkeypatch.context() as m:
+        m.setattr(sampling, "use_numba", lambda: False)
+        out["numpy"] = farthest_point_sample(points[:1, :n], num_samples, **single).idx[0]
+        m.setattr(sampling, "BUCKET_MIN_POINTS", 2)
+        out["bucket"] = farthest_point_sample(points[:1, :n], num_samples, **single).idx[0]
+    return out
+
+
+def test_every_path_measures_distances_in_the_input_precision(monkeypatch):
+    # From the origin, A = (1, 0, 0) is at 1 and B = (1, 2^-12, 0) at 1 + 2^-24: farther in float64, an exact tie in
+    # float32 (1 + 2^-24 rounds to 1), where the lowest index (A) wins. float32 clouds are measured in float32 like
+    # the CUDA kernels, on every path alike, and float64 clouds in float64 (as the naive reference does).
+    cloud = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 2.0**-12, 0]], dtype=torch.float64)
+    for dtype, want in ((torch.float32, [0, 1]), (torch.float64, [0, 2])):
+        points = torch.stack([cloud, cloud.flip(0)]).to(dtype)
+        for path, idx in _every_path(monkeypatch, points, 2).items():
+            assert idx.tolist() == want, (dtype, path)
+    assert farthest_point_sample_naive(cloud[None], 2).idx[0].tolist() == [0, 2]
+
+
+def test_near_origin_points_are_skipped_on_every_path_up_to_the_bound_itself(monkeypatch):
+    # A tight cluster around (1, 1, 2) and, last, the three points farthest from it: the origin, a point at exactly
+    # |p|^2 = 1e-3 on x (the bound: pointnet2_ops skips it) and one just beyond it on z (kept; a little nearer to the
+    # cluster than the point on the bound, so a bound moved by one ulp changes the second pick).
+    g = torch.Generator().manual_seed(0)
+    jitter = 1e-3 * torch.rand(20, 3, generator=g, dtype=torch.float64)
+    cluster = torch.tensor([1.0, 1, 2], dtype=torch.float64) + jitter
+    on_bound = torch.tensor([[0.03162277027712784, 2e-05, 0]], dtype=torch.float64)
+    assert float((on_bound**2).sum()) == 1e-3
+    beyond = torch.tensor([[0.0, 0, 0.0317]], dtype=torch.float64)
+    cloud = torch.cat([cluster, torch.zeros(1, 3, dtype=torch.float64), on_bound, beyond])
+    points = torch.stack([cloud, cloud])
+    plain = _every_path(monkeypatch, points, 3)
+    assert {int(v[1]) for v in plain.values()} == {20}  # the origin
+    bound_allowed = farthest_point_sample_naive(torch.cat([cluster, on_bound, beyond])[None], 2).idx[0]
+    assert bound_allowed[1] == 20  # the point on the bound (index 20 there) is farther than the one beyond it
+    skipped = _every_path(monkeypatch, points, 3, skip_near_origin=True)
+    want = farthest_point_sample_naive(cloud[None], 3, skip_near_origin=True).idx[0]
+    assert want[1] == 22 and 20 not in want.tolist() and 21 not in want.tolist()
+    for path, idx in skipped.items():
+        assert torch.equal(idx, want), path
+
+
+def test_random_start_is_uniform_over_each_clouds_own_points():
+    # The first pick of each cloud is floor(u * length) for u ~ U[0, 1) drawn from the generator: every valid index,
+    # the last included, and never padding. 400 clouds of lengths 1..5 (each length 80 times).
+    lengths = torch.arange(400) % 5 + 1
+    points = torch.rand(400, 5, 3, generator=torch.Generator().manual_seed(1))
+    first = farthest_point_sample(points, 1, lengths=lengths, start="random",
+                                  generator=torch.Generator().manual_seed(7)).idx[:, 0]  # fmt: skip
+    u = torch.rand(400, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first, (u * lengths).long())
+    for length in range(1, 6):
+        assert set(first[lengths == length].tolist()) == set(range(length))
