@@ -25,6 +25,11 @@ TINY_OPTIONS = {
 }
 
 
+def head_params(in_dim: int, hidden: int, classes: int) -> int:
+    """Parameters of a Point-MAE classification head: (Linear, BatchNorm, ReLU, Dropout) x 2, then Linear."""
+    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
+
+
 def seeded_tiny(method: str, seed: int = 0, **options) -> torch.nn.Module:
     """point_mae_tiny (5 classes) with ``method`` injected, every float tensor drawn from ``seed`` (zero-initialised
     adapters included, so the recorded logits exercise them), in eval mode."""

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -15,10 +15,6 @@ from pointclora.peft import (
     make_peft_config,
     trainable_parameter_summary,
 )
-
-
-def _head_params(in_dim, hidden, classes):
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
 
 
 def _dapt_params(c, mlp_hidden, rank, depth):
@@ -32,7 +28,7 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("dapt"))
     s = trainable_parameter_summary(model)
     # PEERS.md measured 1.088 M of 22.91 M on the official model (bench/peers_parity.py: 1,087,771 both)
-    assert s["trainable_params"] == _dapt_params(384, 1536, 64, 12) + _head_params(1152, 256, 15) + 768 == 1_087_771
+    assert s["trainable_params"] == _dapt_params(384, 1536, 64, 12) + head_params(1152, 256, 15) + 768 == 1_087_771
     assert s["total_params"] == 22_912_795
     mn = create_model("point_mae_s", num_classes=40, num_groups=64)
     inject_adapters(mn, make_peft_config("dapt", rank=72, drop_adapter_rate=0.0, prompt_token="None"))
@@ -42,7 +38,7 @@ def test_point_mae_s_counts_equal_the_official_model():
 def test_tiny_count_and_recorded_logits():
     model = seeded_tiny("dapt")
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _dapt_params(32, 128, 4, 2) + _head_params(96, 32, 5) + 64) == 6_959
+        _dapt_params(32, 128, 4, 2) + head_params(96, 32, 5) + 64) == 6_959
     with torch.no_grad():
         out = model(cloud())
     expected = torch.tensor([[0.57682419, -0.60880345, 0.03454752, 0.24497068, -0.83193183],

@@ -3,7 +3,7 @@ prompts in and out, the batch_flat_index quirk, point prompts, save/load."""
 
 import pytest
 import torch
-from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -13,10 +13,6 @@ from pointclora.peft import (
     trainable_parameter_summary,
 )
 from pointclora.peft.gaprompt import _interpolate
-
-
-def _head_params(in_dim, hidden, classes):
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
 
 
 def _gaprompt_params(c, groups, depth, tokens, points):
@@ -33,7 +29,7 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("gaprompt"))
     s = trainable_parameter_summary(model)
     # measured on the official model by bench/peers_parity.py: 628,147 both (the paper: 0.6 M)
-    closed_form = _gaprompt_params(384, 128, 12, 10, 5) + _head_params(1152, 256, 15) + 768
+    closed_form = _gaprompt_params(384, 128, 12, 10, 5) + head_params(1152, 256, 15) + 768
     assert s["trainable_params"] == closed_form == 628_147
     assert model.cls_head_finetune[3].p == 0.6
 
@@ -41,7 +37,7 @@ def test_point_mae_s_counts_equal_the_official_model():
 def test_tiny_count_and_recorded_logits_of_both_propagation_types():
     model = seeded_tiny("gaprompt")
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _gaprompt_params(32, 16, 2, 2, 3) + _head_params(96, 32, 5) + 64) == 34_081
+        _gaprompt_params(32, 16, 2, 2, 3) + head_params(96, 32, 5) + 64) == 34_081
     with torch.no_grad():
         after = model(cloud())
         before = seeded_tiny("gaprompt", propagation_type="permutation_before_attention")(cloud())

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -14,10 +14,6 @@ from pointclora.peft import (
 from pointclora.peft.idpt import _edge_features
 
 
-def _head_params(in_dim, hidden, classes):  # Linear BN ReLU Dropout x2, Linear
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
-
-
 def _dgcnn_params(c):  # three Conv2d(2C->C) + BN2d, Conv1d(3C->C) + BN1d, no conv bias
     return 3 * (2 * c * c + 2 * c) + 3 * c * c + 2 * c
 
@@ -27,7 +23,7 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("idpt"))
     s = trainable_parameter_summary(model)
     # PEERS.md measured 1,697 k of 23.52 M on the official model (bench/peers_parity.py: 1,696,783 both)
-    assert s["trainable_params"] == _dgcnn_params(384) + _head_params(3 * 384, 256, 15) + 2 * 384 == 1_696_783
+    assert s["trainable_params"] == _dgcnn_params(384) + head_params(3 * 384, 256, 15) + 2 * 384 == 1_696_783
     assert s["total_params"] == 23_522_191
     assert model.cls_head_finetune[0].in_features == 3 * 384
 
@@ -37,7 +33,7 @@ def test_tiny_counts_prompt_pos_quirk_and_option():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert "extensions.idpt.prompt_pos" not in trainable  # the official filter misses it
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _dgcnn_params(32) + _head_params(96, 32, 5) + 2 * 32) == 13_989
+        _dgcnn_params(32) + head_params(96, 32, 5) + 2 * 32) == 13_989
     on = seeded_tiny("idpt", train_prompt_pos=True)
     assert on.extensions.idpt.prompt_pos.requires_grad
     # frozen or not, prompt_pos is saved: it comes from no pre-trained checkpoint

@@ -3,7 +3,7 @@ naive references, the three quirks, save/load."""
 
 import pytest
 import torch
-from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -15,10 +15,6 @@ from pointclora.peft import (
 from pointclora.peft.pointgst import graph_basis, morton_keys
 
 
-def _head_params(in_dim, hidden, classes):
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
-
-
 def _pcsa_params(c, rank, depth):
     return depth * (2 * 2 * rank + (c * rank + rank) + (rank * c + c) + (rank * rank + rank))  # 2 LN, down, up, adapt1
 
@@ -28,14 +24,14 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("pointgst"))
     s = trainable_parameter_summary(model)
     # PEERS.md measured 0.623 M on the official model (bench/peers_parity.py: 622,831 both)
-    closed_form = _pcsa_params(384, 36, 12) + _head_params(768, 256, 15) + 768
+    closed_form = _pcsa_params(384, 36, 12) + head_params(768, 256, 15) + 768
     assert s["trainable_params"] == closed_form == 622_831
 
 
 def test_tiny_count_and_recorded_logits():
     model = seeded_tiny("pointgst")
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _pcsa_params(32, 4, 2) + _head_params(64, 32, 5) + 64) == 4_149
+        _pcsa_params(32, 4, 2) + head_params(64, 32, 5) + 64) == 4_149
     with torch.no_grad():
         out = model(cloud())
     expected = torch.tensor([[0.15503718, -0.46485931, 0.10188398, 0.37029219, 1.19856179],

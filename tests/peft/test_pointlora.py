@@ -3,7 +3,7 @@ loss, both quirks, save/load."""
 
 import pytest
 import torch
-from peer_helpers import TINY_OPTIONS, assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import TINY_OPTIONS, assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -15,10 +15,6 @@ from pointclora.peft import (
     trainable_parameter_summary,
 )
 from pointclora.peft.pointlora import PointLoRALinear
-
-
-def _head_params(in_dim, hidden, classes):
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
 
 
 def _pointlora_params(c, depth, r, h1, h2):
@@ -36,14 +32,14 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("pointlora"))
     s = trainable_parameter_summary(model)
     # PEERS.md measured 0.773 M on the official model (bench/peers_parity.py: 772,752 both)
-    closed_form = _pointlora_params(384, 12, 8, 128, 256) + _head_params(768, 256, 15) + 768
+    closed_form = _pointlora_params(384, 12, 8, 128, 256) + head_params(768, 256, 15) + 768
     assert s["trainable_params"] == closed_form == 772_752
 
 
 def test_tiny_count_recorded_logits_and_mask_loss():
     model = seeded_tiny("pointlora")
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _pointlora_params(32, 2, 2, 16, 32) + _head_params(64, 32, 5) + 64) == 20_646
+        _pointlora_params(32, 2, 2, 16, 32) + head_params(64, 32, 5) + 64) == 20_646
     with torch.no_grad():
         out = model(cloud())
     expected = torch.tensor([[0.13623963, -0.12454082, 0.59387827, 0.66217268, -0.53142321],

@@ -3,7 +3,7 @@ the GELU head, save/load."""
 
 import pytest
 import torch
-from peer_helpers import assert_adapter_round_trip, cloud, seeded_tiny
+from peer_helpers import assert_adapter_round_trip, cloud, head_params, seeded_tiny
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -13,10 +13,6 @@ from pointclora.peft import (
     make_peft_config,
     trainable_parameter_summary,
 )
-
-
-def _head_params(in_dim, hidden, classes):
-    return in_dim * hidden + hidden + 2 * hidden + hidden * hidden + hidden + 2 * hidden + hidden * classes + classes
 
 
 def _ppt_params(c, h1, h2):
@@ -31,14 +27,14 @@ def test_point_mae_s_counts_equal_the_official_model():
     inject_adapters(model, make_peft_config("ppt"))
     s = trainable_parameter_summary(model)
     # PEERS.md measured 1.042 M on the official model (bench/peers_parity.py: 1,042,191 both)
-    assert s["trainable_params"] == _ppt_params(384, 128, 256) + _head_params(1152, 256, 15) + 768 == 1_042_191
+    assert s["trainable_params"] == _ppt_params(384, 128, 256) + head_params(1152, 256, 15) + 768 == 1_042_191
     assert isinstance(model.cls_head_finetune[2], torch.nn.GELU)
 
 
 def test_tiny_count_recorded_logits_and_trained_bn():
     model = seeded_tiny("ppt")
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
-        _ppt_params(32, 16, 32) + _head_params(96, 32, 5) + 64) == 59_813
+        _ppt_params(32, 16, 32) + head_params(96, 32, 5) + 64) == 59_813
     with torch.no_grad():
         out = model(cloud())
     expected = torch.tensor([[-0.22816494, -1.02373409, 0.45288673, -0.26431224, -0.10618530],
