@@ -28,7 +28,9 @@ committed records alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
 import os
 import statistics
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from learning import ArrayDataset, base_config, build_regime  # noqa: E402
 
-from pointclora.utils.atomic import atomic_write_json  # noqa: E402
+from pointclora.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "frontier"
 VARIANT = "point_mae_mn10"
@@ -570,7 +572,29 @@ def plot(panels: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+#: docs/RESULTS.md holds the combined tables between these two lines (``combine --write docs/RESULTS.md``).
+MARKERS = ("<!-- frontier tables: begin (bench/frontier.py combine --write) -->", "<!-- frontier tables: end -->")
+
+
+def write_between_markers(doc: Path, text: str) -> None:
+    """Replace what lies between :data:`MARKERS` in ``doc`` with ``text``, its headings one level deeper (the
+    section's own heading is the document's ``##``)."""
+    body = doc.read_text()
+    begin, end = body.find(MARKERS[0]), body.find(MARKERS[1])
+    if begin < 0 or end < begin:
+        raise SystemExit(f"error: {doc} has no '{MARKERS[0]}' ... '{MARKERS[1]}' block to write the tables into")
+    text = "\n".join("#" + line if line.startswith("#") else line for line in text.strip("\n").splitlines())
+    atomic_write_text(body[: begin + len(MARKERS[0])] + "\n\n" + text + "\n\n" + body[end:], doc)
+
+
 def cmd_combine(a: argparse.Namespace) -> int:
+    if a.write:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = cmd_combine(argparse.Namespace(**{**vars(a), "write": None}))
+        sys.stdout.write(buffer.getvalue())
+        write_between_markers(Path(a.write), buffer.getvalue())
+        return code
     static = json.loads((a.results / "static.json").read_text()) if (a.results / "static.json").exists() else {}
     prof = a.results / "profile.json"
     profile = json.loads(prof.read_text())["rows"] if prof.exists() else {}
@@ -633,6 +657,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=32, help="profile: batch")
     p.add_argument("--points", type=int, default=1024, help="profile: points per cloud")
     p.add_argument("--steps", type=int, default=5, help="profile: round-robin steps after a warm-up")
+    p.add_argument("--write", help="combine: also write the tables into this document, between its markers")
     p.add_argument("--plot", default="", help="combine: the figure's path ('' for none)")
     a = p.parse_args(argv)
     if a.only:
