@@ -176,3 +176,19 @@ def test_target_check_names_other_methods_that_beat_clora_by_more_than_its_std(f
     out = fr.target_check(pts)
     assert out.startswith("clora_p2r4: on the frontier (within 1 std); clora_p4r8: beaten by linear")
     assert "smaller CLoRA budgets do better: clora_p2r4" in out and "sade0:" not in out
+
+
+def test_combine_writes_its_tables_between_the_documents_markers_only(fr, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    begin, end = fr.MARKERS
+    doc.write_text(f"# Results\n\nprose before\n\n{begin}\n\nold table\n\n{end}\n\nprose after\n")
+    fr.write_between_markers(doc, "## 10pc\n\n| a |\n|---|\n### 10pc: ablations\n")
+    assert doc.read_text() == (f"# Results\n\nprose before\n\n{begin}\n\n### 10pc\n\n| a |\n|---|\n#### 10pc: ablations"
+                               f"\n\n{end}\n\nprose after\n")  # fmt: skip
+    fr.write_between_markers(doc, "## all\n")  # again: the block is replaced, not appended to
+    assert doc.read_text().count(begin) == 1 and "### all" in doc.read_text() and "10pc" not in doc.read_text()
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="bare.md has no"):
+        fr.write_between_markers(bare, "## all\n")
+    assert bare.read_text() == "no markers\n"
