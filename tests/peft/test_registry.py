@@ -38,88 +38,95 @@ def test_builtin_methods_in_registration_order():
     assert can_merge(inject_adapters(tiny(), "lora")) and not can_merge(inject_adapters(tiny(), "full"))
 
 
-def test_toy_method_is_one_registered_class(tmp_path, points):
-    # --- the whole method: one class (its layer nested inside); no other edit anywhere ---------------------------
-    @register_peft_method
-    class ToyRankOne(AdapterMethod):
-        """``ΔW_j = u_j vᵀ``: a rank-one update per LRM, ``u`` zero-initialised."""
+class ToyRankOne(AdapterMethod):
+    """``ΔW_j = u_j vᵀ``: a rank-one update per LRM, ``u`` zero-initialised. The whole method: one class (its layer
+    nested inside); registered by the ``toy`` fixture, no other edit anywhere."""
 
-        name = "toy_rank_one"
+    name = "toy_rank_one"
 
-        class Layer(AdapterLinear):
-            def __init__(self, base_layer, n_splits, config):
-                super().__init__(base_layer, n_splits, scaling=1.0, dropout=config.dropout)
-                self.u = nn.Parameter(torch.zeros(n_splits * self.out_features))
-                self.v = nn.Parameter(torch.randn(self.in_features) / self.in_features**0.5)
+    class Layer(AdapterLinear):
+        def __init__(self, base_layer, n_splits, config):
+            super().__init__(base_layer, n_splits, scaling=1.0, dropout=config.dropout)
+            self.u = nn.Parameter(torch.zeros(n_splits * self.out_features))
+            self.v = nn.Parameter(torch.randn(self.in_features) / self.in_features**0.5)
 
-            def adapter_delta(self, x):
-                return (x @ self.v).unsqueeze(-1) * self.u
+        def adapter_delta(self, x):
+            return (x @ self.v).unsqueeze(-1) * self.u
 
-            def delta_weight(self):
-                return torch.outer(self.u, self.v)
+        def delta_weight(self):
+            return torch.outer(self.u, self.v)
 
-            def adapter_parameters(self):
-                yield self.u
-                yield self.v
+        def adapter_parameters(self):
+            yield self.u
+            yield self.v
 
-            def adapter_flops_per_token(self):
-                return 0 if self.merged else self.in_features + self.n_splits * self.out_features
+        def adapter_flops_per_token(self):
+            return 0 if self.merged else self.in_features + self.n_splits * self.out_features
 
-        layer_class = Layer
+    layer_class = Layer
 
-    # ------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def toy():
+    register_peft_method(ToyRankOne)
     try:
-        assert "toy_rank_one" in list_peft_methods()
-        from pointclora.cli.count_params import build_parser
-
-        assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
-        from pointclora.cli import fewshot, finetune, segment
-
-        for tool in (finetune, segment, fewshot):  # every training tool offers it
-            assert tool.build_parser().parse_args(["--cfg", "x", "--peft", "toy_rank_one"]).peft == "toy_rank_one"
-        _trains_and_reloads_with_the_trainer(tmp_path)
-
-        cfg = make_peft_config("toy_rank_one", split_qkv=False)
-        assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
-        model = inject_adapters(tiny(), cfg)
-        assert model.peft_config.target_modules == model.default_adapter_targets  # the model's defaults
-        layers = [m for m in model.modules() if isinstance(m, ToyRankOne.Layer)]
-        assert len(layers) == 2 * 4  # point_mae_tiny: 2 blocks x (qkv, proj, fc1, fc2)
-        per_block = (3 * 32 + 32) + (32 + 32) + (128 + 32) + (32 + 128)  # u (out) + v (in) per layer
-        assert trainable_parameter_summary(model)["adapter_params"] == 2 * per_block
-        assert auxiliary_loss(model) is None and auxiliary_losses(model) == {}
-
-        model.train()
-        optimizer = build_optimizer(model, lr=1e-2)
-        before = {n: t.clone() for n, t in model.state_dict().items()}
-        F.cross_entropy(model(points), torch.tensor([0, 1, 2])).backward()
-        optimizer.step()
-        changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
-        assert any(n.endswith(".u") for n in changed)
-        allowed = (".u", ".v")
-        assert all(n.endswith(allowed) or n.startswith(("cls_head_finetune.", "cls_")) for n in changed), changed
-
-        model.eval()
-        with torch.no_grad():
-            out = model(points)
-            plain = merge_and_unload(copy.deepcopy(model))
-            assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
-            torch.testing.assert_close(plain(points), out, rtol=1e-5, atol=1e-5)
-
-        save_adapter(model, tmp_path / "toy")
-        fresh = tiny()  # same seed: same frozen base
-        load_adapter(fresh, tmp_path / "toy")
-        fresh.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(fresh(points), out, rtol=0, atol=0)
-        again = inject_adapters(tiny(), cfg)
-        load_adapter_state_dict(again, adapter_state_dict(model))
-        again.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(again(points), out, rtol=0, atol=0)
+        yield ToyRankOne
     finally:
         unregister_peft_method("toy_rank_one")
     assert "toy_rank_one" not in list_peft_methods()
+
+
+def test_toy_method_is_one_registered_class(toy, tmp_path, points):
+    assert "toy_rank_one" in list_peft_methods()
+    cfg = make_peft_config("toy_rank_one", split_qkv=False)
+    assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
+    model = inject_adapters(tiny(), cfg)
+    assert model.peft_config.target_modules == model.default_adapter_targets  # the model's defaults
+    layers = [m for m in model.modules() if isinstance(m, ToyRankOne.Layer)]
+    assert len(layers) == 2 * 4  # point_mae_tiny: 2 blocks x (qkv, proj, fc1, fc2)
+    per_block = (3 * 32 + 32) + (32 + 32) + (128 + 32) + (32 + 128)  # u (out) + v (in) per layer
+    assert trainable_parameter_summary(model)["adapter_params"] == 2 * per_block
+    assert auxiliary_loss(model) is None and auxiliary_losses(model) == {}
+
+    model.train()
+    optimizer = build_optimizer(model, lr=1e-2)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    F.cross_entropy(model(points), torch.tensor([0, 1, 2])).backward()
+    optimizer.step()
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+    assert any(n.endswith(".u") for n in changed)
+    allowed = (".u", ".v")
+    assert all(n.endswith(allowed) or n.startswith(("cls_head_finetune.", "cls_")) for n in changed), changed
+
+    model.eval()
+    with torch.no_grad():
+        out = model(points)
+        plain = merge_and_unload(copy.deepcopy(model))
+        assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
+        torch.testing.assert_close(plain(points), out, rtol=1e-5, atol=1e-5)
+
+    save_adapter(model, tmp_path / "toy")
+    fresh = tiny()  # same seed: same frozen base
+    load_adapter(fresh, tmp_path / "toy")
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(points), out, rtol=0, atol=0)
+    again = inject_adapters(tiny(), cfg)
+    load_adapter_state_dict(again, adapter_state_dict(model))
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(points), out, rtol=0, atol=0)
+
+
+def test_toy_method_is_offered_by_every_tool_and_trains_with_the_trainer(toy, tmp_path):
+    from pointclora.cli.count_params import build_parser
+
+    assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
+    from pointclora.cli import fewshot, finetune, segment
+
+    for tool in (finetune, segment, fewshot):  # every training tool offers it
+        assert tool.build_parser().parse_args(["--cfg", "x", "--peft", "toy_rank_one"]).peft == "toy_rank_one"
+    _trains_and_reloads_with_the_trainer(tmp_path)
 
 
 def test_register_rejects_bad_and_duplicate_names():
