@@ -184,3 +184,44 @@ def test_clora_forward_with_dropout_and_single_split_against_the_formula():
     want = layer.base_layer(x) + 1.5 * xd @ delta.T
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(layer.delta_weight(), 1.5 * delta)
+
+
+def test_method_hooks_weight_sade_keep_q_out_of_decay_and_unload_the_banks():
+    from pointclora.peft import PeftConfigError
+    from pointclora.peft.clora import CLoRAMethod
+
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=3, sade_weight=0.3)))
+    method = CLoRAMethod(model.peft_config)
+    terms = method.auxiliary_losses(model)
+    assert list(terms) == ["sade"] and terms["sade"].weight == 0.3 and type(terms["sade"].weight) is float
+    torch.testing.assert_close(terms["sade"].value, sade_loss(model), rtol=0, atol=0)
+    assert CLoRAMethod(CLoRAConfig(sade_weight=0.0)).auxiliary_losses(model) == {}
+    q_names = {n for n, _ in model.named_parameters() if n.endswith(".Q")}
+    assert len(q_names) == 8 and method.no_weight_decay(model) == q_names
+    assert CLoRAMethod(CLoRAConfig(q_weight_decay=True)).no_weight_decay(model) == set()
+    # one bank per shape group, keyed as the layers are; counts are the banks' own tensors
+    assert method.shared_state(model) is model.clora_banks
+    assert method.group_key(model.blocks[1].mlp.fc1) == "32x128"
+    assert method.shared_parameter_counts(model) == {"32x32": 3 * 2 * 64, "32x128": 3 * 2 * 160, "128x32": 3 * 2 * 160}
+    with pytest.raises(PeftConfigError, match="model already has an attribute 'clora_banks'"):
+        method.create_shared_state(model, [])
+    # a model without banks: no shared state, nothing to count
+    plain = tiny()
+    assert method.shared_state(plain) is None and method.shared_parameter_counts(plain) == {}
+    merge_adapters(model)
+    method.unload(model)
+    assert not hasattr(model, "clora_banks") and type(model.blocks[0].attn.qkv) is torch.nn.Linear
+
+
+def test_banks_and_q_take_the_base_dtype_and_a_merged_layer_costs_nothing():
+    from pointclora.peft.clora import CLoRABank
+
+    model = inject_adapters(tiny().double(), CLoRAConfig(r=2, num_bases=2))
+    assert {t.dtype for t in model.clora_banks.parameters()} == {torch.float64}
+    assert {layer.Q.dtype for layer in model.modules() if isinstance(layer, CLoRALinear)} == {torch.float64}
+    layer = model.blocks[0].mlp.fc1
+    flops = layer.adapter_flops_per_token()
+    assert flops == 2 * 2 * 32 + (2 * 2 * 2 + 2 * 2 * 128)
+    layer.merge()
+    assert layer.adapter_flops_per_token() == 0
+    assert repr(CLoRABank(8, 6, r=2, num_bases=3)) == "CLoRABank(in=8, out=6, r=2, p=3)"
