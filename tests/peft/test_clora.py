@@ -225,3 +225,16 @@ def test_banks_and_q_take_the_base_dtype_and_a_merged_layer_costs_nothing():
     layer.merge()
     assert layer.adapter_flops_per_token() == 0
     assert repr(CLoRABank(8, 6, r=2, num_bases=3)) == "CLoRABank(in=8, out=6, r=2, p=3)"
+
+
+def test_sade_near_b_zero_equals_naive_and_stays_a_squared_cosine():
+    """The first steps of training: B grows from 0, so ⟨M_h, M_h⟩⟨M_k, M_k⟩ is far below the ε of the denominator;
+    the Gram form must still equal the reference (ε added, not subtracted: the loss cannot turn negative)."""
+    model = inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=3)).double()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bank in model.clora_banks.values():
+            bank.B.copy_(torch.randn(bank.B.shape, generator=gen, dtype=torch.float64) * 1e-4)
+    fast, naive = sade_loss(model), sade_loss_naive(model)
+    assert 0.0 < naive.item() < 1e-3  # ε dominates: far from the unregularised squared cosines
+    assert abs(fast.item() - naive.item()) <= 1e-9 * naive.item()
