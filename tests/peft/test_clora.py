@@ -133,6 +133,7 @@ def test_sade_finite_gradient_at_init_and_degenerate_cases():
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert sade_loss(inject_adapters(tiny(), CLoRAConfig(num_bases=1))).item() == 0.0
     assert sade_loss(tiny()).item() == 0.0
+    assert sade_loss(torch.nn.ReLU()).item() == 0.0  # no parameters at all: still a zero, on the CPU
     # one identical pair of bases (B_1 Q_1 A_1 == B_2 Q_2 A_2) has squared cosine 1
     m = inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=2, target_modules=["blocks.0.mlp.fc1"]))
     bank = m.clora_banks["32x128"]
