@@ -194,3 +194,18 @@ def test_a_fingerprint_mismatch_names_both_fingerprints(tmp_path):
     want = rf"\(base fingerprint {saved[:12]} vs {theirs[:12]}\); load the same"
     with pytest.raises(AdapterMismatchError, match=want):
         load_adapter(other, tmp_path)
+
+
+def test_a_named_load_goes_beside_the_others_and_passes_the_fingerprint_flag(tmp_path, points):
+    from pointclora.peft import active_adapter, list_adapters
+
+    save_adapter(_trained(), tmp_path)
+    model = tiny()
+    assert load_adapter(model, tmp_path, adapter_name="mine") is model
+    assert list_adapters(model) == ["mine"] and active_adapter(model) == "mine"
+    with torch.no_grad():
+        assert torch.equal(model.eval()(points), _trained()(points))
+    with pytest.raises(AdapterMismatchError, match="allow_fingerprint_mismatch=True"):
+        load_adapter(tiny(seed=5), tmp_path, adapter_name="other")
+    with pytest.warns(UserWarning, match="different pre-trained weights"):
+        load_adapter(tiny(seed=5), tmp_path, allow_fingerprint_mismatch=True, adapter_name="other")

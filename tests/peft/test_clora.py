@@ -40,7 +40,8 @@ def test_efficient_forward_equals_delta_weight():
 
 
 def test_merge_equals_unmerged_and_unmerge_restores(points):
-    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))).eval()
+    # s = alpha / r = 1.5, not the default 1: a merge that dropped the scaling would show
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2, alpha=6.0))).eval()
     base = {n: t.clone() for n, t in model.state_dict().items() if "base_layer" in n}
     with torch.no_grad():
         before = model(points)
@@ -48,6 +49,11 @@ def test_merge_equals_unmerged_and_unmerge_restores(points):
         assert all(m.merged for m in model.modules() if isinstance(m, CLoRALinear))
         assert not torch.allclose(model.blocks[0].mlp.fc1.base_layer.weight, base["blocks.0.mlp.fc1.base_layer.weight"])
         merged = model(points)
+        fc1, r = model.blocks[0].mlp.fc1, 4
+        A, B, Q = fc1.bank.A, fc1.bank.B, fc1.Q[0]
+        by_hand = 1.5 * sum(B[:, h * r : (h + 1) * r] @ Q[h] @ A[h * r : (h + 1) * r] for h in range(2))
+        moved = fc1.base_layer.weight - base["blocks.0.mlp.fc1.base_layer.weight"]
+        torch.testing.assert_close(moved, by_hand, rtol=1e-4, atol=1e-6)
         unmerge_adapters(model)
         after = model(points)
     assert torch.allclose(merged, before, atol=1e-5)
