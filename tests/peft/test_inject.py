@@ -17,6 +17,7 @@ from pointclora.peft import (
     adapter_named_parameters,
     adapter_parameter_groups,
     format_parameter_summary,
+    get_peft_method,
     inject_adapters,
     make_peft_config,
     merge_adapters,
@@ -164,6 +165,7 @@ def test_frozen_batchnorm_of_every_kind_stays_in_eval_and_merge_and_unload_resto
     torch.manual_seed(0)
     model = inject_adapters(_BNNet(), LoRAConfig(r=2, train_modules=["head"]))
     plain_bn, free_bn, my_bn = model.trunk
+    assert not any(bn.training for bn in model.trunk)  # switched to eval at injection, before any train()
     assert type(plain_bn).__name__ == "FrozenStatsBatchNorm1d" and isinstance(plain_bn, nn.BatchNorm1d)
     assert type(free_bn).__name__ == "FrozenStatsBatchNorm1d"  # no parameters, not under a trained module
     assert type(my_bn) is _MyBN and my_bn._peft_forced_eval and not my_bn.training
@@ -237,3 +239,46 @@ def test_unmerge_restores_the_base_weights_and_the_adapted_output(points):
     names = [n for n, _ in adapter_named_parameters(model)]
     assert names and all(n.endswith((".lora_A", ".lora_B")) for n in names)
     assert len(names) == len(set(names)) == 2 * len(adapter_layers(model))
+
+
+def test_locking_names_what_it_froze_once_and_unload_gives_every_tensor_back(tmp_path):
+    from pointclora.peft import load_adapter, save_adapter
+    from pointclora.peft.inject import _lock_frozen_batchnorm
+
+    torch.manual_seed(0)
+    model = inject_adapters(_BNNet(), LoRAConfig(r=2, train_modules=["head"]))
+    assert _lock_frozen_batchnorm(model, ["head"]) == []  # already locked: nothing to do, no second hook
+    assert len(model.trunk[2]._forward_pre_hooks) == 1
+    fresh = _BNNet()
+    fresh.fc.requires_grad_(False)
+    for bn in fresh.trunk:
+        bn.requires_grad_(False)
+    assert _lock_frozen_batchnorm(fresh, ["head"]) == ["trunk.0", "trunk.1", "trunk.2"]
+    # set_adapter locks again on every switch: the hooked BN subclass keeps one hook (it gained one per switch)
+    from pointclora.peft import set_adapter
+
+    save_adapter(model, tmp_path / "bn")
+    torch.manual_seed(0)
+    switching = _BNNet()
+    load_adapter(switching, tmp_path / "bn", adapter_name="a")
+    load_adapter(switching, tmp_path / "bn", adapter_name="b")
+    for name in "abab":
+        set_adapter(switching, name)
+    assert len(switching.trunk[2]._forward_pre_hooks) == 1
+
+    frozen = merge_and_unload(inject_adapters(tiny(), "none"))
+    assert all(p.requires_grad for p in frozen.parameters()) and not hasattr(frozen, "peft_config")
+    lora = inject_adapters(tiny(), "lora")
+    monkey = type(get_peft_method(lora))
+    try:
+        monkey.mergeable = False
+        with pytest.raises(ValueError, match="PEFT method 'lora' does not merge into the base weights"):
+            merge_and_unload(lora)
+    finally:
+        monkey.mergeable = True
+    save_adapter(randomize_adapters(inject_adapters(tiny(), LoRAConfig(r=2))), tmp_path / "a")
+    shared = tiny()
+    load_adapter(shared, tmp_path / "a", adapter_name="a")
+    load_adapter(shared, tmp_path / "a", adapter_name="b")
+    with pytest.raises(ValueError, match=r"this model holds 2 adapters \['a', 'b'\] on one shared backbone"):
+        merge_and_unload(shared)
