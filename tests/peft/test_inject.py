@@ -130,6 +130,17 @@ def test_merge_refuses_non_finite_update():
     with pytest.raises(PeftMergeError, match="NaN/Inf"):
         merge_adapters(model)
     assert torch.equal(model.blocks[0].mlp.fc1.base_layer.weight, w)
+    with pytest.raises(PeftMergeError, match="NaN/Inf"):
+        merge_and_unload(model)  # checks by default too
+    assert torch.equal(model.blocks[0].mlp.fc1.base_layer.weight, w)
+    unmerge_adapters(model)
+    merge_adapters(model, check_finite=False)  # asked not to check: the update goes in as it is
+    assert model.blocks[0].mlp.fc1.merged and model.blocks[0].mlp.fc1.base_layer.weight.isnan().all()
+    nan = inject_adapters(tiny(), CLoRAConfig())
+    with torch.no_grad():
+        nan.clora_banks["32x128"].B.fill_(float("nan"))
+    plain = merge_and_unload(nan, check_finite=False)
+    assert not hasattr(plain, "clora_banks") and plain.blocks[0].mlp.fc1.weight.isnan().all()
 
 
 def test_config_given_as_none_a_name_or_a_dict_and_a_bad_type_named():
