@@ -50,7 +50,7 @@ MODULES: dict[str, list[str]] = {
     "peft/base.py": ["tests/peft/test_adapter_layer.py", "tests/peft/test_lora.py", "tests/peft/test_clora.py",
                      "tests/peft/test_fused_forward.py"],
     "peft/clora.py": ["tests/peft/test_clora.py", "tests/peft/test_clora_q_fixed.py",
-                      "tests/peft/test_fused_forward.py"],
+                      "tests/peft/test_fused_forward.py", "tests/peft/test_peft_config.py"],  # CLoRAConfig moved in
     "peft/lora.py": ["tests/peft/test_lora.py"],
     "peft/registry.py": ["tests/peft/test_registry.py", "tests/peft/test_inject.py", "tests/peft/test_peft_config.py"],
     "peft/inject.py": ["tests/peft/test_inject.py"],

@@ -245,3 +245,27 @@ def test_sade_near_b_zero_equals_naive_and_stays_a_squared_cosine():
     fast, naive = sade_loss(model), sade_loss_naive(model)
     assert 0.0 < naive.item() < 1e-3  # ε dominates: far from the unregularised squared cosines
     assert abs(fast.item() - naive.item()) <= 1e-9 * naive.item()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_bases=0), "num_bases must be an integer >= 1, got 0"),
+        (dict(sade_weight=-0.1), "sade_weight must be >= 0.0, got -0.1"),
+        (dict(sade_weight="x"), "sade_weight must be a number, got str 'x'"),
+        (dict(share="layer"), "share must be 'shape' or 'block', got 'layer'"),
+        (dict(q_weight_decay="no"), "q_weight_decay must be true or false, got 'no'"),
+        (dict(q_fixed=1), "q_fixed must be true or false, got 1"),
+    ],
+)
+def test_config_errors_name_the_key_whole(kwargs, message):
+    from pointclora.peft import PeftConfigError
+
+    with pytest.raises(PeftConfigError) as err:
+        CLoRAConfig(**kwargs)
+    assert str(err.value) == message  # the whole message: a key renamed inside it must show
+
+
+def test_config_takes_a_whole_sade_weight_as_a_float():
+    cfg = CLoRAConfig(sade_weight=1, num_bases=1, share="block")
+    assert type(cfg.sade_weight) is float and cfg.sade_weight == 1.0 and (cfg.num_bases, cfg.share) == (1, "block")
