@@ -269,3 +269,14 @@ def test_config_errors_name_the_key_whole(kwargs, message):
 def test_config_takes_a_whole_sade_weight_as_a_float():
     cfg = CLoRAConfig(sade_weight=1, num_bases=1, share="block")
     assert type(cfg.sade_weight) is float and cfg.sade_weight == 1.0 and (cfg.num_bases, cfg.share) == (1, "block")
+
+
+def test_layer_defaults_one_split_no_scaling_no_dropout():
+    from torch import nn
+
+    from pointclora.peft.clora import CLoRABank
+
+    bank = CLoRABank(8, 6, r=2, num_bases=3, dtype=torch.float64)
+    layer = CLoRALinear(nn.Linear(8, 6).double(), bank, "k")
+    assert (layer.n_splits, layer.scaling, type(layer.dropout)) == (1, 1.0, nn.Identity)
+    assert layer.Q.dtype == torch.float64 and torch.equal(layer.Q, torch.eye(2, dtype=torch.float64).expand(1, 3, 2, 2))
