@@ -83,3 +83,44 @@ def test_fused_function_without_bias_and_with_a_frozen_weight():
     for got, want in zip((gx, ga, gb), (x2.grad, A2.grad, B2.grad)):
         torch.testing.assert_close(got, want)
     assert W.grad is None
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward_pre"])
+def test_a_hooked_base_layer_of_a_fusable_adapter_takes_the_two_gemm_path(hook, monkeypatch):
+    """CLoRA has factors (LoRA has none, so the test above cannot tell): either kind of hook alone must make the
+    base layer run its own call, so the hook sees it."""
+    from pointclora.peft.clora import CLoRABank, CLoRALinear
+
+    torch.manual_seed(0)
+    bank = CLoRABank(5, 6, r=2, num_bases=2)
+    nn.init.normal_(bank.B)
+    layer = CLoRALinear(nn.Linear(5, 6), bank, "k", scaling=0.5)
+    x = torch.randn(3, 5)
+    want = x @ layer.base_layer.weight.T + layer.base_layer.bias + x @ layer.delta_weight().T
+    calls, seen = [], []
+    real = FusedLowRankLinear.apply
+    monkeypatch.setattr(FusedLowRankLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    torch.testing.assert_close(layer(x), want)
+    assert calls == [1]  # unhooked: fused
+    register = getattr(layer.base_layer, f"register_{hook}_hook")
+    register(lambda *a: seen.append(1) and None)
+    torch.testing.assert_close(layer(x), want)
+    assert seen == [1] and calls == [1]
+
+
+class _WideDelta(LoRALinear):
+    """An adapter computing its update in float64 (a subclass may): the layer still answers in the base dtype."""
+
+    def adapter_delta(self, x):
+        return super().adapter_delta(x).double()
+
+
+def test_the_update_is_cast_to_the_base_output_dtype():
+    torch.manual_seed(0)
+    layer = _WideDelta(nn.Linear(4, 6), r=2, scaling=0.5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 4)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, layer.base_layer(x) + 0.5 * x @ layer.lora_A[0].T @ layer.lora_B[0].T)
