@@ -179,13 +179,13 @@ def test_frozen_batchnorm_of_every_kind_stays_in_eval_and_merge_and_unload_resto
     assert not any(bn.training for bn in model.trunk)  # switched to eval at injection, before any train()
     assert type(plain_bn).__name__ == "FrozenStatsBatchNorm1d" and isinstance(plain_bn, nn.BatchNorm1d)
     assert type(free_bn).__name__ == "FrozenStatsBatchNorm1d"  # no parameters, not under a trained module
-    assert type(my_bn) is _MyBN and my_bn._peft_forced_eval and not my_bn.training
+    assert type(my_bn) is _MyBN and my_bn._peft_forced_eval and my_bn.training is False
     model.train()
     assert not plain_bn.training and not free_bn.training and model.head[0].training
     assert type(model.head[0]) is nn.BatchNorm1d  # affine-free but under the trained head: trains
     stats = [bn.running_mean.clone() for bn in model.trunk]
     model(torch.randn(8, 4) * 3 + 1)
-    assert not my_bn.training  # the hook switched it back to eval before its forward
+    assert my_bn.training is False  # the hook switched it back to eval before its forward
     for bn, before in zip(model.trunk, stats):
         assert torch.equal(bn.running_mean, before)  # no frozen statistics drifted
     assert not model.head[0].running_mean.eq(0).all()  # the trained head's did
@@ -221,10 +221,16 @@ def test_parameter_table_lists_the_summary_and_every_shape_group():
         "32x32                     32    32     8       256        64       320",
     ]
     assert s["adapter_params"] == 656 + 656 + 320
-    assert format_parameter_summary({"adapter_params": 1_234_567}).splitlines() == [
+    assert format_parameter_summary({"adapter_params": 1_234_567, "total_params": 5_000_000_000}).splitlines() == [
         "parameters                               count         M",
         "adapter_params                       1,234,567     1.235",
+        "total_params                     5,000,000,000  5000.000",
     ]
+    # LoRA: no shared tensors, r·(in+out) per LRM
+    lora = adapter_parameter_groups(inject_adapters(tiny(), LoRAConfig(r=2)))
+    assert lora["32x128"] == {"in": 32, "out": 128, "lrms": 2, "shared_params": 0, "per_lrm_params": 2 * 2 * 160,
+                              "params": 2 * 2 * 160}  # fmt: skip
+    assert lora["32x32"]["lrms"] == 8 and lora["32x32"]["params"] == 8 * 2 * 64
 
 
 def test_a_plain_model_has_no_adapters_to_count_merge_or_unmerge(points):
