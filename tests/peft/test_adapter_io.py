@@ -209,3 +209,43 @@ def test_a_named_load_goes_beside_the_others_and_passes_the_fingerprint_flag(tmp
         load_adapter(tiny(seed=5), tmp_path, adapter_name="other")
     with pytest.warns(UserWarning, match="different pre-trained weights"):
         load_adapter(tiny(seed=5), tmp_path, allow_fingerprint_mismatch=True, adapter_name="other")
+
+
+def _fingerprint_naive(state, skip):
+    """The recorded signature written out: sorted plain names; ``name:shape:dtype;`` headers, then the raw bytes."""
+    import hashlib
+
+    shapes, content = hashlib.sha256(), hashlib.sha256()
+    items = sorted((n.replace(".base_layer.", "."), t) for n, t in state.items() if n not in skip)
+    for name, t in items:
+        header = f"{name}:{tuple(t.shape)}:{t.dtype};".encode()
+        shapes.update(header)
+        content.update(header + t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return shapes.hexdigest(), content.hexdigest(), len(items)
+
+
+def test_the_signature_is_the_documented_hash_of_the_frozen_tensors(tmp_path):
+    """Files written by earlier versions must keep loading: the hash itself is part of the format."""
+    model = _trained("lora")
+    save_adapter(model, tmp_path)
+    meta = read_adapter_config(tmp_path)
+    want = _fingerprint_naive(model.state_dict(), set(meta["tensors"]))
+    base = meta["base_model"]
+    assert (base["shapes_sha256"], base["fingerprint"], base["num_frozen_tensors"]) == want
+    assert all(".base_layer." not in n for n in meta["tensors"])
+
+
+def test_a_file_without_a_recorded_signature_or_variant_still_loads(tmp_path, points):
+    model = _trained()
+    save_adapter(model, tmp_path)
+    path = tmp_path / "adapter_config.json"
+    meta = json.loads(path.read_text())
+    for key in ("shapes_sha256", "fingerprint", "variant"):
+        del meta["base_model"][key]
+    path.write_text(json.dumps(meta))
+    other = load_adapter(tiny(seed=5), tmp_path).eval()  # other weights, but nothing recorded to tell
+    with torch.no_grad():
+        assert other(points).shape == (3, 5)
+    assert torch.equal(other.clora_banks["32x32"].B, model.clora_banks["32x32"].B)
+    save_adapter(model, tmp_path)  # into an existing folder: overwritten in place
+    assert read_adapter_config(tmp_path)["base_model"]["fingerprint"]
