@@ -357,3 +357,17 @@ def test_unknown_methods_and_targets_are_named():
         get_peft_method(3)
     with pytest.raises(ValueError, match="^Sequential carries no PEFT method"):
         get_peft_method(nn.Sequential())
+
+
+def test_wrappers_take_the_mode_of_the_layer_they_replace_and_keep_model_order():
+    model = tiny().eval()
+    model.blocks[1].train()
+    inject_adapters(model, make_peft_config("lora", r=2))
+    assert [m.training for m in (model.blocks[0].attn.qkv, model.blocks[1].mlp.fc2)] == [False, True]
+    targets = get_peft_method(model.peft_config).find_targets(tiny())
+    in_order = [n for n, m in tiny().named_modules() if isinstance(m, nn.Linear) and n.startswith("blocks.")]
+    assert [n for n, _ in targets] == in_order and len(in_order) == 8  # model order, not the targets' order
+    assert model.peft_config.target_modules[0] == "attn.qkv" and in_order[0] != "blocks.0.attn.qkv"
+    with pytest.raises(PeftConfigError) as err:
+        inject_adapters(tiny(), make_peft_config("lora", target_modules=["fc1"], exclude_modules=["mlp.fc1"]))
+    assert str(err.value) == "exclude_modules ['mlp.fc1'] removed every target of ['fc1']"
