@@ -299,3 +299,26 @@ def test_locking_names_what_it_froze_once_and_unload_gives_every_tensor_back(tmp
     load_adapter(shared, tmp_path / "a", adapter_name="b")
     with pytest.raises(ValueError, match=r"this model holds 2 adapters \['a', 'b'\] on one shared backbone"):
         merge_and_unload(shared)
+
+
+def test_a_batchnorm_trained_by_a_parameter_name_trains_and_those_after_it_still_lock():
+    """``train_modules`` may name a BN's parameter (the module is then not in the trained list): its own parameters
+    say it trains. A BN that trains, met first, must not stop the locking of the frozen ones after it."""
+    model = inject_adapters(_BNNet(), LoRAConfig(r=2, train_modules=["trunk.0.weight", "head"])).train()
+    plain_bn, free_bn, my_bn = model.trunk
+    assert type(plain_bn) is nn.BatchNorm1d and plain_bn.training and plain_bn.weight.requires_grad
+    assert type(free_bn).__name__ == "FrozenStatsBatchNorm1d" and not free_bn.training
+    assert my_bn._peft_forced_eval
+
+
+def test_a_model_holding_one_named_adapter_merges(tmp_path, points):
+    from pointclora.peft import load_adapter, save_adapter
+
+    save_adapter(randomize_adapters(inject_adapters(tiny(), LoRAConfig(r=2))), tmp_path / "a")
+    model = tiny()
+    load_adapter(model, tmp_path / "a", adapter_name="a")
+    with torch.no_grad():
+        want = model.eval()(points)
+        plain = merge_and_unload(model)
+        assert not adapter_layers(plain)
+        torch.testing.assert_close(plain(points), want, rtol=1e-5, atol=1e-5)
