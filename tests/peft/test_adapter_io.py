@@ -249,3 +249,87 @@ def test_a_file_without_a_recorded_signature_or_variant_still_loads(tmp_path, po
     assert torch.equal(other.clora_banks["32x32"].B, model.clora_banks["32x32"].B)
     save_adapter(model, tmp_path)  # into an existing folder: overwritten in place
     assert read_adapter_config(tmp_path)["base_model"]["fingerprint"]
+
+
+def _lora_file(tmp_path):
+    save_adapter(_trained("lora"), tmp_path)
+    from safetensors.torch import load_file
+
+    return load_file(tmp_path / "adapter.safetensors"), read_adapter_config(tmp_path)["tensors"]
+
+
+def test_every_mismatch_of_a_file_is_listed_five_at_most(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors, order = _lora_file(tmp_path)
+    a = [n for n in order if n.endswith(".lora_A")]  # 8 layers, model order
+    where = f"adapter in {str(tmp_path)!r} does not fit this model ('point_mae_tiny', {{'name': 'point_mae_tiny', "
+    bad = {**tensors, **{n: torch.zeros(1, 1, 1) for n in a[:6]}}  # six of the wrong shape: five named, then ...
+    save_file(bad, tmp_path / "adapter.safetensors")
+    with pytest.raises(AdapterMismatchError) as err:
+        load_adapter(tiny(), tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(where) and "'pos_every_block': True}): shape mismatch " in msg
+    from safetensors.torch import load_file
+
+    in_file = [n for n in load_file(tmp_path / "adapter.safetensors") if n in a[:6]]  # the file's own order
+    shown = "; ".join(f"{n}: file (1, 1, 1) vs model {tuple(tensors[n].shape)}" for n in in_file[:5])
+    assert msg.endswith("): shape mismatch " + shown)
+    # exactly five missing and five unexpected: all named, no "..."; the parts joined by " | "
+    extra = {f"extra{i}.weight": torch.zeros(1) for i in range(5)}
+    short = {n: t for n, t in tensors.items() if n not in a[:5]}
+    save_file({**short, **extra}, tmp_path / "adapter.safetensors")
+    with pytest.raises(AdapterMismatchError) as err:
+        load_adapter(tiny(), tmp_path)
+    assert str(err.value).endswith(f"): missing from the file: {a[:5]} | not in the model: {sorted(extra)}")
+    more = {**extra, "extra5.weight": torch.zeros(1)}
+    save_file({**tensors, **more}, tmp_path / "adapter.safetensors")
+    with pytest.raises(AdapterMismatchError) as err:
+        load_adapter(tiny(), tmp_path)
+    assert str(err.value).endswith(f"): not in the model: {sorted(more)[:5]} ...")
+
+
+def test_architecture_and_merged_refusals_read_whole(tmp_path):
+    from pointclora.peft import merge_adapters
+
+    save_adapter(_trained(), tmp_path)
+    constructor = read_adapter_config(tmp_path)["base_model"]["constructor"]
+    with pytest.raises(AdapterMismatchError) as err:
+        load_adapter(tiny(depth=3), tmp_path)  # same variant name, one block more
+    assert str(err.value) == (
+        f"adapter in {str(tmp_path)!r} was made for a backbone of another architecture (the names/shapes of its "
+        f"frozen tensors differ; saved for 'point_mae_tiny' {constructor})"
+    )
+    merged = merge_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2)))
+    with pytest.raises(AdapterMismatchError) as err:
+        load_adapter(merged, tmp_path)
+    assert str(err.value) == "model's adapters are merged; unmerge_adapters(model) before loading another"
+
+
+def test_the_warning_of_an_allowed_mismatch_reads_whole_also_into_present_adapters(tmp_path):
+    save_adapter(_trained(), tmp_path)
+    saved = read_adapter_config(tmp_path)["base_model"]["fingerprint"]
+    from pointclora.peft.io import base_fingerprint
+
+    target = inject_adapters(tiny(seed=5), CLoRAConfig(r=4, num_bases=2))  # adapters present, other weights
+    theirs = base_fingerprint(target)[1]
+    with pytest.warns(UserWarning) as caught:
+        assert load_adapter(target, tmp_path, allow_fingerprint_mismatch=True) is target
+    assert [str(w.message) for w in caught] == [
+        f"adapter in {str(tmp_path)!r} was trained on different pre-trained weights than this model carries (base "
+        f"fingerprint {saved[:12]} vs {theirs[:12]}); loading anyway (allow_fingerprint_mismatch=True)"
+    ]
+
+
+def test_a_file_without_base_model_loads_into_a_model_without_variant(tmp_path, points):
+    model = _trained()
+    save_adapter(model, tmp_path)
+    path = tmp_path / "adapter_config.json"
+    meta = json.loads(path.read_text())
+    del meta["base_model"]
+    path.write_text(json.dumps(meta))
+    plain = tiny()
+    del plain.variant  # a backbone that records no variant name
+    load_adapter(plain, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(points), model(points))
