@@ -333,3 +333,14 @@ def test_a_file_without_base_model_loads_into_a_model_without_variant(tmp_path, 
     load_adapter(plain, tmp_path)
     with torch.no_grad():
         assert torch.equal(plain.eval()(points), model(points))
+
+
+def test_the_signature_of_an_empty_tensor_is_its_header_alone():
+    from torch import nn
+
+    from pointclora.peft.io import base_fingerprint
+
+    model = nn.Linear(2, 3)
+    model.register_buffer("empty", torch.zeros(0, 4))
+    assert base_fingerprint(model, []) == _fingerprint_naive(model.state_dict(), set())
+    assert base_fingerprint(model, ["weight"])[2] == 2  # bias, empty
