@@ -49,9 +49,10 @@ MODULES: dict[str, list[str]] = {
     "ops/chamfer.py": ["tests/ops/test_chamfer.py"],
     "peft/base.py": ["tests/peft/test_adapter_layer.py", "tests/peft/test_lora.py", "tests/peft/test_clora.py",
                      "tests/peft/test_fused_forward.py"],
-    "peft/clora.py": ["tests/peft/test_clora.py", "tests/peft/test_fused_forward.py"],
+    "peft/clora.py": ["tests/peft/test_clora.py", "tests/peft/test_clora_q_fixed.py",
+                      "tests/peft/test_fused_forward.py", "tests/peft/test_peft_config.py"],  # CLoRAConfig moved in
     "peft/lora.py": ["tests/peft/test_lora.py"],
-    "peft/registry.py": ["tests/peft/test_registry.py"],
+    "peft/registry.py": ["tests/peft/test_registry.py", "tests/peft/test_inject.py", "tests/peft/test_peft_config.py"],
     "peft/inject.py": ["tests/peft/test_inject.py"],
     "peft/io.py": ["tests/peft/test_adapter_io.py"],
     "engine/trainer.py": ["tests/engine/test_trainer.py", "tests/engine/test_trainer_loss.py",
@@ -75,6 +76,7 @@ MODULES: dict[str, list[str]] = {
 DESELECT: dict[str, str] = {
     "engine/trainer.py": "not compile",  # torch.compile of a model: 30 s a run; the compile path is utils/compile.py
     "engine/weights.py": "not compile",
+    "peft/registry.py": "not every_tool",  # the CLIs and a Trainer run with the toy method: 15 s a run under load
 }
 
 # Functions not mutated: the ``*_naive`` references exist for the tests to compare against ("for tests only");

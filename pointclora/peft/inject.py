@@ -86,7 +86,8 @@ def _lock_frozen_batchnorm(model: nn.Module, trained_modules: Sequence[str]) -> 
             trains = any(p.requires_grad for p in params)
         else:  # affine=False: trains when it sits inside a trained module
             trains = under(name, trained_modules)
-        if trains or isinstance(module, _EvalModeBN):
+        # already locked (a twin, or hooked): multi.set_adapter locks again on every switch, one hook is enough
+        if trains or isinstance(module, _EvalModeBN) or getattr(module, "_peft_forced_eval", False):
             continue
         twin = _FROZEN_BN.get(type(module))
         if twin is not None:

@@ -40,7 +40,8 @@ def test_efficient_forward_equals_delta_weight():
 
 
 def test_merge_equals_unmerged_and_unmerge_restores(points):
-    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2))).eval()
+    # s = alpha / r = 1.5, not the default 1: a merge that dropped the scaling would show
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=4, num_bases=2, alpha=6.0))).eval()
     base = {n: t.clone() for n, t in model.state_dict().items() if "base_layer" in n}
     with torch.no_grad():
         before = model(points)
@@ -48,6 +49,11 @@ def test_merge_equals_unmerged_and_unmerge_restores(points):
         assert all(m.merged for m in model.modules() if isinstance(m, CLoRALinear))
         assert not torch.allclose(model.blocks[0].mlp.fc1.base_layer.weight, base["blocks.0.mlp.fc1.base_layer.weight"])
         merged = model(points)
+        fc1, r = model.blocks[0].mlp.fc1, 4
+        A, B, Q = fc1.bank.A, fc1.bank.B, fc1.Q[0]
+        by_hand = 1.5 * sum(B[:, h * r : (h + 1) * r] @ Q[h] @ A[h * r : (h + 1) * r] for h in range(2))
+        moved = fc1.base_layer.weight - base["blocks.0.mlp.fc1.base_layer.weight"]
+        torch.testing.assert_close(moved, by_hand, rtol=1e-4, atol=1e-6)
         unmerge_adapters(model)
         after = model(points)
     assert torch.allclose(merged, before, atol=1e-5)
@@ -133,6 +139,7 @@ def test_sade_finite_gradient_at_init_and_degenerate_cases():
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert sade_loss(inject_adapters(tiny(), CLoRAConfig(num_bases=1))).item() == 0.0
     assert sade_loss(tiny()).item() == 0.0
+    assert sade_loss(torch.nn.ReLU()).item() == 0.0  # no parameters at all: still a zero, on the CPU
     # one identical pair of bases (B_1 Q_1 A_1 == B_2 Q_2 A_2) has squared cosine 1
     m = inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=2, target_modules=["blocks.0.mlp.fc1"]))
     bank = m.clora_banks["32x128"]
@@ -184,3 +191,92 @@ def test_clora_forward_with_dropout_and_single_split_against_the_formula():
     want = layer.base_layer(x) + 1.5 * xd @ delta.T
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(layer.delta_weight(), 1.5 * delta)
+
+
+def test_method_hooks_weight_sade_keep_q_out_of_decay_and_unload_the_banks():
+    from pointclora.peft import PeftConfigError
+    from pointclora.peft.clora import CLoRAMethod
+
+    model = randomize_adapters(inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=3, sade_weight=0.3)))
+    method = CLoRAMethod(model.peft_config)
+    terms = method.auxiliary_losses(model)
+    assert list(terms) == ["sade"] and terms["sade"].weight == 0.3 and type(terms["sade"].weight) is float
+    torch.testing.assert_close(terms["sade"].value, sade_loss(model), rtol=0, atol=0)
+    assert CLoRAMethod(CLoRAConfig(sade_weight=0.0)).auxiliary_losses(model) == {}
+    q_names = {n for n, _ in model.named_parameters() if n.endswith(".Q")}
+    assert len(q_names) == 8 and method.no_weight_decay(model) == q_names
+    assert CLoRAMethod(CLoRAConfig(q_weight_decay=True)).no_weight_decay(model) == set()
+    # one bank per shape group, keyed as the layers are; counts are the banks' own tensors
+    assert method.shared_state(model) is model.clora_banks
+    assert method.group_key(model.blocks[1].mlp.fc1) == "32x128"
+    assert method.shared_parameter_counts(model) == {"32x32": 3 * 2 * 64, "32x128": 3 * 2 * 160, "128x32": 3 * 2 * 160}
+    with pytest.raises(PeftConfigError, match="model already has an attribute 'clora_banks'"):
+        method.create_shared_state(model, [])
+    # a model without banks: no shared state, nothing to count
+    plain = tiny()
+    assert method.shared_state(plain) is None and method.shared_parameter_counts(plain) == {}
+    merge_adapters(model)
+    method.unload(model)
+    assert not hasattr(model, "clora_banks") and type(model.blocks[0].attn.qkv) is torch.nn.Linear
+
+
+def test_banks_and_q_take_the_base_dtype_and_a_merged_layer_costs_nothing():
+    from pointclora.peft.clora import CLoRABank
+
+    model = inject_adapters(tiny().double(), CLoRAConfig(r=2, num_bases=2))
+    assert {t.dtype for t in model.clora_banks.parameters()} == {torch.float64}
+    assert {layer.Q.dtype for layer in model.modules() if isinstance(layer, CLoRALinear)} == {torch.float64}
+    layer = model.blocks[0].mlp.fc1
+    flops = layer.adapter_flops_per_token()
+    assert flops == 2 * 2 * 32 + (2 * 2 * 2 + 2 * 2 * 128)
+    layer.merge()
+    assert layer.adapter_flops_per_token() == 0
+    assert repr(CLoRABank(8, 6, r=2, num_bases=3)) == "CLoRABank(in=8, out=6, r=2, p=3)"
+
+
+def test_sade_near_b_zero_equals_naive_and_stays_a_squared_cosine():
+    """The first steps of training: B grows from 0, so ⟨M_h, M_h⟩⟨M_k, M_k⟩ is far below the ε of the denominator;
+    the Gram form must still equal the reference (ε added, not subtracted: the loss cannot turn negative)."""
+    model = inject_adapters(tiny(), CLoRAConfig(r=2, num_bases=3)).double()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bank in model.clora_banks.values():
+            bank.B.copy_(torch.randn(bank.B.shape, generator=gen, dtype=torch.float64) * 1e-4)
+    fast, naive = sade_loss(model), sade_loss_naive(model)
+    assert 0.0 < naive.item() < 1e-3  # ε dominates: far from the unregularised squared cosines
+    assert abs(fast.item() - naive.item()) <= 1e-9 * naive.item()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_bases=0), "num_bases must be an integer >= 1, got 0"),
+        (dict(sade_weight=-0.1), "sade_weight must be >= 0.0, got -0.1"),
+        (dict(sade_weight="x"), "sade_weight must be a number, got str 'x'"),
+        (dict(share="layer"), "share must be 'shape' or 'block', got 'layer'"),
+        (dict(q_weight_decay="no"), "q_weight_decay must be true or false, got 'no'"),
+        (dict(q_fixed=1), "q_fixed must be true or false, got 1"),
+    ],
+)
+def test_config_errors_name_the_key_whole(kwargs, message):
+    from pointclora.peft import PeftConfigError
+
+    with pytest.raises(PeftConfigError) as err:
+        CLoRAConfig(**kwargs)
+    assert str(err.value) == message  # the whole message: a key renamed inside it must show
+
+
+def test_config_takes_a_whole_sade_weight_as_a_float():
+    cfg = CLoRAConfig(sade_weight=1, num_bases=1, share="block")
+    assert type(cfg.sade_weight) is float and cfg.sade_weight == 1.0 and (cfg.num_bases, cfg.share) == (1, "block")
+
+
+def test_layer_defaults_one_split_no_scaling_no_dropout():
+    from torch import nn
+
+    from pointclora.peft.clora import CLoRABank
+
+    bank = CLoRABank(8, 6, r=2, num_bases=3, dtype=torch.float64)
+    layer = CLoRALinear(nn.Linear(8, 6).double(), bank, "k")
+    assert (layer.n_splits, layer.scaling, type(layer.dropout)) == (1, 1.0, nn.Identity)
+    assert layer.Q.dtype == torch.float64 and torch.equal(layer.Q, torch.eye(2, dtype=torch.float64).expand(1, 3, 2, 2))

@@ -38,88 +38,95 @@ def test_builtin_methods_in_registration_order():
     assert can_merge(inject_adapters(tiny(), "lora")) and not can_merge(inject_adapters(tiny(), "full"))
 
 
-def test_toy_method_is_one_registered_class(tmp_path, points):
-    # --- the whole method: one class (its layer nested inside); no other edit anywhere ---------------------------
-    @register_peft_method
-    class ToyRankOne(AdapterMethod):
-        """``ΔW_j = u_j vᵀ``: a rank-one update per LRM, ``u`` zero-initialised."""
+class ToyRankOne(AdapterMethod):
+    """``ΔW_j = u_j vᵀ``: a rank-one update per LRM, ``u`` zero-initialised. The whole method: one class (its layer
+    nested inside); registered by the ``toy`` fixture, no other edit anywhere."""
 
-        name = "toy_rank_one"
+    name = "toy_rank_one"
 
-        class Layer(AdapterLinear):
-            def __init__(self, base_layer, n_splits, config):
-                super().__init__(base_layer, n_splits, scaling=1.0, dropout=config.dropout)
-                self.u = nn.Parameter(torch.zeros(n_splits * self.out_features))
-                self.v = nn.Parameter(torch.randn(self.in_features) / self.in_features**0.5)
+    class Layer(AdapterLinear):
+        def __init__(self, base_layer, n_splits, config):
+            super().__init__(base_layer, n_splits, scaling=1.0, dropout=config.dropout)
+            self.u = nn.Parameter(torch.zeros(n_splits * self.out_features))
+            self.v = nn.Parameter(torch.randn(self.in_features) / self.in_features**0.5)
 
-            def adapter_delta(self, x):
-                return (x @ self.v).unsqueeze(-1) * self.u
+        def adapter_delta(self, x):
+            return (x @ self.v).unsqueeze(-1) * self.u
 
-            def delta_weight(self):
-                return torch.outer(self.u, self.v)
+        def delta_weight(self):
+            return torch.outer(self.u, self.v)
 
-            def adapter_parameters(self):
-                yield self.u
-                yield self.v
+        def adapter_parameters(self):
+            yield self.u
+            yield self.v
 
-            def adapter_flops_per_token(self):
-                return 0 if self.merged else self.in_features + self.n_splits * self.out_features
+        def adapter_flops_per_token(self):
+            return 0 if self.merged else self.in_features + self.n_splits * self.out_features
 
-        layer_class = Layer
+    layer_class = Layer
 
-    # ------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def toy():
+    register_peft_method(ToyRankOne)
     try:
-        assert "toy_rank_one" in list_peft_methods()
-        from pointclora.cli.count_params import build_parser
-
-        assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
-        from pointclora.cli import fewshot, finetune, segment
-
-        for tool in (finetune, segment, fewshot):  # every training tool offers it
-            assert tool.build_parser().parse_args(["--cfg", "x", "--peft", "toy_rank_one"]).peft == "toy_rank_one"
-        _trains_and_reloads_with_the_trainer(tmp_path)
-
-        cfg = make_peft_config("toy_rank_one", split_qkv=False)
-        assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
-        model = inject_adapters(tiny(), cfg)
-        assert model.peft_config.target_modules == model.default_adapter_targets  # the model's defaults
-        layers = [m for m in model.modules() if isinstance(m, ToyRankOne.Layer)]
-        assert len(layers) == 2 * 4  # point_mae_tiny: 2 blocks x (qkv, proj, fc1, fc2)
-        per_block = (3 * 32 + 32) + (32 + 32) + (128 + 32) + (32 + 128)  # u (out) + v (in) per layer
-        assert trainable_parameter_summary(model)["adapter_params"] == 2 * per_block
-        assert auxiliary_loss(model) is None and auxiliary_losses(model) == {}
-
-        model.train()
-        optimizer = build_optimizer(model, lr=1e-2)
-        before = {n: t.clone() for n, t in model.state_dict().items()}
-        F.cross_entropy(model(points), torch.tensor([0, 1, 2])).backward()
-        optimizer.step()
-        changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
-        assert any(n.endswith(".u") for n in changed)
-        allowed = (".u", ".v")
-        assert all(n.endswith(allowed) or n.startswith(("cls_head_finetune.", "cls_")) for n in changed), changed
-
-        model.eval()
-        with torch.no_grad():
-            out = model(points)
-            plain = merge_and_unload(copy.deepcopy(model))
-            assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
-            torch.testing.assert_close(plain(points), out, rtol=1e-5, atol=1e-5)
-
-        save_adapter(model, tmp_path / "toy")
-        fresh = tiny()  # same seed: same frozen base
-        load_adapter(fresh, tmp_path / "toy")
-        fresh.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(fresh(points), out, rtol=0, atol=0)
-        again = inject_adapters(tiny(), cfg)
-        load_adapter_state_dict(again, adapter_state_dict(model))
-        again.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(again(points), out, rtol=0, atol=0)
+        yield ToyRankOne
     finally:
         unregister_peft_method("toy_rank_one")
     assert "toy_rank_one" not in list_peft_methods()
+
+
+def test_toy_method_is_one_registered_class(toy, tmp_path, points):
+    assert "toy_rank_one" in list_peft_methods()
+    cfg = make_peft_config("toy_rank_one", split_qkv=False)
+    assert cfg.to_dict()["method"] == "toy_rank_one" and make_peft_config(**cfg.to_dict()) == cfg
+    model = inject_adapters(tiny(), cfg)
+    assert model.peft_config.target_modules == model.default_adapter_targets  # the model's defaults
+    layers = [m for m in model.modules() if isinstance(m, ToyRankOne.Layer)]
+    assert len(layers) == 2 * 4  # point_mae_tiny: 2 blocks x (qkv, proj, fc1, fc2)
+    per_block = (3 * 32 + 32) + (32 + 32) + (128 + 32) + (32 + 128)  # u (out) + v (in) per layer
+    assert trainable_parameter_summary(model)["adapter_params"] == 2 * per_block
+    assert auxiliary_loss(model) is None and auxiliary_losses(model) == {}
+
+    model.train()
+    optimizer = build_optimizer(model, lr=1e-2)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    F.cross_entropy(model(points), torch.tensor([0, 1, 2])).backward()
+    optimizer.step()
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+    assert any(n.endswith(".u") for n in changed)
+    allowed = (".u", ".v")
+    assert all(n.endswith(allowed) or n.startswith(("cls_head_finetune.", "cls_")) for n in changed), changed
+
+    model.eval()
+    with torch.no_grad():
+        out = model(points)
+        plain = merge_and_unload(copy.deepcopy(model))
+        assert not any(isinstance(m, AdapterLinear) for m in plain.modules())
+        torch.testing.assert_close(plain(points), out, rtol=1e-5, atol=1e-5)
+
+    save_adapter(model, tmp_path / "toy")
+    fresh = tiny()  # same seed: same frozen base
+    load_adapter(fresh, tmp_path / "toy")
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(points), out, rtol=0, atol=0)
+    again = inject_adapters(tiny(), cfg)
+    load_adapter_state_dict(again, adapter_state_dict(model))
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(points), out, rtol=0, atol=0)
+
+
+def test_toy_method_is_offered_by_every_tool_and_trains_with_the_trainer(toy, tmp_path):
+    from pointclora.cli.count_params import build_parser
+
+    assert build_parser().parse_args(["--peft", "toy_rank_one"]).peft == "toy_rank_one"  # a --peft choice
+    from pointclora.cli import fewshot, finetune, segment
+
+    for tool in (finetune, segment, fewshot):  # every training tool offers it
+        assert tool.build_parser().parse_args(["--cfg", "x", "--peft", "toy_rank_one"]).peft == "toy_rank_one"
+    _trains_and_reloads_with_the_trainer(tmp_path)
 
 
 def test_register_rejects_bad_and_duplicate_names():
@@ -225,3 +232,142 @@ def _trains_and_reloads_with_the_trainer(tmp_path):
     assert metrics["method"] == "toy_rank_one" and metrics["adapter_params"] > 0
     run = load_weights(tmp_path / "toy_run")
     assert run.manifest["method"] == "toy_rank_one" and any(k.endswith(".u") for k in run.manifest["tensors"])
+
+
+def test_no_match_errors_name_the_closest_modules_including_suffixes():
+    from pointclora.peft.registry import nothing_matched
+
+    names = [n for n, _ in tiny().named_modules() if n]
+    assert str(nothing_matched("target_modules", "attn.qvk", names)) == (
+        "target_modules entry 'attn.qvk' matches no module of the model. "
+        "Closest names: 'attn.qkv', '1.attn.qkv', '0.attn.qkv'."
+    )
+    assert str(nothing_matched("train_modules", "re:blocks.0.mlp.fc", names)).endswith(
+        "Closest names: 'blocks.0.mlp.fc2', 'blocks.0.mlp.fc1', 'blocks.1.mlp.fc2'.")  # the pattern without 're:'
+    assert str(nothing_matched("exclude_modules", "zzzz", names)) == (
+        "exclude_modules entry 'zzzz' matches no module of the model.")  # nothing close: no hint
+    with pytest.raises(PeftConfigError, match="^exclude_modules entry 'fc3' matches no module of the model"):
+        inject_adapters(tiny(), make_peft_config("lora", exclude_modules=["fc3"]))
+
+
+def test_targets_that_cannot_be_wrapped_are_refused_with_the_reason():
+    model = inject_adapters(tiny(), "lora")
+    method = get_peft_method(model)
+    with pytest.raises(PeftConfigError, match="'blocks.0.attn.qkv' already carries an adapter; inject_adapters was"):
+        method.find_targets(model)
+    qkv = nn.Sequential()
+    qkv.qkv = nn.Linear(4, 10)
+    with pytest.raises(PeftConfigError, match="split_qkv=true but 'qkv' has out_features=10, not divisible by 3; "):
+        inject_adapters(qkv, make_peft_config("lora", target_modules=["qkv"], train_modules=[]))
+    plain = nn.Sequential()
+    plain.qkv = nn.Linear(4, 10)
+    inject_adapters(plain, make_peft_config("lora", target_modules=["qkv"], train_modules=[], split_qkv=False))
+    assert plain.qkv.n_splits == 1
+
+    class NoLayer(AdapterMethod):
+        name = "no_layer"
+
+    with pytest.raises(NotImplementedError, match="PEFT method 'no_layer' sets no layer_class and does not override"):
+        NoLayer(make_peft_config("lora")).make_layer(tiny(), "blocks.0.mlp.fc1", nn.Linear(4, 4), 1)
+
+
+def test_lora_groups_by_lrm_shape_and_marks_parameters_by_name():
+    model = inject_adapters(tiny(), make_peft_config("lora", r=2, train_modules=["cls_token", "blocks.1.norm1"]))
+    method = get_peft_method(model)
+    blk = model.blocks[0]
+    assert [method.group_key(blk.attn.qkv), method.group_key(blk.mlp.fc1)] == ["32x32", "32x128"]
+    assert method.shared_state(model) is None and method.shared_parameter_counts(model) == {}
+    trained = sorted(n for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n)
+    assert trained == ["blocks.1.norm1.bias", "blocks.1.norm1.weight", "cls_token"]  # a parameter and a module
+    assert model.peft_config.train_modules == ("cls_token", "blocks.1.norm1")  # given: not the model's default
+
+
+def test_the_head_and_train_modules_come_from_the_model_or_timm_cfg():
+    from pointclora.peft.registry import model_head_modules, model_train_modules
+
+    class Net(nn.Module):
+        pass
+
+    net = Net()
+    assert model_head_modules(net) == () and model_train_modules(net) == ()
+    net.pretrained_cfg = {"classifier": "head"}
+    assert model_head_modules(net) == ("head",) and model_train_modules(net) == ("head",)
+    net.pretrained_cfg = {"classifier": ["head", "head_dist"]}
+    assert model_head_modules(net) == ("head", "head_dist")
+    net.pretrained_cfg = None
+    net.default_cfg = {"classifier": ("fc",)}  # older timm
+    assert model_head_modules(net) == ("fc",)
+    net.default_cfg = {"classifier": None}
+    assert model_head_modules(net) == ()
+    net.head_modules = ["cls"]  # declared by the model: wins
+    assert model_head_modules(net) == ("cls",) and model_train_modules(net) == ("cls",)
+    net.default_train_modules = ["cls", "token"]
+    assert model_train_modules(net) == ("cls", "token")
+
+
+def test_registration_derives_a_config_and_checks_the_class():
+    from pointclora.peft import PeftConfig
+
+    class Derived(AdapterMethod):
+        """A method with no options of its own."""
+
+        name = "derived_toy"
+
+    try:
+        assert register_peft_method(Derived) is Derived and register_peft_method(Derived) is Derived  # idempotent
+        cfg_class = Derived.config_class
+        assert cfg_class.__name__ == "DerivedConfig" and cfg_class.method == "derived_toy"
+        assert cfg_class.__doc__ == Derived.__doc__ and issubclass(cfg_class, PeftConfig)
+        assert list_peft_methods()[-1] == "derived_toy"
+        method = get_peft_method("Derived_Toy")  # method names are looked up lower-case
+        assert type(method) is Derived and type(method.config) is cfg_class and method.config.split_qkv is True
+        assert type(get_peft_method(method.config)) is Derived
+    finally:
+        unregister_peft_method("derived_toy")
+
+    class NotAConfig(AdapterMethod):
+        name = "not_a_config"
+        config_class = dict
+
+    with pytest.raises(TypeError, match="NotAConfig.config_class must be a PeftConfig subclass, got <class 'dict'>"):
+        register_peft_method(NotAConfig)
+
+    class Borrowed(AdapterMethod):
+        name = "borrowed"
+        config_class = CLoRAConfig
+
+    with pytest.raises(ValueError, match="CLoRAConfig.method is 'clora', but the method is 'borrowed'"):
+        register_peft_method(Borrowed)
+    assert "borrowed" not in list_peft_methods() and "not_a_config" not in list_peft_methods()
+    with pytest.raises(ValueError, match="Bad.name must be a lower-case identifier, got 'Bad Name'"):
+        register_peft_method(type("Bad", (AdapterMethod,), {"name": "Bad Name"}))
+    with pytest.raises(ValueError, match="Empty.name must be a lower-case identifier, got ''"):
+        register_peft_method(type("Empty", (AdapterMethod,), {}))
+    with pytest.raises(ValueError, match="PEFT method 'lora' is already registered by LoRAMethod"):
+        register_peft_method(type("Other", (AdapterMethod,), {"name": "lora"}))
+
+
+def test_unknown_methods_and_targets_are_named():
+    with pytest.raises(PeftConfigError, match=r"^unknown PEFT method 'lorra'; did you mean 'lora'\? Choose one of: "
+                                              r"clora, lora, full, linear, none"):  # fmt: skip
+        get_peft_method("lorra")
+    with pytest.raises(PeftConfigError, match=r"^unknown PEFT method 'zzz' Choose one of: clora, lora"):
+        get_peft_method("zzz")
+    with pytest.raises(TypeError, match="expected a PeftConfig, a prepared model or a method name, got int"):
+        get_peft_method(3)
+    with pytest.raises(ValueError, match="^Sequential carries no PEFT method"):
+        get_peft_method(nn.Sequential())
+
+
+def test_wrappers_take_the_mode_of_the_layer_they_replace_and_keep_model_order():
+    model = tiny().eval()
+    model.blocks[1].train()
+    inject_adapters(model, make_peft_config("lora", r=2))
+    assert [m.training for m in (model.blocks[0].attn.qkv, model.blocks[1].mlp.fc2)] == [False, True]
+    targets = get_peft_method(model.peft_config).find_targets(tiny())
+    in_order = [n for n, m in tiny().named_modules() if isinstance(m, nn.Linear) and n.startswith("blocks.")]
+    assert [n for n, _ in targets] == in_order and len(in_order) == 8  # model order, not the targets' order
+    assert model.peft_config.target_modules[0] == "attn.qkv" and in_order[0] != "blocks.0.attn.qkv"
+    with pytest.raises(PeftConfigError) as err:
+        inject_adapters(tiny(), make_peft_config("lora", target_modules=["fc1"], exclude_modules=["mlp.fc1"]))
+    assert str(err.value) == "exclude_modules ['mlp.fc1'] removed every target of ['fc1']"
