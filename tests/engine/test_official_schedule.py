@@ -92,3 +92,39 @@ def test_scheduler_sets_the_official_values_and_resumes():
     other.step(11)
     assert other.optimizer.param_groups[0]["lr"] == pytest.approx(expected[11], rel=1e-12)
     assert timm_cosine_lr(300, 5e-4, 300) == 1e-6  # past the single cycle: lr_min
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 3])
+def test_official_scheduler_with_its_own_values_and_groups_equals_the_table(warmup):
+    # Non-default warm-up start and floor, two groups with base lrs of their own (not the optimizer's), few epochs:
+    # the defaults (1e-6 twice, one group, warm-up 10) hide a swapped or dropped argument.
+    E, init, floor, bases = 6, 0.02, 0.004, (0.1, 0.3)
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w], "lr": 9.0}, {"params": [b], "lr": 9.0}])
+    sched = OfficialEpochScheduler(opt, E, warmup, init, floor, base_lrs=bases, final_epoch=False)
+    assert sched.num_epochs == E
+    tables = [official_epoch_lrs(base, E, warmup, init, floor, final_epoch=False) for base in bases]
+    assert len(tables[0]) == E
+    # epoch 0 trains at warmup_lr_init, or at the base lr when there is no warm-up (timm: the optimizer's lr)
+    assert [t[0] for t in tables] == ([init, init] if warmup else list(bases))
+    for epoch in range(E + 3):  # past the end: the last value stays
+        sched.step(epoch)
+        assert sched.get_last_lr() == [t[min(epoch, E - 1)] for t in tables], epoch
+    assert tables[0][E - 1] != floor  # so staying at the last value differs from falling to the floor
+    state = sched.state_dict()
+    assert state["final_epoch"] is False and state["official"] is True and state["base_lrs"] == list(bases)
+    other = OfficialEpochScheduler(torch.optim.SGD([w, b], lr=1.0), epochs=50)
+    other.load_state_dict(state)
+    assert other.num_epochs == E and other.state_dict() == state
+
+
+def test_official_lrs_are_exact_where_the_floor_is_close_to_the_base():
+    # lr_min + (base - lr_min) is not base in floating point for every pair: epoch 1 must take timm's value.
+    base, floor = 1.5411228950648246e-06, 5.308160680461963e-07
+    lrs = official_epoch_lrs(base, 4, 0, 1e-6, floor, final_epoch=False)
+    assert lrs[0] == base and lrs[1] == timm_cosine_lr(0, base, 4, 0, 1e-6, floor) != base
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    sched = OfficialEpochScheduler(opt, 4, 0, 1e-6, floor, final_epoch=False)
+    for epoch in range(4):
+        sched.step(epoch)
+        assert opt.param_groups[0]["lr"] == lrs[epoch]
