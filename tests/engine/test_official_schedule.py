@@ -116,6 +116,9 @@ def test_official_scheduler_with_its_own_values_and_groups_equals_the_table(warm
     other = OfficialEpochScheduler(torch.optim.SGD([w, b], lr=1.0), epochs=50)
     other.load_state_dict(state)
     assert other.num_epochs == E and other.state_dict() == state
+    older = {k: v for k, v in state.items() if k != "final_epoch"}  # a state saved before final_epoch existed
+    other.load_state_dict(older)
+    assert other.final_epoch is True and other.num_epochs == E + 1
 
 
 def test_official_lrs_are_exact_where_the_floor_is_close_to_the_base():
@@ -128,3 +131,23 @@ def test_official_lrs_are_exact_where_the_floor_is_close_to_the_base():
     for epoch in range(4):
         sched.step(epoch)
         assert opt.param_groups[0]["lr"] == lrs[epoch]
+
+
+def test_timm_cosine_defaults_and_later_cycles():
+    base = 5e-4
+    assert official_epoch_lrs(base) == official_epoch_lrs(base, 300, 10, 1e-6, 1e-6, True)  # the builder's values
+    assert [timm_cosine_lr(t, base, 300) for t in (0, 5, 10, 200, 300)] == [
+        timm_cosine_lr(t, base, 300, 10, 1e-6, 1e-6, 1, 1.0) for t in (0, 5, 10, 200, 300)]
+    assert timm_cosine_lr(5, base, 300) == pytest.approx(1e-6 + 5 * (base - 1e-6) / 10, rel=1e-12)
+    # cycle_limit > 1 (timm's restarts, not used by the official builder): cycle i runs from decay_rate**i times the
+    # floor and the base, measured from the cycle's start
+    T, floor, d = 8, 0.01, 0.1
+    for t, i in ((3, 0), (8 + 3, 1), (16 + 5, 2)):
+        lo, hi = floor * d**i, base * d**i
+        want = lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * (t - T * i) / T))
+        assert timm_cosine_lr(t, base, T, 2, 1e-6, floor, cycle_limit=3, decay_rate=d) == pytest.approx(want, rel=1e-12)
+    assert timm_cosine_lr(8 + 3, base, T, 2, 1e-6, floor, cycle_limit=2) == pytest.approx(
+        floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * 3 / T)), rel=1e-12)  # decay_rate 1: the same cycle
+    assert timm_cosine_lr(16 + 3, base, T, 2, 1e-6, floor, cycle_limit=2, decay_rate=d) == floor  # past the limit
+    assert timm_cosine_lr(40, base, T, 2, 1e-6, floor, cycle_limit=0, decay_rate=d) == pytest.approx(
+        floor * d**5 + 0.5 * (base - floor) * d**5 * 2, rel=1e-12)  # 0: no limit

@@ -86,3 +86,26 @@ def test_build_optimizer_passes_betas_eps_and_both_groups():
     only_bias = torch.nn.Linear(3, 2)
     only_bias.weight.requires_grad_(False)
     assert [g["weight_decay"] for g in param_groups(only_bias, 0.3)] == [0.0]  # an empty group is left out
+
+
+def test_defaults_are_the_recipe():
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, lr=0.01)
+    assert [(g["weight_decay"], g["betas"], g["eps"]) for g in opt.param_groups] == [
+        (0.05, (0.9, 0.999), 1e-8), (0.0, (0.9, 0.999), 1e-8)]
+    sched = CosineWarmupScheduler(opt, epochs=300)
+    assert (sched.warmup_epochs, sched.warmup_lr_init, sched.lr_min, sched.base_lrs) == (10, 1e-6, 1e-6, [0.01, 0.01])
+    sched.step(9)  # the last warm-up epoch
+    assert sched.get_last_lr() == [pytest.approx(1e-6 + 9 * (0.01 - 1e-6) / 10, rel=1e-12)] * 2
+    assert cosine_lr(9, 0.01, 300) == cosine_lr(9, 0.01, 300, 10, 1e-6, 1e-6)
+
+
+def test_scheduler_with_base_lrs_of_its_own_and_before_its_first_step():
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w], "lr": 7.0}, {"params": [b], "lr": 7.0}])
+    sched = CosineWarmupScheduler(opt, epochs=20, warmup_epochs=2, warmup_lr_init=0.01, lr_min=0.001,
+                                  base_lrs=(0.2, 0.05))  # fmt: skip
+    assert sched.state_dict()["last_epoch"] == -1 and sched.get_last_lr() == [7.0, 7.0]  # nothing set yet
+    sched.step(5)
+    assert sched.get_last_lr() == [cosine_lr(5, base, 20, 2, 0.01, 0.001) for base in (0.2, 0.05)]
+    assert sched.base_lrs == [0.2, 0.05] and sched.last_epoch == 5
