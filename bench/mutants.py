@@ -55,7 +55,7 @@ MODULES: dict[str, list[str]] = {
     "peft/inject.py": ["tests/peft/test_inject.py"],
     "peft/io.py": ["tests/peft/test_adapter_io.py"],
     "engine/trainer.py": ["tests/engine/test_trainer.py", "tests/engine/test_trainer_loss.py",
-                          "tests/engine/test_trainer_selection.py"],
+                          "tests/engine/test_trainer_selection.py", "tests/engine/test_trainer_epoch.py"],
     "engine/evaluation.py": ["tests/engine/test_evaluation.py", "tests/engine/test_voting.py"],
     "engine/optim.py": ["tests/engine/test_optim.py", "tests/engine/test_official_schedule.py"],
     "engine/weights.py": ["tests/engine/test_weights.py", "tests/api/test_saved_formats.py"],
