@@ -123,6 +123,8 @@ def test_saving_again_replaces_the_folder_whole_and_leaves_no_temporaries(backbo
     folder = tmp_path / "best"
     (tmp_path / "best.tmp").mkdir()  # a temporary folder left by a killed save
     (tmp_path / "best.tmp" / "stale").write_text("x")
+    (tmp_path / "best.old").mkdir()  # and the previous folder of a save killed while swapping
+    (tmp_path / "best.old" / "manifest.json").write_text("{}")
     save_weights(model, folder, task="classification", config={}, meta={"classes": CLASSES}, epoch=1)
     (folder / "extra.txt").write_text("from the first save")
     with torch.no_grad():
@@ -291,6 +293,7 @@ def test_a_plain_model_of_a_task_without_backbone_info_round_trips(tmp_path):
     save_weights(model, tmp_path / "best", task="plain", config={}, meta=PlainTask.meta, epoch=4)
     manifest = read_manifest(tmp_path / "best")
     assert manifest["method"] == "full" and manifest["tensors"] == sorted(model.state_dict())
+    assert manifest["backbone"] == {"path": None, "fingerprint": None, "keys": []}
     manifest["backbone"] = {}
     rebuilt = rebuild_model(PlainTask(), tmp_path / "best", manifest)
     assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
