@@ -76,6 +76,9 @@ def test_a_peft_folder_keeps_exactly_the_tensors_the_backbone_did_not_give(backb
             "cls_head_finetune.0.weight"} <= set(kept)  # fmt: skip
     for k, v in kept.items():
         assert torch.equal(v, state[k]) and v.data_ptr() != state[k].data_ptr(), k  # a copy, not the live tensor
+    # a backbone tensor the user unfroze by hand trains, so it is kept too (the method does not declare it)
+    model.norm.weight.requires_grad_(True)
+    assert "norm.weight" in saved_state(model) and "norm.weight" in from_file
 
 
 def test_methods_that_train_the_backbone_or_run_without_one_keep_every_tensor(backbone, tmp_path):
@@ -290,6 +293,10 @@ def test_a_plain_model_of_a_task_without_backbone_info_round_trips(tmp_path):
         model[0].weight.add_(1.0)
         model[1].running_mean.add_(2.0)
     assert not hasattr(model, "backbone_info")
+    # a model without a PEFT method counts as fully trained: every tensor, even those a backbone file gave
+    model.backbone_info = {"path": "bb.pth", "fingerprint": "f", "keys": ["0.weight", "1.running_mean"]}
+    assert set(saved_state(model)) == set(model.state_dict())
+    del model.backbone_info
     save_weights(model, tmp_path / "best", task="plain", config={}, meta=PlainTask.meta, epoch=4)
     manifest = read_manifest(tmp_path / "best")
     assert manifest["method"] == "full" and manifest["tensors"] == sorted(model.state_dict())
