@@ -126,10 +126,10 @@ def test_saving_again_replaces_the_folder_whole_and_leaves_no_temporaries(backbo
     folder = tmp_path / "best"
     (tmp_path / "best.tmp").mkdir()  # a temporary folder left by a killed save
     (tmp_path / "best.tmp" / "stale").write_text("x")
-    (tmp_path / "best.old").mkdir()  # and the previous folder of a save killed while swapping
-    (tmp_path / "best.old" / "manifest.json").write_text("{}")
     save_weights(model, folder, task="classification", config={}, meta={"classes": CLASSES}, epoch=1)
     (folder / "extra.txt").write_text("from the first save")
+    (tmp_path / "best.old").mkdir()  # the previous folder of a save killed while swapping: it must go first
+    (tmp_path / "best.old" / "manifest.json").write_text("{}")
     with torch.no_grad():
         model.cls_head_finetune[0].weight.mul_(2)
     save_weights(model, folder, task="classification", config={}, meta={"classes": CLASSES}, epoch=2)
