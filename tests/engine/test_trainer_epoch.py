@@ -101,3 +101,27 @@ def test_a_loss_that_is_not_finite_stops_the_run_naming_the_step(tmp_path, monke
     with pytest.raises(FloatingPointError) as err:
         trainer.fit()
     assert str(err.value) == "epoch 1 step 2: loss is nan; lower optim.lr"
+
+
+@pytest.mark.parametrize("clip,used", [(0.0, 10.0), (0.05, 0.05)])
+def test_the_official_double_step_takes_the_place_of_the_step(tmp_path, monkeypatch, clip, used):
+    """``optim.seg_double_step`` (--protocol point-mae, segmentation): the official update replaces the plain one at
+    every optimizer step, with the run's trainable tensors and its clip (10, the official value, when none is set)."""
+    from pointclora.engine import protocol
+
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["optim"].update(seg_double_step=True, grad_clip=clip)
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    calls, plain = [], []
+    real = protocol.official_seg_step
+
+    def official(optimizer, params, max_norm, scaler):
+        calls.append((optimizer is trainer.optimizer, [id(p) for p in params], max_norm, scaler is trainer.scaler))
+        return real(optimizer, params, max_norm, scaler)
+
+    monkeypatch.setattr(protocol, "official_seg_step", official)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", lambda *a, **k: plain.append(1))
+    trainer.fit()
+    trainable = [id(p) for p in trainer.model.parameters() if p.requires_grad]
+    assert calls == [(True, trainable, used, True)] * 3 and plain == []
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=True)["global_step"] == 3
