@@ -31,4 +31,6 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path):
     tests = [h["test_acc"] for h in history]
     assert metrics["best_test_acc"] == max(tests) and metrics["best_test_epoch"] == tests.index(max(tests)) + 1
     assert metrics["last_acc"] == tests[-1] and metrics["selection"] == "best_on_val"
+    best_manifest = json.loads((run / "best" / "manifest.json").read_text())
+    assert best_manifest["metrics"] == {"epoch": best_epoch, "val_acc": best, "test_acc": tests[best_epoch - 1]}
     assert all(h["val_loss"] != h["test_loss"] for h in history)  # two splits, not one scored twice
