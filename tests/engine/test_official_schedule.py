@@ -92,3 +92,62 @@ def test_scheduler_sets_the_official_values_and_resumes():
     other.step(11)
     assert other.optimizer.param_groups[0]["lr"] == pytest.approx(expected[11], rel=1e-12)
     assert timm_cosine_lr(300, 5e-4, 300) == 1e-6  # past the single cycle: lr_min
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 3])
+def test_official_scheduler_with_its_own_values_and_groups_equals_the_table(warmup):
+    # Non-default warm-up start and floor, two groups with base lrs of their own (not the optimizer's), few epochs:
+    # the defaults (1e-6 twice, one group, warm-up 10) hide a swapped or dropped argument.
+    E, init, floor, bases = 6, 0.02, 0.004, (0.1, 0.3)
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w], "lr": 9.0}, {"params": [b], "lr": 9.0}])
+    sched = OfficialEpochScheduler(opt, E, warmup, init, floor, base_lrs=bases, final_epoch=False)
+    assert sched.num_epochs == E
+    tables = [official_epoch_lrs(base, E, warmup, init, floor, final_epoch=False) for base in bases]
+    assert len(tables[0]) == E
+    # epoch 0 trains at warmup_lr_init, or at the base lr when there is no warm-up (timm: the optimizer's lr)
+    assert [t[0] for t in tables] == ([init, init] if warmup else list(bases))
+    for epoch in range(E + 3):  # past the end: the last value stays
+        sched.step(epoch)
+        assert sched.get_last_lr() == [t[min(epoch, E - 1)] for t in tables], epoch
+    assert tables[0][E - 1] != floor  # so staying at the last value differs from falling to the floor
+    state = sched.state_dict()
+    assert state["final_epoch"] is False and state["official"] is True and state["base_lrs"] == list(bases)
+    other = OfficialEpochScheduler(torch.optim.SGD([w, b], lr=1.0), epochs=50)
+    other.load_state_dict(state)
+    assert other.num_epochs == E and other.state_dict() == state
+    older = {k: v for k, v in state.items() if k != "final_epoch"}  # a state saved before final_epoch existed
+    other.load_state_dict(older)
+    assert other.final_epoch is True and other.num_epochs == E + 1
+
+
+def test_official_lrs_are_exact_where_the_floor_is_close_to_the_base():
+    # lr_min + (base - lr_min) is not base in floating point for every pair: epoch 1 must take timm's value.
+    base, floor = 1.5411228950648246e-06, 5.308160680461963e-07
+    lrs = official_epoch_lrs(base, 4, 0, 1e-6, floor, final_epoch=False)
+    assert lrs[0] == base and lrs[1] == timm_cosine_lr(0, base, 4, 0, 1e-6, floor) != base
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    sched = OfficialEpochScheduler(opt, 4, 0, 1e-6, floor, final_epoch=False)
+    for epoch in range(4):
+        sched.step(epoch)
+        assert opt.param_groups[0]["lr"] == lrs[epoch]
+
+
+def test_timm_cosine_defaults_and_later_cycles():
+    base = 5e-4
+    assert official_epoch_lrs(base) == official_epoch_lrs(base, 300, 10, 1e-6, 1e-6, True)  # the builder's values
+    assert [timm_cosine_lr(t, base, 300) for t in (0, 5, 10, 200, 300)] == [
+        timm_cosine_lr(t, base, 300, 10, 1e-6, 1e-6, 1, 1.0) for t in (0, 5, 10, 200, 300)]
+    assert timm_cosine_lr(5, base, 300) == pytest.approx(1e-6 + 5 * (base - 1e-6) / 10, rel=1e-12)
+    # cycle_limit > 1 (timm's restarts, not used by the official builder): cycle i runs from decay_rate**i times the
+    # floor and the base, measured from the cycle's start
+    T, floor, d = 8, 0.01, 0.1
+    for t, i in ((3, 0), (8 + 3, 1), (16 + 5, 2)):
+        lo, hi = floor * d**i, base * d**i
+        want = lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * (t - T * i) / T))
+        assert timm_cosine_lr(t, base, T, 2, 1e-6, floor, cycle_limit=3, decay_rate=d) == pytest.approx(want, rel=1e-12)
+    assert timm_cosine_lr(8 + 3, base, T, 2, 1e-6, floor, cycle_limit=2) == pytest.approx(
+        floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * 3 / T)), rel=1e-12)  # decay_rate 1: the same cycle
+    assert timm_cosine_lr(16 + 3, base, T, 2, 1e-6, floor, cycle_limit=2, decay_rate=d) == floor  # past the limit
+    assert timm_cosine_lr(40, base, T, 2, 1e-6, floor, cycle_limit=0, decay_rate=d) == pytest.approx(
+        floor * d**5 + 0.5 * (base - floor) * d**5 * 2, rel=1e-12)  # 0: no limit

@@ -81,8 +81,64 @@ def test_build_optimizer_passes_betas_eps_and_both_groups():
         (0.01, 0.3, (0.8, 0.95), 1e-6), (0.01, 0.0, (0.8, 0.95), 1e-6)]
     assert opt.param_groups[0]["params"][0] is model.weight and opt.param_groups[1]["params"][0] is model.bias
     frozen = torch.nn.Linear(3, 2).requires_grad_(False)
-    with pytest.raises(ValueError, match="no trainable parameters"):
+    with pytest.raises(ValueError) as err:
         build_optimizer(frozen, lr=0.01)
+    assert str(err.value) == "the model has no trainable parameters (did the PEFT method freeze everything?)"
     only_bias = torch.nn.Linear(3, 2)
     only_bias.weight.requires_grad_(False)
     assert [g["weight_decay"] for g in param_groups(only_bias, 0.3)] == [0.0]  # an empty group is left out
+
+
+def test_defaults_are_the_recipe():
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, lr=0.01)
+    assert [(g["weight_decay"], g["betas"], g["eps"]) for g in opt.param_groups] == [
+        (0.05, (0.9, 0.999), 1e-8), (0.0, (0.9, 0.999), 1e-8)]
+    sched = CosineWarmupScheduler(opt, epochs=300)
+    assert (sched.warmup_epochs, sched.warmup_lr_init, sched.lr_min, sched.base_lrs) == (10, 1e-6, 1e-6, [0.01, 0.01])
+    sched.step(9)  # the last warm-up epoch
+    assert sched.get_last_lr() == [pytest.approx(1e-6 + 9 * (0.01 - 1e-6) / 10, rel=1e-12)] * 2
+    assert cosine_lr(9, 0.01, 300) == cosine_lr(9, 0.01, 300, 10, 1e-6, 1e-6)
+
+
+def test_scheduler_with_base_lrs_of_its_own_and_before_its_first_step():
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [w], "lr": 7.0}, {"params": [b], "lr": 7.0}])
+    sched = CosineWarmupScheduler(opt, epochs=20, warmup_epochs=2, warmup_lr_init=0.01, lr_min=0.001,
+                                  base_lrs=(0.2, 0.05))  # fmt: skip
+    assert sched.state_dict()["last_epoch"] == -1 and sched.get_last_lr() == [7.0, 7.0]  # nothing set yet
+    sched.step(5)
+    assert sched.get_last_lr() == [cosine_lr(5, base, 20, 2, 0.01, 0.001) for base in (0.2, 0.05)]
+    assert sched.base_lrs == [0.2, 0.05] and sched.last_epoch == 5
+
+
+def test_no_decay_names_match_in_full_or_by_last_component_and_the_methods_own():
+    from pointclora.peft import CLoRAConfig, inject_adapters
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Module()
+            self.inner.table = torch.nn.Parameter(torch.zeros(2, 2))  # named in full
+            self.inner.gate = torch.nn.Parameter(torch.zeros(2, 2))  # its last component only: "gate" is not listed
+            self.wrapped = torch.nn.Module()
+            self.wrapped.token = torch.nn.Parameter(torch.zeros(1, 2))  # as a PEFT wrapper would rename "token"
+            self.weight = torch.nn.Parameter(torch.zeros(2, 2))
+            self.rel = torch.nn.Module()
+            self.rel.bias = torch.nn.Parameter(torch.zeros(2, 3))  # a 2-D bias (a position-bias table): no decay
+
+        def no_weight_decay(self):
+            return {"inner.table", "token", "gate.x"}
+
+    model = Toy()
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, 0.1)
+    assert [sorted(names[id(p)] for p in g["params"]) for g in groups] == [
+        ["inner.gate", "weight"], ["inner.table", "rel.bias", "wrapped.token"]]
+    # the PEFT method's own no-decay names: CLoRA's Q (3-D, initialised to the identity)
+    clora = inject_adapters(create_model("point_mae_tiny", num_classes=3), CLoRAConfig(r=2, num_bases=2))
+    names = {id(p): n for n, p in clora.named_parameters()}
+    decay, no_decay = ({names[id(p)] for p in g["params"]} for g in param_groups(clora, 0.1))
+    qs = {n for n in names.values() if n.endswith(".Q")}
+    assert qs and qs <= no_decay and not qs & decay
+    assert any(n.startswith("clora_banks.") for n in decay)

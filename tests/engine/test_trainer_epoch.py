@@ -1,0 +1,127 @@
+"""What one Trainer epoch records and says, checked against the steps it ran: the lr of the epoch, the training
+accuracy from the steps' own counts, the TensorBoard scalars of every logged step and of every validation, the epoch
+line of log.txt, the progress bar's label (on a terminal only), and a loss that is not finite."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from task_configs import task_cfg  # noqa: E402
+
+from pointclora.engine.logging import RunLogger  # noqa: E402
+from pointclora.engine.optim import cosine_lr  # noqa: E402
+from pointclora.engine.trainer import Trainer  # noqa: E402
+
+
+def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkeypatch):
+    cfg = task_cfg("classification", tmp_path, epochs=2)
+    cfg["optim"]["lr"] = 0.004
+    cfg["schedule"].update(warmup_epochs=1, warmup_lr_init=1e-4, lr_min=1e-5)
+    cfg["train"]["log_every"] = 3  # 3 steps an epoch: steps 3 and 6 are logged, the others not
+    cfg["data"]["batch_size"] = 8
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    steps, scalars, labels = [], [], []
+    real_step = trainer.task.training_step
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        steps.append((float(out["loss"].detach()), out["count"], out["stats"]["correct"]))
+        return out
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: scalars.append((dict(values), step)))
+    monkeypatch.setattr(trainer, "_progress", lambda it, desc: (labels.append(desc), it)[1])
+    trainer.fit()
+
+    assert labels == ["epoch 1/2", "epoch 2/2"]
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert len(steps) == 6
+    for e, h in enumerate(history):
+        mine = steps[3 * e: 3 * e + 3]
+        assert h["epoch"] == e + 1
+        assert h["lr"] == pytest.approx(cosine_lr(e, 0.004, 2, 1, 1e-4, 1e-5), rel=1e-12)
+        assert h["train_acc"] == pytest.approx(100.0 * sum(c for _, _, c in mine) / sum(n for _, n, _ in mine))
+        assert h["train_loss"] == pytest.approx(sum(v * n for v, n, _ in mine) / sum(n for _, n, _ in mine))
+    assert len({h["lr"] for h in history}) == 2 and 0 < history[0]["train_acc"] < 100
+    # per step (every log_every-th global step): the step's task loss, the auxiliary loss and the lr it stepped with
+    logged = [(v, s) for v, s in scalars if "train/loss" in v]
+    assert [s for _, s in logged] == [3, 6]
+    for (values, step), lr in zip(logged, (history[0]["lr"], history[1]["lr"])):
+        assert values["train/loss"] == pytest.approx(steps[step - 1][0], rel=1e-6)
+        assert values["train/lr"] == lr and values["train/aux_loss"] >= 0.0
+    # per validation: every scalar of the record under val/ at the epoch's number
+    val = [(v, s) for v, s in scalars if "train/loss" not in v]
+    assert [s for _, s in val] == [1, 2]
+    for (values, _), h in zip(val, history):
+        assert values == {"val/loss": h["val_loss"], "val/acc": h["val_acc"],
+                          "val/mean_class_acc": h["val_mean_class_acc"]}  # fmt: skip
+    lines = [ln for ln in (tmp_path / "run" / "log.txt").read_text().splitlines() if ln.startswith("epoch ")]
+    assert lines == [f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} | train {h['train_acc']:.2f}% "
+                     f"| val {h['val_acc']:.2f}% (mAcc {h['val_mean_class_acc']:.2f}%) ({h['time_s']:.1f}s)"
+                     for h in history]  # fmt: skip
+
+
+def test_the_progress_bar_is_shown_on_a_terminal_only(tmp_path, monkeypatch):
+    from tqdm.auto import tqdm
+
+    trainer = Trainer(task_cfg("classification", tmp_path), output=tmp_path / "run", quiet=False)
+    trainer.main = True
+    items = [1, 2, 3]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = trainer._progress(items, "epoch 1/2")
+    assert isinstance(bar, tqdm) and bar.desc == "epoch 1/2" and list(bar) == items
+    bar.close()
+    trainer.quiet = True
+    assert trainer._progress(items, "x") is items
+    trainer.quiet, trainer.main = False, False
+    assert trainer._progress(items, "x") is items
+    trainer.main = True
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # redirected to a file: no bar
+    assert trainer._progress(items, "x") is items
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_naming_the_step(tmp_path, monkeypatch):
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    real_step = trainer.task.training_step
+    calls = []
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        calls.append(1)
+        if len(calls) == 2:
+            out["loss"] = out["loss"] * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    with pytest.raises(FloatingPointError) as err:
+        trainer.fit()
+    assert str(err.value) == "epoch 1 step 2: loss is nan; lower optim.lr"
+
+
+@pytest.mark.parametrize("clip,used", [(0.0, 10.0), (0.05, 0.05)])
+def test_the_official_double_step_takes_the_place_of_the_step(tmp_path, monkeypatch, clip, used):
+    """``optim.seg_double_step`` (--protocol point-mae, segmentation): the official update replaces the plain one at
+    every optimizer step, with the run's trainable tensors and its clip (10, the official value, when none is set)."""
+    from pointclora.engine import protocol
+
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    cfg["optim"].update(seg_double_step=True, grad_clip=clip)
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    calls, plain = [], []
+    real = protocol.official_seg_step
+
+    def official(optimizer, params, max_norm, scaler):
+        calls.append((optimizer is trainer.optimizer, [id(p) for p in params], max_norm, scaler is trainer.scaler))
+        return real(optimizer, params, max_norm, scaler)
+
+    monkeypatch.setattr(protocol, "official_seg_step", official)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", lambda *a, **k: plain.append(1))
+    trainer.fit()
+    trainable = [id(p) for p in trainer.model.parameters() if p.requires_grad]
+    assert calls == [(True, trainable, used, True)] * 3 and plain == []
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=True)["global_step"] == 3
