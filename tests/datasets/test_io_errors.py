@@ -184,3 +184,175 @@ def test_mesh_readers_refuse_bad_geometry(tmp_path):
     (tmp_path / "v.obj").write_text("v 0 0 0\n")
     v, t = read_obj(tmp_path / "v.obj")
     assert v.shape == (1, 3) and t.shape == (0, 3)
+
+
+def test_text_errors_quote_the_cell_and_the_line_cut_to_their_limits(tmp_path):
+    cell, line = "n" * 35, " ".join(["1.5"] * 30)
+    path = tmp_path / "long.txt"
+    path.write_text(f"{line}\n{line[:-3]}{cell}\n")
+    with pytest.raises(DataFormatError) as info:
+        read_point_cloud(path)
+    assert str(info.value) == f"{path}: line 2, column 30: {cell[:30]!r} is not a number ({(line[:-3] + cell)[:60]!r})"
+    path.write_text(f"{line}\n{line} 2\n")
+    with pytest.raises(DataFormatError) as info:
+        read_point_cloud(path)
+    assert str(info.value) == f"{path}: line 2: 31 values, the first data row has 30 ({(line + ' 2')[:60]!r})"
+    # undecodable bytes and a comment with two '#' do not hide the line of the bad cell
+    path.write_bytes(b"# a # b\n1 2 3 # c # d\n4 5 \xff\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{path}: line 3, column 3: '\ufffd' is not a number")):
+        read_point_cloud(path)
+
+
+def test_point_and_mesh_files_with_one_element(tmp_path):
+    np.save(tmp_path / "e.npy", np.zeros((0, 3), np.float32))
+    with pytest.raises(DataFormatError, match=re.escape(f"{tmp_path / 'e.npy'}: empty point cloud (0 points)")):
+        read_point_cloud(tmp_path / "e.npy")
+    np.save(tmp_path / "one.npy", np.array([[1, 2, 3]], np.int16))  # one point, an integer dtype: accepted
+    out = read_point_cloud(tmp_path / "one.npy")
+    assert out.dtype == np.float32 and out.tolist() == [[1, 2, 3]]
+    (tmp_path / "one.txt").write_text("1 2 3\n")
+    assert read_point_cloud(tmp_path / "one.txt").tolist() == [[1, 2, 3]]
+    (tmp_path / "num.txt").write_text("5\n")
+    with pytest.raises(DataFormatError, match=re.escape("expected rows of at least 3 values (x y z), got array of "
+                                                        "shape (1, 1)")):  # fmt: skip
+        read_point_cloud(tmp_path / "num.txt")
+
+
+def test_pcd_header_edge_cases(tmp_path):
+    xyz = np.arange(6, dtype=np.float32).reshape(2, 3)
+    # a leading blank line, a non-ASCII comment, and a newline after the binary data (as some writers leave)
+    head = "\n# scan caf\xe9\n" + _pcd(n=2, mode="binary")
+    (tmp_path / "a.pcd").write_bytes(head.encode("latin1") + xyz.tobytes() + b"\n")
+    np.testing.assert_array_equal(read_pcd(tmp_path / "a.pcd"), xyz)
+    # POINTS wins over WIDTH x HEIGHT
+    (tmp_path / "b.pcd").write_text(_pcd(n=2, extra="WIDTH 5\nHEIGHT 7") + "1 2 3\n4 5 6\n")
+    assert read_pcd(tmp_path / "b.pcd").tolist() == [[1, 2, 3], [4, 5, 6]]
+    # a NaN coordinate names the PCD file
+    (tmp_path / "n.pcd").write_text(_pcd(n=2) + "1 2 3\nnan 5 6\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{tmp_path / 'n.pcd'}: 1 row(s) with NaN/Inf coordinates")):
+        read_pcd(tmp_path / "n.pcd")
+    # normals are moved next to xyz wherever they are declared; other fields keep their order after them
+    (tmp_path / "o.pcd").write_text(_pcd("label normal_z x normal_x y normal_y z", "4 " * 7, "F " * 7, "1 " * 7, n=1) +
+                                    "9 0.3 1 0.1 2 0.2 3\n")  # fmt: skip
+    np.testing.assert_allclose(read_pcd(tmp_path / "o.pcd"), [[1, 2, 3, 0.1, 0.2, 0.3, 9]], rtol=1e-6)
+
+
+def test_mesh_file_edge_cases(tmp_path):
+    # an OFF with one face too few is truncated, not a mesh without that face
+    (tmp_path / "t.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n")
+    with pytest.raises(DataFormatError, match="truncated OFF: header declares 3 vertices \\+ 1 faces, file has 3"):
+        read_off(tmp_path / "t.off")
+    # a face index equal to the vertex count is out of range
+    (tmp_path / "i.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 3\n")
+    with pytest.raises(DataFormatError, match="OFF face refers to vertex 3, mesh has 3 vertices"):
+        read_off(tmp_path / "i.off")
+    (tmp_path / "i.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 0\n")
+    with pytest.raises(DataFormatError, match=r"OBJ face refers to a vertex outside 1\.\.3"):
+        read_obj(tmp_path / "i.obj")
+    # extra values on a vertex line (colours, a w coordinate), non-ASCII names and comments, '#' twice on a line
+    (tmp_path / "c.off").write_bytes("OFF\n# caf\xe9\n3 1 0\n0 0 0 255 0 0\n1 0 0 0 255 0\n0 1 0 9 9 9\n"
+                                     "3 0 1 2 # face # one\n".encode("latin1"))  # fmt: skip
+    v, t = read_off(tmp_path / "c.off")
+    assert v.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]] and t.tolist() == [[0, 1, 2]] and t.dtype == np.int64
+    obj = "o Stuhl caf\xe9\nv 0 0 0 1.0\nv 2 0 0 1.0\nv 0 2 0 1.0\nf 1 2 3\n"
+    (tmp_path / "c.obj").write_bytes(obj.encode("latin1"))
+    v, t = read_obj(tmp_path / "c.obj")
+    assert v.tolist() == [[0, 0, 0], [2, 0, 0], [0, 2, 0]] and t.tolist() == [[0, 1, 2]]
+    (tmp_path / "v.off").write_text("OFF\n1 0 0\n0 0 0\n")
+    assert read_off(tmp_path / "v.off")[1].dtype == np.int64  # no faces: still an integer (0, 3) array
+    (tmp_path / "v.obj").write_text("v 0 0 0\n")
+    assert read_obj(tmp_path / "v.obj")[1].dtype == np.int64 and read_obj(tmp_path / "v.obj")[0].dtype == np.float64
+
+
+def test_mesh_normals_are_unit_for_small_faces_and_the_mesh_reader_passes_its_arguments(tmp_path):
+    from pointclora.datasets.io import _read_mesh
+
+    v = np.array([[0, 0, 0], [0.01, 0, 0], [0, 0.02, 0.0]])
+    pts = sample_mesh(v, np.array([[0, 1, 2]]), 20, seed=1)
+    np.testing.assert_allclose(pts[:, 3:], np.broadcast_to([0, 0, 1], (20, 3)), atol=1e-6)
+    (tmp_path / "m.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    # the built-in mesh readers are made by _read_mesh when the module is imported: called here so its lines run
+    read = _read_mesh(read_off)
+    np.testing.assert_array_equal(read(tmp_path / "m.off", 7, 5), sample_mesh(*read_off(tmp_path / "m.off"), 7, 5))
+    (tmp_path / "z.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{tmp_path / 'z.off'}: mesh has zero surface area")):
+        read(tmp_path / "z.off", 7, 5)
+
+
+def test_open3d_files(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    from pointclora.datasets.io import read_ply
+
+    one = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array([[1.0, 2, 3]])))
+    o3d.io.write_point_cloud(str(tmp_path / "one.ply"), one)
+    out = read_ply(tmp_path / "one.ply")
+    assert out.dtype == np.float32 and out.tolist() == [[1, 2, 3]]
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])),
+                                     o3d.utility.Vector3iVector(np.array([[0, 1, 2]])))  # fmt: skip
+    o3d.io.write_triangle_mesh(str(tmp_path / "tri.ply"), mesh)
+    pts = read_ply(tmp_path / "tri.ply")  # one face is a mesh; 2048 points with seed 0 by default
+    tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(pts, sample_mesh(tri, np.array([[0, 1, 2]]), 2048, 0))
+    flat = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]])),
+                                     o3d.utility.Vector3iVector(np.array([[0, 1, 2]])))  # fmt: skip
+    o3d.io.write_triangle_mesh(str(tmp_path / "flat.ply"), flat)
+    with pytest.raises(DataFormatError, match=re.escape(f"{tmp_path / 'flat.ply'}: mesh has zero surface area")):
+        read_ply(tmp_path / "flat.ply")
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.eye(3)))
+    o3d.io.write_point_cloud(str(tmp_path / "c.pcd"), pc, compressed=True)
+    (tmp_path / "c.pcd.gz").write_bytes(gzip.compress((tmp_path / "c.pcd").read_bytes()))
+    with pytest.raises(DataFormatError, match=re.escape(f"{tmp_path / 'c.pcd.gz'}: Open3D cannot read gzip-compressed "
+                                                        "files; gunzip it first")):  # fmt: skip
+        read_point_cloud(tmp_path / "c.pcd.gz")
+
+
+def test_check_finite_with_a_label_that_is_not_a_path():
+    from pointclora.datasets.io import check_finite
+
+    bad = np.array([[0.0, 0, 0], [np.inf, 0, 0]])
+    for where in (None, 3):
+        with pytest.raises(DataFormatError, match=rf"^{where}: 1 row\(s\) with NaN/Inf coordinates \(first at row 1\)"):
+            check_finite(bad, where)
+
+
+def test_text_delimiter_detection_skips_comments_and_every_text_suffix_has_line_numbers(tmp_path):
+    from pointclora.datasets.io import text_line_of_row
+
+    for head in ("# x, y, z\n", "   # indented, with a comma\n"):
+        (tmp_path / "s.txt").write_text(head + "1 2 3\n4 5 6\n")
+        assert read_point_cloud(tmp_path / "s.txt").tolist() == [[1, 2, 3], [4, 5, 6]]
+    body = b"# c\n1 2 3\n\n4 5 6\n"
+    for name in ("a.txt", "a.xyz", "a.pts", "a.txt.gz", "a.xyz.gz", "A.PTS"):
+        (tmp_path / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+        assert text_line_of_row(tmp_path / name, 1) == 4, name
+
+
+def test_unicode_python2_pickles_and_h5_errors(tmp_path):
+    # SHORT_BINSTRING holding byte 0xe9, as Python 2 wrote str: decoded as latin-1, not refused
+    assert safe_pickle_loads(b"U\x01\xe9.", "py2.pkl") == "\xe9"
+    h5 = tmp_path / "g.h5"
+    h5.write_bytes(b"not hdf5" * 64)
+    with pytest.raises(DataFormatError, match=re.escape(f"{h5}: corrupt or truncated HDF5 file (OSError: ")):
+        read_h5_arrays(h5, ["data"])
+
+
+def test_longest_registered_suffix_wins(tmp_path):
+    def read(path, n, seed):
+        return np.ones((2, 3), np.float32)
+
+    register_point_format(".ts", read=read, up_axis="y")
+    try:
+        assert point_format("a.pts").read is not read and point_format("a.ts") == (read, "y")
+        assert point_format("a.PTS").up_axis is None
+    finally:
+        unregister_point_format(".ts", ".never-registered")  # an unknown extension is ignored
+    assert point_format("a.ts") is None
+
+
+def test_unsupported_extension_lists_every_known_one(tmp_path):
+    (tmp_path / "a.stl").write_text("solid")
+    with pytest.raises(DataFormatError) as info:
+        read_point_cloud(tmp_path / "a.stl")
+    assert str(info.value) == (f"{tmp_path / 'a.stl'}: unsupported point-cloud extension '.stl'; supported: "
+                               + ", ".join(point_cloud_extensions()))  # fmt: skip
+    assert point_cloud_extensions()[:4] == (".pcd", ".pcd.gz", ".ply", ".off")

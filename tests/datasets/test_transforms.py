@@ -143,15 +143,16 @@ def test_train_transforms_options():
 
 
 def test_eval_and_vote_transforms_pass_the_near_origin_rule():
-    pts = _cloud(50, seed=4)
-    pts[:6] *= 1e-4
+    pts = torch.nn.functional.normalize(_cloud(50, seed=4), dim=1)  # on the unit sphere, and one point at the
+    pts[7] = 0.0  # origin, which plain FPS takes 7th and the near-origin rule never
     for make, k in ((eval_transforms, 12), (vote_eval_transforms, 14)):  # vote: reference_point_all(12) = 14
         t = make(12, skip_near_origin=True)
         assert repr(t) == f"Compose([\n    FarthestPointSubset(num_points={k}),\n])"
         got = t({"points": pts, "seg": torch.arange(50)})["seg"]
         assert torch.equal(got, farthest_point_sample(pts[None], k, skip_near_origin=True).idx[0])
-        assert torch.equal(make(12)({"points": pts, "seg": torch.arange(50)})["seg"],
-                           farthest_point_sample(pts[None], k).idx[0])  # fmt: skip
+        plain = make(12)({"points": pts, "seg": torch.arange(50)})["seg"]
+        assert torch.equal(plain, farthest_point_sample(pts[None], k).idx[0]) and 7 in plain.tolist()
+        assert 7 not in got.tolist()
 
 
 def test_seed_worker_seeds_numpy_and_random_from_the_torch_seed():
@@ -165,3 +166,24 @@ def test_seed_worker_seeds_numpy_and_random_from_the_torch_seed():
         assert got == (np.random.random(), random.random())
     finally:
         torch.set_rng_state(state)
+
+
+def test_numpy_points_become_float32_and_one_point_targets_work():
+    pts64 = np.arange(12, dtype=np.float64).reshape(4, 3)
+    out = RandomSubset(4, generator=torch.Generator().manual_seed(0))({"points": pts64, "seg": np.arange(4)})
+    assert out["points"].dtype == torch.float32 and out["seg"].dtype == torch.int64
+    assert torch.equal(out["points"], torch.from_numpy(pts64).float()[out["seg"]])
+    assert NormalizeUnitSphere()({"points": pts64})["points"].dtype == torch.float32
+    assert RandomSubset(1)({"points": pts64})["points"].shape == (1, 3)
+    assert FarthestPointSubset(1)({"points": pts64, "seg": np.arange(4)})["seg"].tolist() == [0]
+    with pytest.raises(ValueError, match=r"^sample\['points'\] must be \(N, C>=3\), got shape \(6,\)$"):
+        NormalizeUnitSphere()({"points": torch.zeros(6)})
+
+
+def test_scaling_up_renormalises_normals_that_shrink_below_unit_length():
+    pts = _cloud(20, c=6, seed=5)
+    pts[:, 3:] = torch.nn.functional.normalize(pts[:, 3:], dim=1)
+    out = ScaleAndTranslate(1.5, 2.0, 0.1, generator=torch.Generator().manual_seed(0))({"points": pts})["points"]
+    torch.testing.assert_close(out[:, 3:].norm(dim=1), torch.ones(20))  # nrm / scale has length 0.5 .. 0.67
+    u = torch.rand(6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[:, 3:], torch.nn.functional.normalize(pts[:, 3:] / (1.5 + 0.5 * u[:3]), dim=1))
