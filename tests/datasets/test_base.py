@@ -1,5 +1,6 @@
 """The dataset base: normalisation, label and split checks, sample conversion, indexing and repr."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ def test_pc_normalize_centres_on_the_centroid_and_scales_by_the_largest_radius()
     assert np.linalg.norm(out, axis=1).max() == pytest.approx(1.0)
     same = np.ones((4, 3))
     np.testing.assert_array_equal(pc_normalize(same), np.zeros((4, 3)))  # radius 0: centred, not divided
+    small = np.array([[0.1, 0, 0], [-0.1, 0, 0], [0, 0.05, 0], [0, -0.05, 0]])  # radius 0.1 < 1: scaled up too
+    np.testing.assert_allclose(pc_normalize(small), small / 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "mean of empty slice"
+        assert pc_normalize(np.zeros((0, 3))).shape == (0, 3)  # an empty cloud stays empty, no error
 
 
 def test_check_labels_accepts_integral_values_and_names_the_first_bad_one():
