@@ -520,7 +520,10 @@ register_point_format(".txt", ".txt.gz", ".xyz", ".xyz.gz", ".pts", read=lambda 
 # names, pickle protocols 2-5). Nothing here can call an arbitrary function: every allowed global only builds data.
 _SAFE_GLOBALS = (
     {
-        ("builtins", n)
+        # "__builtin__": protocol 0-2 pickles (Python 2's, or Python 3's at protocol 2) name the builtins module so;
+        # pickle's own find_class maps it to "builtins", but this allow-list is checked before that mapping
+        (mod, n)
+        for mod in ("builtins", "__builtin__")
         for n in (
             "list",
             "dict",
@@ -539,6 +542,7 @@ _SAFE_GLOBALS = (
         )
     }
     | {
+        ("__builtin__", "xrange"),  # Python 2's name of range (pickle maps it to builtins.range)
         ("collections", "OrderedDict"),
         ("_codecs", "encode"),  # Python-2 pickles of byte strings
     }
@@ -582,6 +586,7 @@ _NUMPY_SCALARS = {
     "uint32",
     "uint64",
     "bool_",
+    "bool",  # numpy >= 2 pickles the np.bool_ type under its new name, numpy.bool
 }
 
 

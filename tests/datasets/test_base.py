@@ -1,5 +1,8 @@
 """The dataset base: normalisation, label and split checks, sample conversion, indexing and repr."""
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,7 @@ from pointclora.datasets.base import (
     ClassificationDataset,
     check_labels,
     check_split,
+    content_keys,
     missing_dataset,
     pc_normalize,
     to_sample,
@@ -22,6 +26,11 @@ def test_pc_normalize_centres_on_the_centroid_and_scales_by_the_largest_radius()
     assert np.linalg.norm(out, axis=1).max() == pytest.approx(1.0)
     same = np.ones((4, 3))
     np.testing.assert_array_equal(pc_normalize(same), np.zeros((4, 3)))  # radius 0: centred, not divided
+    small = np.array([[0.1, 0, 0], [-0.1, 0, 0], [0, 0.05, 0], [0, -0.05, 0]])  # radius 0.1 < 1: scaled up too
+    np.testing.assert_allclose(pc_normalize(small), small / 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "mean of empty slice"
+        assert pc_normalize(np.zeros((0, 3))).shape == (0, 3)  # an empty cloud stays empty, no error
 
 
 def test_check_labels_accepts_integral_values_and_names_the_first_bad_one():
@@ -81,3 +90,49 @@ def test_indexing_negative_and_out_of_range_transform_and_repr():
     doubled = _Three(transform=lambda s: {**s, "points": s["points"] * 2})
     assert doubled[1]["points"][0, 0] == 2.0
     assert repr(ds) == "_Three(root='/some/root', split='train', samples=3, classes=2)"
+
+
+def test_content_keys_are_the_sha1_of_the_contiguous_bytes():
+    import hashlib
+
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    keys = content_keys([a, a.copy(), a[:, ::-1], a + 1])
+    assert keys[0] == "content:" + hashlib.sha1(a.tobytes()).hexdigest()
+    assert keys[0] == keys[1] and len(set(keys)) == 3  # same points, same key; a strided view is hashed as laid out
+    assert keys[2] == "content:" + hashlib.sha1(np.ascontiguousarray(a[:, ::-1]).tobytes()).hexdigest()
+    assert content_keys([]) == []
+
+
+def test_base_defaults_and_edge_sizes():
+    class Plain(ClassificationDataset):
+        def __init__(self):
+            super().__init__(None, None)
+            self.classes, self.labels = ["only"], np.zeros(0, np.int64)
+
+    ds = Plain()
+    assert ds.root is None and ds.split is None and ds.transform is None
+    assert ds.sample_keys() is None and ds.source_files() == [] and ds.extra_repr() == ""
+    assert repr(ds) == "Plain(root='None', split=None, samples=0)"
+    with pytest.raises(IndexError, match=r"^Plain: index -1 out of range for 0 samples$"):
+        ds[-1]
+    assert isinstance(_Three().root, Path) and str(_Three().root) == "/some/root"
+    # five missing entries are all shown, with no "... and" line; the sixth is summarised
+    five = str(missing_dataset("D", "r", [f"m{i}" for i in range(5)], "w", "layout\n"))
+    assert "m4" in five and "... and" not in five
+    assert str(missing_dataset("D", Path("/r"), ["a", "b"], "https://w", "root/\n  a\n\n")) == (
+        "D not found under root='/r'. Missing:\n  a\n  b\nGet it from: https://w\nExpected layout:\nroot/\n  a\n"
+        "Point the dataset config's `root` at that folder (see datasets/README.md)."
+    )
+    six = str(missing_dataset("D", "r", [f"m{i}" for i in range(6)], "w", "l"))
+    assert "m4\n  ... and 1 more\nGet it from" in six
+
+
+def test_check_labels_bounds_and_dtypes():
+    np.testing.assert_array_equal(check_labels(np.array([0, 2], np.uint8), 3, "f"), [0, 2])
+    assert check_labels(np.array([True, False]), 2, "f").dtype == np.int64
+    with pytest.raises(ValueError, match=r"^f: label 2 \(sample 0\) out of range: class names define 2 classes "
+                                         r"\(valid ids 0\.\.1\)$"):  # fmt: skip
+        check_labels(np.array([2.0, 0.0]), 2, "f")
+    with pytest.raises(ValueError, match=r"^f: labels must be integers, got dtype float64 with non-integer values$"):
+        check_labels(np.array([1.0, np.inf]), 3, "f")
+    assert check_labels([1, 0], 2, "f").tolist() == [1, 0]  # a list is accepted
