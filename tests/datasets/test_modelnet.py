@@ -13,6 +13,7 @@ from dataset_files import MN_CLASSES, reference_fps, write_h5, write_modelnet_h5
 
 from pointclora.datasets import DataFormatError, DatasetNotFoundError, ModelNet40, fps_cache_path, write_fps_cache
 from pointclora.datasets.base import content_keys, missing_dataset, pc_normalize
+from pointclora.datasets.cache import stable_digest
 from pointclora.datasets.modelnet import LAYOUT_H5, LAYOUT_TXT, WHERE, fps_order_numpy, official_fps_start
 
 
@@ -143,11 +144,31 @@ def test_fps_orders_are_cached_per_file_and_a_file_of_exactly_num_points_rows_is
     with np.load(cache) as z:
         assert z["idx"].dtype == np.uint16 and z["stamp"].tolist()[2] == 16
         np.testing.assert_array_equal(full[z["idx"].astype(np.int64)], ds.raw_points(0))
+    assert cache.parent.name == stable_digest(str(tmp_path.resolve()))  # one folder per dataset root
     # a stored order is what is served while the stamp matches (the file is not read for FPS again)
     with np.load(cache) as z:
         stamp = z["stamp"]
     np.savez(cache, idx=np.arange(16, dtype=np.uint16), stamp=stamp)
     np.testing.assert_array_equal(ds.raw_points(0), full)
+    # another size from the same cache folder is its own order, not the 16-point one cut or reused
+    small = ModelNet40(tmp_path, "test", num_points=5, use_normals=True, fps_seed=2, cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(small.raw_points(0), _fps_rows(full, ds.shape_ids[0], 5, 2))
+
+
+def test_fps_order_of_a_file_longer_than_65535_rows_survives_the_cache(tmp_path):
+    """Orders are stored as uint16 up to 65,535 rows; past that an index >= 65,536 must not wrap around."""
+    write_modelnet_txt(tmp_path, n_rows=8)
+    rows = np.zeros((65537, 6), np.float32)
+    rows[:, :3] = np.random.default_rng(0).random((65537, 3)) * 0.01
+    rows[-1, :3] = 5.0  # the farthest point is the last row: the second pick is index 65,536
+    path = tmp_path / "xbox" / "xbox_0012.txt"
+    np.savetxt(path, rows, fmt="%.4f", delimiter=",")
+    first = ModelNet40(tmp_path, "test", num_points=2, shuffle=False, cache_dir=tmp_path / "c").raw_points(3)
+    again = ModelNet40(tmp_path, "test", num_points=2, shuffle=False, cache_dir=tmp_path / "c").raw_points(3)
+    np.testing.assert_array_equal(again, first)
+    assert again[1].tolist() == [5.0, 5.0, 5.0]
+    with np.load(next((tmp_path / "c").rglob("xbox_0012.*.npz"))) as z:
+        assert z["idx"].tolist()[1] == 65536
 
 
 def test_text_without_normals_and_with_short_rows_name_the_file(tmp_path):
@@ -222,7 +243,7 @@ def test_defaults_are_the_official_8192_points_seed_0(tmp_path):
     (tmp_path / "one_train.txt").write_text("xbox_0012\n")
     (tmp_path / "one_test.txt").write_text("xbox_0012\n")
     out = write_fps_cache(tmp_path, "test", split_file="one_{split}.txt")
-    assert out == tmp_path / "modelnet40_test_8192pts_fps.dat"
+    assert out == tmp_path / "modelnet40_test_8192pts_fps.dat" == fps_cache_path(tmp_path, "test")
     pts, labs = pickle.loads(out.read_bytes())
     assert len(pts) == 1 and pts[0].shape == (8192, 6) and labs[0].tolist() == [3]
     txt = ModelNet40(tmp_path, "test", split_file="one_{split}.txt", use_normals=True, cache_dir=tmp_path / "c")
@@ -242,6 +263,7 @@ def test_write_fps_cache_options(tmp_path):
     target = tmp_path / "elsewhere.dat"
     out = write_fps_cache(tmp_path, "train", num_points=12, seed=4, split_file="a_{split}.txt", out_path=target)
     assert out == target and not fps_cache_path(tmp_path, "train", 12).exists()
+    assert target.read_bytes()[:2] == b"\x80\x04"  # pickle protocol 4: readable by the official Python 3.7 loaders
     pts, labs = pickle.loads(target.read_bytes())
     assert [int(lb[0]) for lb in labs] == [1, 0] and all(lb.dtype == np.int32 and lb.shape == (1,) for lb in labs)
     np.testing.assert_array_equal(pts[0], _fps_rows(_rows(tmp_path / "bathtub" / "bathtub_0004.txt"),
