@@ -281,6 +281,23 @@ def test_write_fps_cache_options(tmp_path):
     )
 
 
+def test_rows_with_more_than_six_values_keep_xyz_and_normals_only(tmp_path):
+    write_modelnet_txt(tmp_path, n_rows=10)
+    path = tmp_path / "xbox" / "xbox_0012.txt"
+    rows = np.column_stack([_rows(path), np.full(10, 7.0, np.float32)])  # a trailing extra column (e.g. a label)
+    np.savetxt(path, rows, fmt="%.6f", delimiter=",")
+    ds = ModelNet40(tmp_path, "test", num_points=10, use_normals=True, sampling="first_rows", shuffle=False)
+    np.testing.assert_array_equal(ds.raw_points(3), rows[:, :6])
+    out = write_fps_cache(tmp_path, "test", num_points=10)
+    assert pickle.loads(out.read_bytes())[0][3].shape == (10, 6)
+    # an FPS cache whose clouds carry a seventh column gives six with normals, three without
+    seven = [np.random.default_rng(1).normal(size=(5, 7)).astype(np.float32)]
+    _cache(tmp_path, seven, [np.array([0], np.int32)], write_txt=False)
+    for normals, width in ((True, 6), (False, 3)):
+        c = ModelNet40(tmp_path, "train", source="fps_cache", num_points=4, use_normals=normals, shuffle=False)
+        np.testing.assert_array_equal(c.raw_points(0), seven[0][:4, :width])
+
+
 def _cache(root, points, labels, use_normals=False, num_points=4, write_txt=True):
     if write_txt:
         write_modelnet_txt(root)

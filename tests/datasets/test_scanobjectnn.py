@@ -34,6 +34,7 @@ def _stored(path, key="data"):
         ("OBJ_BG", "OBJ_BG", "main_split/test_objectdataset.h5"),
         ("objectbg", "OBJ_BG", "main_split/test_objectdataset.h5"),
         ("objbg", "OBJ_BG", "main_split/test_objectdataset.h5"),
+        ("object_bg", "OBJ_BG", "main_split/test_objectdataset.h5"),  # an alias is matched without its underscores
         ("obj_only", "OBJ_ONLY", "main_split_nobg/test_objectdataset.h5"),
         ("ObjectOnly", "OBJ_ONLY", "main_split_nobg/test_objectdataset.h5"),
         ("objonly", "OBJ_ONLY", "main_split_nobg/test_objectdataset.h5"),
@@ -56,6 +57,13 @@ def test_default_variant_is_the_hardest_and_train_reads_the_training_file(tmp_pa
     assert ds.path == tmp_path / "main_split/training_objectdataset_augmentedrot_scale75.h5"
     assert ds.classes == SCANOBJECTNN_CLASSES and ds.num_classes == 15 and ds.classes[10] == "bed"
     assert ds.sample_keys() == content_keys(_stored(ds.path))
+
+
+def test_transform_is_applied_to_each_sample(tmp_path):
+    write_scanobjectnn(tmp_path)
+    ds = ScanObjectNN(tmp_path, "test", variant="OBJ_BG", transform=lambda s: {**s, "points": s["points"] * 2})
+    stored = _stored(tmp_path / "main_split/test_objectdataset.h5")[1]
+    np.testing.assert_array_equal(ds[1]["points"].numpy(), stored * 2)
 
 
 def test_train_shuffles_points_and_mask_together(tmp_path):
