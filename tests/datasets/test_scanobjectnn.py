@@ -94,6 +94,8 @@ def test_files_without_mask_extra_channels_and_two_d_labels(tmp_path):
     s = ds[0]
     assert "mask" not in s and s["label"] == 14 and s["points"].dtype == torch.float32
     np.testing.assert_array_equal(s["points"].numpy(), data[0, :, :3].astype(np.float32))  # xyz of 6 channels
+    # held as float32 xyz: the sample keys are those of the float32 clouds the samples return
+    assert ds.sample_keys() == content_keys(np.ascontiguousarray(data[:, :, :3], dtype=np.float32))
     relabelled = ScanObjectNN(tmp_path, "train", variant="OBJ_BG", classes=[f"c{i}" for i in range(20)])
     assert relabelled.classes[19] == "c19" and relabelled.num_classes == 20
 
