@@ -66,11 +66,15 @@ MODULES: dict[str, list[str]] = {
                                "tests/datasets/test_transforms_synthetic_builder.py"],
     "datasets/io.py": ["tests/datasets/test_io.py", "tests/datasets/test_io_errors.py",
                        "tests/datasets/test_bad_input.py", "tests/datasets/test_open_point_format.py"],
-    "datasets/modelnet.py": ["tests/datasets/test_formats.py", "tests/datasets/test_bad_input.py",
-                             "tests/datasets/test_checks.py"],
-    "datasets/scanobjectnn.py": ["tests/datasets/test_formats.py", "tests/datasets/test_bad_input.py"],
-    "datasets/shapenetpart.py": ["tests/datasets/test_formats.py", "tests/datasets/test_bad_input.py"],
-    "datasets/shapenet55.py": ["tests/datasets/test_formats.py", "tests/datasets/test_bad_input.py"],
+    "datasets/modelnet.py": ["tests/datasets/test_modelnet.py", "tests/datasets/test_formats.py",
+                             "tests/datasets/test_bad_input.py", "tests/datasets/test_checks.py",
+                             "tests/datasets/test_realdata.py"],
+    "datasets/scanobjectnn.py": ["tests/datasets/test_scanobjectnn.py", "tests/datasets/test_formats.py",
+                                 "tests/datasets/test_bad_input.py"],
+    "datasets/shapenetpart.py": ["tests/datasets/test_shapenetpart.py", "tests/datasets/test_formats.py",
+                                 "tests/datasets/test_bad_input.py", "tests/datasets/test_realdata.py"],
+    "datasets/shapenet55.py": ["tests/datasets/test_shapenet55.py", "tests/datasets/test_formats.py",
+                               "tests/datasets/test_bad_input.py"],
 }
 
 # Tests left out of a module's mutant runs (pytest -k): each costs far more than it adds for that module.

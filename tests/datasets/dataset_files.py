@@ -24,6 +24,20 @@ def cloud(rng, n=64, c=6):
     return rng.normal(size=(n, c)).astype(np.float32)
 
 
+def reference_fps(xyz: np.ndarray, npoint: int, start: int) -> np.ndarray:
+    """FPS restated plainly the way the official ModelNet loader computes it (mask update, argmax)."""
+    distance = np.ones(len(xyz)) * 1e10
+    chosen = np.zeros(npoint, dtype=np.int64)
+    farthest = start
+    for i in range(npoint):
+        chosen[i] = farthest
+        dist = np.sum((xyz - xyz[farthest, :]) ** 2, -1)
+        mask = dist < distance
+        distance[mask] = dist[mask]
+        farthest = int(np.argmax(distance, -1))
+    return chosen
+
+
 def write_modelnet_txt(root: Path, n_rows=40, per_class=(2, 1), gz=False, seed=0):
     """``modelnet40_normal_resampled`` layout with 4 classes: ids ``<class>_0001``; comma rows x,y,z,nx,ny,nz."""
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from dataset_files import write_modelnet_h5, write_modelnet_txt
+from dataset_files import reference_fps, write_modelnet_h5, write_modelnet_txt
 from torch.utils.data import Subset
 
 from pointclora.datasets import (
@@ -21,21 +21,6 @@ from pointclora.datasets import (
     validate_dataset,
     write_fps_cache,
 )
-
-
-def reference_fps(xyz: np.ndarray, npoint: int, start: int) -> np.ndarray:
-    """FPS restated plainly the way the official ModelNet loader computes it (mask update, argmax)."""
-    distance = np.ones(len(xyz)) * 1e10
-    chosen = np.zeros(npoint, dtype=np.int64)
-    farthest = start
-    for i in range(npoint):
-        chosen[i] = farthest
-        dist = np.sum((xyz - xyz[farthest, :]) ** 2, -1)
-        mask = dist < distance
-        distance[mask] = dist[mask]
-        farthest = int(np.argmax(distance, -1))
-    return chosen
-
 
 # ------------------------------------------------------------------------------------------------ split lists
 
