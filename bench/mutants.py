@@ -10,8 +10,8 @@ Not part of CI: it takes tens of minutes. Each module gets its own mutmut projec
 (links to the tree + a pyproject.toml whose ``[tool.mutmut]`` names that one file and its test files), so
 mutmut's per-mutant results stay apart and a killed run continues where it stopped (mutmut records every verdict as
 it comes; a finished module is skipped until its source or its tests change, then only its survivors and the
-functions whose source changed run again; survivors are always run a second time, alone). One worker, one thread,
-``nice``: the machine is shared. The report (score per module, each surviving mutant as a one-line diff) is printed
+functions whose source changed run again; survivors are always run a second time, alone). One worker (``--workers``
+for more), one thread, ``nice``: the machine is shared. The report (score per module, each surviving mutant as a one-line diff) is printed
 and written to ``.mutants/report.md``; docs/TESTING.md holds the committed copy with each survivor explained.
 
 Read the scores with what is mutated: mutmut 3 does not mutate decorated functions (``@torch.no_grad()``,
@@ -219,7 +219,7 @@ def _mutmut(wd: Path, *args: str, log=None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=wd, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def run_module(module: str, fresh: bool, functions: Optional[str] = None) -> dict:
+def run_module(module: str, fresh: bool, functions: Optional[str] = None, workers: int = 1) -> dict:
     """Mutate ``module`` (every function, or those whose name matches the glob ``functions``) and test each mutant."""
     wd, changed = prepare(module, fresh)
     summary_path = wd / "summary.json"
@@ -233,13 +233,13 @@ def run_module(module: str, fresh: bool, functions: Optional[str] = None) -> dic
     print(f"[mutants] {module}: running against {' '.join(MODULES[module])}", flush=True)
     t0 = time.time()
     with open(wd / "run.log", "a") as log:
-        proc = _mutmut(wd, "run", "--max-children", "1", *names, log=log)
+        proc = _mutmut(wd, "run", "--max-children", str(workers), *names, log=log)
         # Every survivor is run once more on its own. mutmut keeps a verdict until the function's source changes, so
         # after a test change the survivors must face the new tests; and under load a verdict in the main run can be
         # wrong (seen: a mutant that fails the first test on its own reported as survived next to a timeout).
         retry = [m["name"] for m in collect(module, wd, names)["survivors"]] if proc.returncode == 0 else []
         if retry:
-            proc = _mutmut(wd, "run", "--max-children", "1", *retry, log=log)
+            proc = _mutmut(wd, "run", "--max-children", str(workers), *retry, log=log)
     summary = collect(module, wd, names)
     summary["functions"] = functions
     elapsed = round(time.time() - t0, 1)
@@ -305,7 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only print the report of what has run")
     ap.add_argument("--functions", help="only the functions whose (mangled) name matches one of these "
                     "comma-separated globs, e.g. '*_train_epoch,*_optimizer_step' (methods are xǁClassǁmethod)")
+    ap.add_argument("--workers", type=int, default=1, help="mutants tested at once (default 1: the machine is "
+                    "shared; 2 on an otherwise idle 2-core machine halves a long module such as engine/trainer.py)")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
     try:
         import mutmut  # noqa: F401
     except ImportError:
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.report:
         for module in chosen:
-            run_module(module, args.fresh, args.functions)
+            run_module(module, args.fresh, args.functions, args.workers)
     text = report()
     WORK.mkdir(exist_ok=True)
     (WORK / "report.md").write_text(text)
