@@ -11,8 +11,9 @@ Not part of CI: it takes tens of minutes. Each module gets its own mutmut projec
 mutmut's per-mutant results stay apart and a killed run continues where it stopped (mutmut records every verdict as
 it comes; a finished module is skipped until its source or its tests change, then only its survivors and the
 functions whose source changed run again; survivors are always run a second time, alone). One worker (``--workers``
-for more), one thread, ``nice``: the machine is shared. The report (score per module, each surviving mutant as a one-line diff) is printed
-and written to ``.mutants/report.md``; docs/TESTING.md holds the committed copy with each survivor explained.
+for more), one thread, ``nice``: the machine is shared. The report (score per module, each surviving mutant as a
+one-line diff) is printed and written to ``.mutants/report.md``; docs/TESTING.md holds the committed copy with each
+survivor explained.
 
 Read the scores with what is mutated: mutmut 3 does not mutate decorated functions (``@torch.no_grad()``,
 ``@property``, ``@dataclass`` methods are skipped; ``@staticmethod``/``@classmethod`` are mutated) nor module-level
