@@ -349,7 +349,7 @@ class ModelNet40(ClassificationDataset):
                 raise DataFormatError(f"{path}: points[{i}] has no normals (shape {p.shape}), use_normals=True")
             check_finite(p, f"{path} (points[{i}])")
         try:
-            labels = np.asarray([np.asarray(lb).reshape(-1)[0] for lb in labs])
+            labels = np.asarray([np.asarray(lb).reshape(1)[0] for lb in labs])  # exactly one value each
         except (IndexError, TypeError, ValueError):
             raise DataFormatError(f"{path}: labels must be arrays of shape (1,) (np.int32), one per shape") from None
         self.labels = check_labels(labels, len(self.classes), path, names.name)
