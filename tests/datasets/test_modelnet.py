@@ -466,6 +466,18 @@ def test_h5_file_of_a_single_shape(tmp_path):
     np.testing.assert_array_equal(ds.raw_points(0), one[0])
     got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5"], num_points=9))
     assert got == f"{tmp_path / 'one.h5'}: clouds hold 8 points, fewer than num_points=9"
+    # num_points comes from the first file: a later file of shorter clouds is refused, not served short samples
+    write_h5(tmp_path / "short.h5", data=np.zeros((2, 6, 3), np.float32), label=np.array([0, 1]))
+    for n in (None, 7):
+        got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5", "short.h5"],
+                                                         num_points=n))  # fmt: skip
+        assert got == (
+            f"{tmp_path / 'short.h5'}: clouds hold 6 points, those of {tmp_path / 'one.h5'} 8; every h5 file of a "
+            "split must hold the same number of points"
+        )
+    write_h5(tmp_path / "empty.h5", data=np.zeros((0, 8, 3), np.float32), label=np.zeros(0, np.int64))
+    after_empty = ModelNet40(tmp_path, source="h5", files=["empty.h5", "short.h5"])  # a file of no shapes sets nothing
+    assert len(after_empty) == 2 and after_empty.num_points == 6 and after_empty[1]["points"].shape == (6, 3)
 
 
 def test_h5_errors_in_full(tmp_path):
