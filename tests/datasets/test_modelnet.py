@@ -466,7 +466,12 @@ def test_h5_file_of_a_single_shape(tmp_path):
     np.testing.assert_array_equal(ds.raw_points(0), one[0])
     got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5"], num_points=9))
     assert got == f"{tmp_path / 'one.h5'}: clouds hold 8 points, fewer than num_points=9"
+
+
+def test_h5_files_of_different_point_counts_are_refused(tmp_path):
     # num_points comes from the first file: a later file of shorter clouds is refused, not served short samples
+    write_modelnet_h5(tmp_path)
+    write_h5(tmp_path / "one.h5", data=np.zeros((1, 8, 3), np.float32), label=np.array([[2]], np.uint8))
     write_h5(tmp_path / "short.h5", data=np.zeros((2, 6, 3), np.float32), label=np.array([0, 1]))
     for n in (None, 7):
         got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5", "short.h5"],
