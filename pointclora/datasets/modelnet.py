@@ -349,7 +349,7 @@ class ModelNet40(ClassificationDataset):
                 raise DataFormatError(f"{path}: points[{i}] has no normals (shape {p.shape}), use_normals=True")
             check_finite(p, f"{path} (points[{i}])")
         try:
-            labels = np.asarray([np.asarray(lb).reshape(-1)[0] for lb in labs])
+            labels = np.asarray([np.asarray(lb).reshape(1)[0] for lb in labs])  # exactly one value each
         except (IndexError, TypeError, ValueError):
             raise DataFormatError(f"{path}: labels must be arrays of shape (1,) (np.int32), one per shape") from None
         self.labels = check_labels(labels, len(self.classes), path, names.name)
@@ -374,12 +374,21 @@ class ModelNet40(ClassificationDataset):
         missing = [p for p in self._h5_files if not p.is_file()]
         if missing:
             raise missing_dataset("ModelNet40 (HDF5 release)", self.root, missing, WHERE, LAYOUT_H5)
-        pts, labs = [], []
+        pts, labs, held = [], [], None
         for f in self._h5_files:
             d = read_h5_arrays(f, ["data", "label"], ["normal"])
             data, label = d["data"], d["label"]
             if data.ndim != 3 or data.shape[2] != 3 or data.dtype.kind != "f":
                 raise DataFormatError(f"{f}: 'data' must be float (n, P, 3), got {data.dtype} {data.shape}")
+            # num_points (and its check below) come from the first cloud: a file of shorter clouds would give shorter
+            # samples than num_points
+            if held is None and len(data):
+                held = (f, data.shape[1])
+            elif len(data) and data.shape[1] != held[1]:
+                raise DataFormatError(
+                    f"{f}: clouds hold {data.shape[1]} points, those of {held[0]} {held[1]}; every h5 file of a split "
+                    "must hold the same number of points"
+                )
             if label.ndim == 2 and label.shape[1] == 1:
                 label = label[:, 0]  # the official files store (n, 1); some copies store (n,)
             if label.ndim != 1 or len(label) != len(data):

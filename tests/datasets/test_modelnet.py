@@ -108,6 +108,17 @@ def test_text_sample_is_the_fps_cloud_normalised_with_raw_normals_and_shuffled_o
     assert not ModelNet40(tmp_path, "train", num_points=12, shuffle=False, cache_dir=tmp_path / "c").shuffle
 
 
+def test_transform_is_applied_and_an_empty_list_gives_an_empty_int64_label_array(tmp_path):
+    write_modelnet_txt(tmp_path, n_rows=10)
+    double = ModelNet40(tmp_path, "test", num_points=10, sampling="first_rows",
+                        transform=lambda s: {**s, "points": s["points"] * 2})  # fmt: skip
+    plain = ModelNet40(tmp_path, "test", num_points=10, sampling="first_rows")
+    np.testing.assert_array_equal(double[2]["points"].numpy(), plain[2]["points"].numpy() * 2)
+    (tmp_path / "none_test.txt").write_text("\n")
+    empty = ModelNet40(tmp_path, "test", test_split_file="none_test.txt")
+    assert len(empty) == 0 and empty.labels.dtype == np.int64 and empty.labels.shape == (0,)
+
+
 def test_fps_seed_moves_the_start_and_first_rows_takes_the_head(tmp_path):
     write_modelnet_txt(tmp_path, n_rows=40)
     full = _rows(tmp_path / "airplane" / "airplane_0003.txt")
@@ -128,6 +139,10 @@ def test_official_fps_start_is_uniform_over_the_rows_and_the_order_matches_the_o
     xyz = np.random.default_rng(3).normal(size=(30, 3)).astype(np.float32)
     np.testing.assert_array_equal(fps_order_numpy(xyz, 30, 4), reference_fps(xyz, 30, 4))
     assert fps_order_numpy(xyz, 1, 9).tolist() == [9]
+    # a float64 cloud keeps float64 distances, and the running minimum starts at 1e10 as in the official loop:
+    # squared distances of 1e10, 1e10 + 1 and 1e10 + 4 all tie at the cap, so the lowest index is next
+    far = np.array([[0, 0, 0], [1e5, 0, 0], [1e5, 1, 0], [1e5, 2, 0]], np.float64)
+    assert fps_order_numpy(far, 2, 0).tolist() == reference_fps(far, 2, 0).tolist() == [0, 1]
     for bad in (0, 31):
         assert _error(ValueError, lambda: fps_order_numpy(xyz, bad, 0)) == (
             f"fps_order_numpy: num_points must be in [1, 30], got {bad}"
@@ -153,6 +168,18 @@ def test_fps_orders_are_cached_per_file_and_a_file_of_exactly_num_points_rows_is
     # another size from the same cache folder is its own order, not the 16-point one cut or reused
     small = ModelNet40(tmp_path, "test", num_points=5, use_normals=True, fps_seed=2, cache_dir=tmp_path / "c")
     np.testing.assert_array_equal(small.raw_points(0), _fps_rows(full, ds.shape_ids[0], 5, 2))
+
+
+def test_cached_orders_are_uint16_up_to_65535_rows_and_int32_from_65536(tmp_path):
+    write_modelnet_txt(tmp_path, n_rows=8)
+    ds = ModelNet40(tmp_path, "test", num_points=2, cache_dir=tmp_path / "c")
+    path, sid = ds.paths[0], ds.shape_ids[0]
+    rng = np.random.default_rng(0)
+    for n, dtype in ((65535, np.uint16), (65536, np.int32)):
+        xyz = rng.random((n, 3), dtype=np.float32)
+        assert ds._fps_order(path, xyz, 2).tolist() == reference_fps(xyz, 2, official_fps_start(sid, n)).tolist()
+        with np.load(next((tmp_path / "c").rglob(f"{sid}.n2.s0.npz"))) as z:
+            assert z["idx"].dtype == dtype and z["stamp"].tolist()[2] == n
 
 
 def test_fps_order_of_a_file_longer_than_65535_rows_survives_the_cache(tmp_path):
@@ -257,13 +284,19 @@ def test_defaults_are_the_official_8192_points_seed_0(tmp_path):
     np.testing.assert_array_equal(cache.raw_points(0), pts[0])
 
 
-def test_write_fps_cache_options(tmp_path):
+def test_write_fps_cache_options(tmp_path, monkeypatch):
     write_modelnet_txt(tmp_path, n_rows=12)
     (tmp_path / "a_train.txt").write_text("bathtub_0004\nairplane_0001\n")
     target = tmp_path / "elsewhere.dat"
+    (tmp_path / "elsewhere.dat.tmp").write_bytes(b"torn")  # left by a run killed while writing
+    # pickle protocol 4, readable by the official Python 3.7 loaders, also where pickle's default is 5 (Python
+    # 3.14): the pure-Python pickler reads the module's DEFAULT_PROTOCOL when it is given none
+    monkeypatch.setattr(pickle, "DEFAULT_PROTOCOL", 5)
+    monkeypatch.setattr(pickle, "dump", pickle._dump)
     out = write_fps_cache(tmp_path, "train", num_points=12, seed=4, split_file="a_{split}.txt", out_path=target)
     assert out == target and not fps_cache_path(tmp_path, "train", 12).exists()
-    assert target.read_bytes()[:2] == b"\x80\x04"  # pickle protocol 4: readable by the official Python 3.7 loaders
+    assert sorted(p.name for p in tmp_path.glob("elsewhere*")) == ["elsewhere.dat"]  # the torn file was replaced
+    assert target.read_bytes()[:2] == b"\x80\x04"
     pts, labs = pickle.loads(target.read_bytes())
     assert [int(lb[0]) for lb in labs] == [1, 0] and all(lb.dtype == np.int32 and lb.shape == (1,) for lb in labs)
     np.testing.assert_array_equal(pts[0], _fps_rows(_rows(tmp_path / "bathtub" / "bathtub_0004.txt"),
@@ -349,8 +382,10 @@ def test_fps_cache_errors_in_full(tmp_path):
     nan[2, 1] = np.nan
     _cache(tmp_path, [ok, nan], [lab, lab], write_txt=False)
     assert _error(DataFormatError, load).startswith(f"{path} (points[1]): 1 row(s) with NaN/Inf coordinates")
-    _cache(tmp_path, [ok], [np.array([], np.int32)], write_txt=False)
-    assert _error(DataFormatError, load) == f"{path}: labels must be arrays of shape (1,) (np.int32), one per shape"
+    for lab_bad in (np.array([], np.int32), np.array([0, 0, 1, 0], np.int32)):  # none, or a one-hot vector
+        _cache(tmp_path, [ok], [lab_bad], write_txt=False)
+        got = _error(DataFormatError, load)
+        assert got == f"{path}: labels must be arrays of shape (1,) (np.int32), one per shape"
     _cache(tmp_path, [ok], [np.array([4], np.int32)], write_txt=False)
     assert _error(DataFormatError, load) == (
         f"{path}: label 4 (sample 0) out of range: modelnet40_shape_names.txt define 4 classes (valid ids 0..3)"
@@ -420,6 +455,34 @@ def test_h5_files_and_classes_arguments(tmp_path):
     )
     got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=[]))
     assert got == "ModelNet40: the h5 files [] hold no shapes"
+
+
+def test_h5_file_of_a_single_shape(tmp_path):
+    write_modelnet_h5(tmp_path)
+    one = np.random.default_rng(1).normal(size=(1, 8, 3)).astype(np.float32)
+    write_h5(tmp_path / "one.h5", data=one, label=np.array([[2]], np.uint8))
+    ds = ModelNet40(tmp_path, source="h5", files=["one.h5"])
+    assert len(ds) == 1 and ds.num_points == 8 and ds.labels.tolist() == [2]
+    np.testing.assert_array_equal(ds.raw_points(0), one[0])
+    got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5"], num_points=9))
+    assert got == f"{tmp_path / 'one.h5'}: clouds hold 8 points, fewer than num_points=9"
+
+
+def test_h5_files_of_different_point_counts_are_refused(tmp_path):
+    # num_points comes from the first file: a later file of shorter clouds is refused, not served short samples
+    write_modelnet_h5(tmp_path)
+    write_h5(tmp_path / "one.h5", data=np.zeros((1, 8, 3), np.float32), label=np.array([[2]], np.uint8))
+    write_h5(tmp_path / "short.h5", data=np.zeros((2, 6, 3), np.float32), label=np.array([0, 1]))
+    for n in (None, 7):
+        got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5", "short.h5"],
+                                                         num_points=n))  # fmt: skip
+        assert got == (
+            f"{tmp_path / 'short.h5'}: clouds hold 6 points, those of {tmp_path / 'one.h5'} 8; every h5 file of a "
+            "split must hold the same number of points"
+        )
+    write_h5(tmp_path / "empty.h5", data=np.zeros((0, 8, 3), np.float32), label=np.zeros(0, np.int64))
+    after_empty = ModelNet40(tmp_path, source="h5", files=["empty.h5", "short.h5"])  # a file of no shapes sets nothing
+    assert len(after_empty) == 2 and after_empty.num_points == 6 and after_empty[1]["points"].shape == (6, 3)
 
 
 def test_h5_errors_in_full(tmp_path):

@@ -100,6 +100,17 @@ def test_files_without_mask_extra_channels_and_two_d_labels(tmp_path):
     assert relabelled.classes[19] == "c19" and relabelled.num_classes == 20
 
 
+def test_mask_values_come_back_exactly_as_int64(tmp_path):
+    # an int64 field must not pass through float64 on the way (2**53 + 1 has no float64 value)
+    write_scanobjectnn(tmp_path)
+    data = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    mask = np.array([[-1, 2**53 + 1, 7, 0], [3, 3, -1, 2**62]], np.int64)
+    write_h5(tmp_path / OBJ_BG_TRAIN, data=data, label=np.array([1, 2]), mask=mask)
+    ds = ScanObjectNN(tmp_path, "train", variant="OBJ_BG", return_mask=True, shuffle=False)
+    for i in range(2):
+        assert ds[i]["mask"].dtype == torch.int64 and ds[i]["mask"].tolist() == mask[i].tolist()
+
+
 @pytest.mark.parametrize("layout", ["plain", "h5_files", "main_split_root"])
 def test_the_three_accepted_roots(tmp_path, layout):
     base = tmp_path / "ScanObjectNN"

@@ -73,6 +73,29 @@ def test_sampled_values_train_and_test(tmp_path):
     np.testing.assert_allclose(np.sort(full[0]["points"][:, 0].numpy()), np.sort(whole[:, 0]), rtol=1e-5, atol=1e-6)
 
 
+def test_default_seed_is_0_and_transform_is_applied(tmp_path):
+    write_shapenet55(tmp_path)
+    ds = ShapeNet55(tmp_path, "test", num_points=16, transform=lambda s: {**s, "points": s["points"] * 2})
+    arr = np.load(tmp_path / "shapenet_pc" / ds.files[1]).astype(np.float32)
+    want = pc_normalize(arr[np.random.default_rng([0, 1]).permutation(64)[:16]])
+    np.testing.assert_array_equal(ds[1]["points"].numpy(), want * 2)
+    assert ds.seed == 0
+
+
+def test_lists_in_the_shapenet_55_folder_win_over_lists_in_the_root(tmp_path):
+    write_shapenet55(tmp_path)
+    (tmp_path / "test.txt").write_text("03001627-trainmodel1.npy\n")  # a stray list in the root itself
+    ds = ShapeNet55(tmp_path, "test")
+    assert ds.files == ["02691156-testmodel0.npy", "03001627-testmodel1.npy"]
+
+
+def test_an_empty_list_gives_an_empty_int64_label_array(tmp_path):
+    write_shapenet55(tmp_path)
+    (tmp_path / "ShapeNet-55" / "test.txt").write_text("\n")
+    ds = ShapeNet55(tmp_path, "test")
+    assert len(ds) == 0 and ds.classes == [] and ds.labels.dtype == np.int64 and ds.labels.shape == (0,)
+
+
 def test_extra_columns_are_dropped(tmp_path):
     write_shapenet55(tmp_path)
     path = tmp_path / "shapenet_pc" / "02691156-testmodel0.npy"

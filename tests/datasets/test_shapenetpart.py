@@ -87,6 +87,8 @@ def test_part_table_given_or_scanned_from_every_split(tmp_path):
     scanned = ShapeNetPart(tmp_path, "test", categories=["Bag"])
     assert scanned.category_parts == {"Airplane": [0, 1, 2, 3], "Bag": [4, 5], "Cap": [6, 7]}
     assert scanned.num_parts == 8
+    # whole numbers, not floats: num_parts sizes the segmentation head (nn.Linear(..., 8.0) is refused)
+    assert type(scanned.num_parts) is int and {type(i) for v in scanned.category_parts.values() for i in v} == {int}
     # a part seen only in a val file is still in the table of the test split
     val_file = tmp_path / "02954340" / "capval0.txt"
     rows = _rows(val_file)
@@ -117,6 +119,9 @@ def test_part_labels_written_as_floats_are_rounded_within_1e_3(tmp_path):
     np.savetxt(path, rows, fmt="%.6f")
     ds = ShapeNetPart(tmp_path, "test", num_points=None, category_parts=SNP_PARTS)
     assert set(ds[0]["seg"].tolist()) == {1, 2}
+    rows[:, -1] = np.where(np.arange(len(rows)) % 2 == 0, 0.001, 3.0)  # 0.001 is 1e-3 from 0: on the bound, kept
+    np.savetxt(path, rows, fmt="%.6f")
+    assert ds[0]["seg"].tolist() == np.where(np.arange(len(rows)) % 2 == 0, 0, 3).tolist()
     for bad in (2.0011, -1.0):
         rows[3, -1] = bad
         np.savetxt(path, rows, fmt="%.6f")
@@ -141,6 +146,10 @@ def test_row_errors_in_full(tmp_path):
     assert _error(DataFormatError, lambda: ds[0]) == (
         f"{path}: part label 5 out of range for category 'Airplane' (its parts are [0, 1, 2, 3])"
     )
+    np.savetxt(path, np.column_stack([np.ones((4, 3)), [1.0, 9.0, 5.0, 9.0]]), fmt="%.6f")
+    assert _error(DataFormatError, lambda: ds[0]) == (
+        f"{path}: part label 9 out of range for category 'Airplane' (its parts are [0, 1, 2, 3])"
+    )  # the first bad label of the file
     np.savetxt(path, np.ones((20, 6)), fmt="%.6f")
     assert _error(DataFormatError, lambda: ds[0]) == (
         f"{path}: rows hold 6 values, expected 7 (x y z nx ny nz part) or 4 (x y z part)"
@@ -182,6 +191,12 @@ def test_metadata_errors_in_full(tmp_path):
         f"ShapeNetPart: 2 of 3 shapes listed in the val split are missing, e.g. {tmp_path / '02691156' / 'gone1.txt'}, "
         f"{tmp_path / '02691156' / 'gone2.txt'} (layout:\n{LAYOUT})"
     )
+    lst.write_text(json.dumps([f"shape_data/02691156/gone{i}" for i in range(1, 5)]))
+    assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val")) == (
+        "ShapeNetPart: 4 of 4 shapes listed in the val split are missing, e.g. "
+        + ", ".join(str(tmp_path / "02691156" / f"gone{i}.txt") for i in (1, 2, 3))
+        + f" (layout:\n{LAYOUT})"
+    )
     lst.write_text("[]")
     assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val", categories=["Cap", "Bag"])) == str(
         missing_dataset("ShapeNetPart (val split, categories ['Bag', 'Cap'])", tmp_path,
@@ -211,3 +226,25 @@ def test_up_axis_and_one_point(tmp_path):
     assert ShapeNetPart(tmp_path, "test").up_axis == "y"
     ds = ShapeNetPart(tmp_path, "test", up_axis="z", num_points=1)
     assert ds.up_axis == "z" and ds[0]["points"].shape == (1, 3)
+
+
+def test_default_seed_transform_and_up_axis_x(tmp_path):
+    write_shapenetpart(tmp_path, with_missing_category=False)
+
+    def double(sample):
+        return {**sample, "points": sample["points"] * 2}
+
+    ds = ShapeNetPart(tmp_path, "test", num_points=30, category_parts=SNP_PARTS, transform=double, up_axis="x")
+    rows = _rows(ds.items[1][1])
+    choice = np.random.default_rng([0, 1]).choice(len(rows), 30, replace=True)
+    s = ds[1]
+    assert s["seg"].tolist() == rows[choice, -1].astype(int).tolist()
+    np.testing.assert_allclose(s["points"].numpy(), 2 * pc_normalize(rows[:, :3])[choice], rtol=1e-6, atol=1e-6)
+    assert ds.seed == 0 and ds.up_axis == "x"
+
+
+def test_scan_of_the_part_table_skips_shapes_missing_from_other_splits(tmp_path):
+    write_shapenetpart(tmp_path, with_missing_category=False)
+    (tmp_path / "02691156" / "airplanetest1.txt").unlink()  # listed in test only
+    ds = ShapeNetPart(tmp_path, "trainval")
+    assert len(ds) == 12 and ds.category_parts == SNP_PARTS and ds.num_parts == 8
