@@ -322,3 +322,24 @@ def test_a_model_holding_one_named_adapter_merges(tmp_path, points):
         plain = merge_and_unload(model)
         assert not adapter_layers(plain)
         torch.testing.assert_close(plain(points), want, rtol=1e-5, atol=1e-5)
+
+
+class _GatedBN(nn.BatchNorm1d):
+    """A BatchNorm subclass with a child module of its own (a gate): only its own parameters say whether it trains."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.gate = nn.Linear(n, n)
+
+
+def test_a_frozen_batchnorm_whose_child_module_trains_is_still_locked():
+    torch.manual_seed(0)
+    net = _BNNet()
+    net.trunk[2] = _GatedBN(4)
+    model = inject_adapters(net, LoRAConfig(r=2, train_modules=["head", "trunk.2.gate"])).train()
+    gated = model.trunk[2]
+    assert gated.gate.weight.requires_grad and not gated.weight.requires_grad
+    assert gated._peft_forced_eval  # its own weight and bias are frozen: held in eval at every forward (no twin)
+    before = gated.running_mean.clone()
+    model(torch.randn(8, 4) * 3 + 1)
+    assert not gated.training and torch.equal(gated.running_mean, before)
