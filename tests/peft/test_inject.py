@@ -343,3 +343,33 @@ def test_a_frozen_batchnorm_whose_child_module_trains_is_still_locked():
     before = gated.running_mean.clone()
     model(torch.randn(8, 4) * 3 + 1)
     assert not gated.training and torch.equal(gated.running_mean, before)
+
+
+class _ConvBNNet(nn.Module):
+    """A frozen BatchNorm of every other kind (2-D, 3-D, sync) beside an adapted Linear (no forward: the layers are
+    run one by one)."""
+
+    default_adapter_targets = ("fc",)
+
+    def __init__(self):
+        super().__init__()
+        self.bn2, self.bn3, self.sync = nn.BatchNorm2d(2), nn.BatchNorm3d(2), nn.SyncBatchNorm(2)
+        self.fc = nn.Linear(2, 3)
+
+
+def test_frozen_batchnorm_of_every_dimension_gets_its_own_twin_and_merge_and_unload_restores_it():
+    torch.manual_seed(0)
+    model = inject_adapters(_ConvBNNet(), LoRAConfig(r=2, train_modules=[])).train()
+    kinds = [(model.bn2, nn.BatchNorm2d), (model.bn3, nn.BatchNorm3d), (model.sync, nn.SyncBatchNorm)]
+    assert [type(bn).__name__ for bn, _ in kinds] == [
+        "FrozenStatsBatchNorm2d", "FrozenStatsBatchNorm3d", "FrozenStatsSyncBatchNorm"]
+    assert all(isinstance(bn, kind) and not bn.training for bn, kind in kinds)
+    stats = [bn.running_mean.clone() for bn, _ in kinds]
+    model.bn3(torch.randn(4, 2, 2, 2, 2) * 3 + 1)  # the 3-D and 2-D ones run on the CPU; sync needs a process group
+    model.bn2(torch.randn(4, 2, 2, 2) * 3 + 1)
+    assert all(torch.equal(bn.running_mean, s) for (bn, _), s in zip(kinds, stats))
+    plain = merge_and_unload(model)
+    assert [type(plain.bn2), type(plain.bn3), type(plain.sync)] == [nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm]
+    plain.train()
+    plain.bn2(torch.randn(4, 2, 2, 2) * 3 + 1)
+    assert plain.bn2.training and not torch.equal(plain.bn2.running_mean, stats[0])
