@@ -97,8 +97,11 @@ def test_bad_targets_raise_with_closest_names():
     with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), CLoRAConfig(target_modules=["attn.qvk"]))
     assert "'attn.qvk' matches no module" in str(err.value) and "'attn.qkv'" in str(err.value)
-    with pytest.raises(PeftConfigError, match="matched 'blocks.0.mlp', a Mlp; only nn.Linear"):
+    with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), CLoRAConfig(target_modules=["blocks.0.mlp"]))
+    assert str(err.value) == (
+        "target_modules entry 'blocks.0.mlp' matched 'blocks.0.mlp', a Mlp; only nn.Linear layers can be adapted "
+        "(target the Linear inside it, e.g. with a suffix like 'mlp.fc1')")
     with pytest.raises(PeftConfigError, match="train_modules entry 'cls_haed'"):
         inject_adapters(tiny(), CLoRAConfig(train_modules=["cls_haed"]))
     with pytest.raises(PeftConfigError, match="removed every target"):
