@@ -378,3 +378,39 @@ def test_wrappers_take_the_mode_of_the_layer_they_replace_and_keep_model_order()
     with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), make_peft_config("lora", target_modules=["fc1"], exclude_modules=["mlp.fc1"]))
     assert str(err.value) == "exclude_modules ['mlp.fc1'] removed every target of ['fc1']"
+
+
+def test_a_method_with_its_own_config_class_registers_and_unknown_names_unregister_silently():
+    import dataclasses
+
+    from pointclora.peft.config import AdapterConfig
+
+    @dataclasses.dataclass
+    class GainConfig(AdapterConfig):  # declares no method: registration names it
+        gain: float = 1.0
+
+    class Gain(AdapterMethod):
+        name = "gain_toy"
+        config_class = GainConfig
+
+    try:
+        assert register_peft_method(Gain) is Gain and Gain.config_class is GainConfig
+        cfg = make_peft_config("gain_toy", gain=2.0)
+        assert type(cfg) is GainConfig and cfg.to_dict()["method"] == "gain_toy" and cfg.gain == 2.0
+    finally:
+        unregister_peft_method("gain_toy")
+    assert "gain_toy" not in list_peft_methods()
+    unregister_peft_method("gain_toy")  # not registered (any more): nothing to do, no error
+    assert list_peft_methods()[:5] == ["clora", "lora", "full", "linear", "none"]
+
+
+def test_a_method_merges_with_the_finite_check_by_default():
+    from pointclora.peft import PeftMergeError
+
+    model = inject_adapters(tiny(), make_peft_config("lora", r=2))
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.lora_B.fill_(float("nan"))
+    method = get_peft_method(model)
+    with pytest.raises(PeftMergeError, match="NaN/Inf"):
+        method.merge(model)  # no check_finite given
+    assert not model.blocks[0].mlp.fc1.merged
