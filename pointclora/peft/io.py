@@ -247,7 +247,7 @@ def _load_into(model: nn.Module, directory: Any, base: Dict[str, Any], allow_fin
             raise AdapterMismatchError(
                 message + "; load the same checkpoint first, or pass allow_fingerprint_mismatch=True to load anyway"
             )
-        warnings.warn(message + "; loading anyway (allow_fingerprint_mismatch=True)", stacklevel=2)
+        warnings.warn(message + "; loading anyway (allow_fingerprint_mismatch=True)", stacklevel=3)
     with torch.no_grad():
         for name, tensor in tensors.items():
             state[name].copy_(tensor.to(state[name].dtype))

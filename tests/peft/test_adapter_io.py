@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 from peft_helpers import randomize_adapters, tiny
+from torch import nn
 
 from pointclora.models import create_model
 from pointclora.peft import (
@@ -122,11 +123,13 @@ def test_include_carries_a_frozen_tensor_outside_the_fingerprint(tmp_path, point
 def test_save_refuses_a_plain_or_merged_model(tmp_path):
     from pointclora.peft import merge_adapters
 
-    with pytest.raises(ValueError, match=r"model has no adapters \(model.peft_config is missing\)"):
+    with pytest.raises(ValueError) as err:
         save_adapter(tiny(), tmp_path)
+    assert str(err.value) == "model has no adapters (model.peft_config is missing); call inject_adapters first"
     model = merge_adapters(_trained())
-    with pytest.raises(ValueError, match=r"cannot save an adapter from a merged model: call unmerge_adapters"):
+    with pytest.raises(ValueError) as err:
         save_adapter(model, tmp_path)
+    assert str(err.value) == "cannot save an adapter from a merged model: call unmerge_adapters(model) first"
     assert not os.listdir(tmp_path)  # nothing half-written
 
 
@@ -216,7 +219,8 @@ def _fingerprint_naive(state, skip):
     import hashlib
 
     shapes, content = hashlib.sha256(), hashlib.sha256()
-    items = sorted((n.replace(".base_layer.", "."), t) for n, t in state.items() if n not in skip)
+    # sorted by name alone: two tensors whose plain names agree keep their state_dict order
+    items = sorted(((n.replace(".base_layer.", "."), t) for n, t in state.items() if n not in skip), key=lambda i: i[0])
     for name, t in items:
         header = f"{name}:{tuple(t.shape)}:{t.dtype};".encode()
         shapes.update(header)
@@ -319,6 +323,7 @@ def test_the_warning_of_an_allowed_mismatch_reads_whole_also_into_present_adapte
         f"adapter in {str(tmp_path)!r} was trained on different pre-trained weights than this model carries (base "
         f"fingerprint {saved[:12]} vs {theirs[:12]}); loading anyway (allow_fingerprint_mismatch=True)"
     ]
+    assert caught[0].filename == __file__  # the caller's line, not one inside pointclora
 
 
 def test_a_file_without_base_model_loads_into_a_model_without_variant(tmp_path, points):
@@ -344,3 +349,62 @@ def test_the_signature_of_an_empty_tensor_is_its_header_alone():
     model.register_buffer("empty", torch.zeros(0, 4))
     assert base_fingerprint(model, []) == _fingerprint_naive(model.state_dict(), set())
     assert base_fingerprint(model, ["weight"])[2] == 2  # bias, empty
+
+
+def test_the_signature_of_two_tensors_with_the_same_plain_name_keeps_their_order():
+    """A child module that happens to be called ``base_layer`` (not an adapter wrapper) gives a plain name twice."""
+    from pointclora.peft.io import base_fingerprint
+
+    model = nn.Module()
+    model.x = nn.Linear(2, 3)
+    model.x.base_layer = nn.Linear(2, 3)  # x.weight and x.base_layer.weight both hash as x.weight
+    assert base_fingerprint(model, []) == _fingerprint_naive(model.state_dict(), set())
+    swapped = nn.Module()
+    swapped.x = nn.Linear(2, 3)
+    swapped.x.base_layer = nn.Linear(2, 3)
+    swapped.load_state_dict({**model.state_dict(), "x.weight": model.x.base_layer.weight,
+                             "x.base_layer.weight": model.x.weight})
+    assert base_fingerprint(swapped, [])[1] != base_fingerprint(model, [])[1]  # the order is part of the hash
+
+
+def _small(**attrs):
+    """``x (B, 4) -> (B, 3)``: a model of the user's own with no ``variant`` and no ``constructor_kwargs``."""
+    class Small(nn.Module):
+        default_adapter_targets = ("fc",)
+        default_train_modules = ("head",)
+
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.fc(x))
+
+    torch.manual_seed(0)
+    model = Small()
+    for k, v in attrs.items():
+        setattr(model, k, v)
+    return model
+
+
+def test_a_model_without_variant_or_constructor_kwargs_records_its_scalar_attributes(tmp_path):
+    model = randomize_adapters(inject_adapters(_small(num_classes=3, depth=2, trans_dim=[4], num_heads=None),
+                                               LoRAConfig(r=2)))  # fmt: skip
+    save_adapter(model, tmp_path)
+    text = (tmp_path / "adapter_config.json").read_text()
+    meta = json.loads(text)
+    assert text == json.dumps(meta, indent=2)  # the config is written indented by 2, for people to read
+    base = meta["base_model"]
+    assert base["variant"] is None and base["class"] == "Small"
+    assert base["constructor"] == {"num_classes": 3, "depth": 2}  # a list, None and absent attributes are left out
+    x = torch.randn(5, 4)
+    fresh = load_adapter(_small(num_classes=3), tmp_path)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    # recorded constructor arguments come first; attributes only fill in what they do not name
+    model.constructor_kwargs = {"num_classes": 7, "width": [4]}
+    save_adapter(model, tmp_path)
+    assert read_adapter_config(tmp_path)["base_model"]["constructor"] == {"num_classes": 7, "width": [4], "depth": 2}
+    model.constructor_kwargs = None  # not a dict: ignored
+    save_adapter(model, tmp_path)
+    assert read_adapter_config(tmp_path)["base_model"]["constructor"] == {"num_classes": 3, "depth": 2}

@@ -97,8 +97,11 @@ def test_bad_targets_raise_with_closest_names():
     with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), CLoRAConfig(target_modules=["attn.qvk"]))
     assert "'attn.qvk' matches no module" in str(err.value) and "'attn.qkv'" in str(err.value)
-    with pytest.raises(PeftConfigError, match="matched 'blocks.0.mlp', a Mlp; only nn.Linear"):
+    with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), CLoRAConfig(target_modules=["blocks.0.mlp"]))
+    assert str(err.value) == (
+        "target_modules entry 'blocks.0.mlp' matched 'blocks.0.mlp', a Mlp; only nn.Linear layers can be adapted "
+        "(target the Linear inside it, e.g. with a suffix like 'mlp.fc1')")
     with pytest.raises(PeftConfigError, match="train_modules entry 'cls_haed'"):
         inject_adapters(tiny(), CLoRAConfig(train_modules=["cls_haed"]))
     with pytest.raises(PeftConfigError, match="removed every target"):
@@ -322,3 +325,54 @@ def test_a_model_holding_one_named_adapter_merges(tmp_path, points):
         plain = merge_and_unload(model)
         assert not adapter_layers(plain)
         torch.testing.assert_close(plain(points), want, rtol=1e-5, atol=1e-5)
+
+
+class _GatedBN(nn.BatchNorm1d):
+    """A BatchNorm subclass with a child module of its own (a gate): only its own parameters say whether it trains."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.gate = nn.Linear(n, n)
+
+
+def test_a_frozen_batchnorm_whose_child_module_trains_is_still_locked():
+    torch.manual_seed(0)
+    net = _BNNet()
+    net.trunk[2] = _GatedBN(4)
+    model = inject_adapters(net, LoRAConfig(r=2, train_modules=["head", "trunk.2.gate"])).train()
+    gated = model.trunk[2]
+    assert gated.gate.weight.requires_grad and not gated.weight.requires_grad
+    assert gated._peft_forced_eval  # its own weight and bias are frozen: held in eval at every forward (no twin)
+    before = gated.running_mean.clone()
+    model(torch.randn(8, 4) * 3 + 1)
+    assert not gated.training and torch.equal(gated.running_mean, before)
+
+
+class _ConvBNNet(nn.Module):
+    """A frozen BatchNorm of every other kind (2-D, 3-D, sync) beside an adapted Linear (no forward: the layers are
+    run one by one)."""
+
+    default_adapter_targets = ("fc",)
+
+    def __init__(self):
+        super().__init__()
+        self.bn2, self.bn3, self.sync = nn.BatchNorm2d(2), nn.BatchNorm3d(2), nn.SyncBatchNorm(2)
+        self.fc = nn.Linear(2, 3)
+
+
+def test_frozen_batchnorm_of_every_dimension_gets_its_own_twin_and_merge_and_unload_restores_it():
+    torch.manual_seed(0)
+    model = inject_adapters(_ConvBNNet(), LoRAConfig(r=2, train_modules=[])).train()
+    kinds = [(model.bn2, nn.BatchNorm2d), (model.bn3, nn.BatchNorm3d), (model.sync, nn.SyncBatchNorm)]
+    assert [type(bn).__name__ for bn, _ in kinds] == [
+        "FrozenStatsBatchNorm2d", "FrozenStatsBatchNorm3d", "FrozenStatsSyncBatchNorm"]
+    assert all(isinstance(bn, kind) and not bn.training for bn, kind in kinds)
+    stats = [bn.running_mean.clone() for bn, _ in kinds]
+    model.bn3(torch.randn(4, 2, 2, 2, 2) * 3 + 1)  # the 3-D and 2-D ones run on the CPU; sync needs a process group
+    model.bn2(torch.randn(4, 2, 2, 2) * 3 + 1)
+    assert all(torch.equal(bn.running_mean, s) for (bn, _), s in zip(kinds, stats))
+    plain = merge_and_unload(model)
+    assert [type(plain.bn2), type(plain.bn3), type(plain.sync)] == [nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm]
+    plain.train()
+    plain.bn2(torch.randn(4, 2, 2, 2) * 3 + 1)
+    assert plain.bn2.training and not torch.equal(plain.bn2.running_mean, stats[0])

@@ -145,8 +145,11 @@ def test_register_rejects_bad_and_duplicate_names():
 
 def test_model_without_declared_targets_needs_target_modules():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
-    with pytest.raises(PeftConfigError, match="declares no default_adapter_targets; pass target_modules"):
+    with pytest.raises(PeftConfigError) as err:
         inject_adapters(model, "lora")
+    assert str(err.value) == (
+        "Sequential declares no default_adapter_targets; pass target_modules (names, suffixes or 're:' patterns of "
+        "its nn.Linear layers, e.g. ['qkv', 'proj', 'fc1', 'fc2'] for a ViT)")
     inject_adapters(model, make_peft_config("lora", r=2, target_modules=["0"], train_modules=["2"]))
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["0.lora_A", "0.lora_B", "2.weight", "2.bias"]
 
@@ -253,12 +256,15 @@ def test_no_match_errors_name_the_closest_modules_including_suffixes():
 def test_targets_that_cannot_be_wrapped_are_refused_with_the_reason():
     model = inject_adapters(tiny(), "lora")
     method = get_peft_method(model)
-    with pytest.raises(PeftConfigError, match="'blocks.0.attn.qkv' already carries an adapter; inject_adapters was"):
+    with pytest.raises(PeftConfigError) as err:
         method.find_targets(model)
+    assert str(err.value) == "'blocks.0.attn.qkv' already carries an adapter; inject_adapters was called twice"
     qkv = nn.Sequential()
     qkv.qkv = nn.Linear(4, 10)
-    with pytest.raises(PeftConfigError, match="split_qkv=true but 'qkv' has out_features=10, not divisible by 3; "):
+    with pytest.raises(PeftConfigError) as err:
         inject_adapters(qkv, make_peft_config("lora", target_modules=["qkv"], train_modules=[]))
+    assert str(err.value) == (
+        "split_qkv=true but 'qkv' has out_features=10, not divisible by 3; set split_qkv=false or exclude it")
     plain = nn.Sequential()
     plain.qkv = nn.Linear(4, 10)
     inject_adapters(plain, make_peft_config("lora", target_modules=["qkv"], train_modules=[], split_qkv=False))
@@ -267,8 +273,9 @@ def test_targets_that_cannot_be_wrapped_are_refused_with_the_reason():
     class NoLayer(AdapterMethod):
         name = "no_layer"
 
-    with pytest.raises(NotImplementedError, match="PEFT method 'no_layer' sets no layer_class and does not override"):
+    with pytest.raises(NotImplementedError) as err:
         NoLayer(make_peft_config("lora")).make_layer(tiny(), "blocks.0.mlp.fc1", nn.Linear(4, 4), 1)
+    assert str(err.value) == "PEFT method 'no_layer' sets no layer_class and does not override make_layer"
 
 
 def test_lora_groups_by_lrm_shape_and_marks_parameters_by_name():
@@ -329,21 +336,21 @@ def test_registration_derives_a_config_and_checks_the_class():
         name = "not_a_config"
         config_class = dict
 
-    with pytest.raises(TypeError, match="NotAConfig.config_class must be a PeftConfig subclass, got <class 'dict'>"):
+    with pytest.raises(TypeError, match="^NotAConfig.config_class must be a PeftConfig subclass, got <class 'dict'>$"):
         register_peft_method(NotAConfig)
 
     class Borrowed(AdapterMethod):
         name = "borrowed"
         config_class = CLoRAConfig
 
-    with pytest.raises(ValueError, match="CLoRAConfig.method is 'clora', but the method is 'borrowed'"):
+    with pytest.raises(ValueError, match="^CLoRAConfig.method is 'clora', but the method is 'borrowed'$"):
         register_peft_method(Borrowed)
     assert "borrowed" not in list_peft_methods() and "not_a_config" not in list_peft_methods()
-    with pytest.raises(ValueError, match="Bad.name must be a lower-case identifier, got 'Bad Name'"):
+    with pytest.raises(ValueError, match="^Bad.name must be a lower-case identifier, got 'Bad Name'$"):
         register_peft_method(type("Bad", (AdapterMethod,), {"name": "Bad Name"}))
-    with pytest.raises(ValueError, match="Empty.name must be a lower-case identifier, got ''"):
+    with pytest.raises(ValueError, match="^Empty.name must be a lower-case identifier, got ''$"):
         register_peft_method(type("Empty", (AdapterMethod,), {}))
-    with pytest.raises(ValueError, match="PEFT method 'lora' is already registered by LoRAMethod"):
+    with pytest.raises(ValueError, match="^PEFT method 'lora' is already registered by LoRAMethod$"):
         register_peft_method(type("Other", (AdapterMethod,), {"name": "lora"}))
 
 
@@ -353,9 +360,9 @@ def test_unknown_methods_and_targets_are_named():
         get_peft_method("lorra")
     with pytest.raises(PeftConfigError, match=r"^unknown PEFT method 'zzz' Choose one of: clora, lora"):
         get_peft_method("zzz")
-    with pytest.raises(TypeError, match="expected a PeftConfig, a prepared model or a method name, got int"):
+    with pytest.raises(TypeError, match="^expected a PeftConfig, a prepared model or a method name, got int$"):
         get_peft_method(3)
-    with pytest.raises(ValueError, match="^Sequential carries no PEFT method"):
+    with pytest.raises(ValueError, match=r"^Sequential carries no PEFT method \(call inject_adapters first\)$"):
         get_peft_method(nn.Sequential())
 
 
@@ -371,3 +378,39 @@ def test_wrappers_take_the_mode_of_the_layer_they_replace_and_keep_model_order()
     with pytest.raises(PeftConfigError) as err:
         inject_adapters(tiny(), make_peft_config("lora", target_modules=["fc1"], exclude_modules=["mlp.fc1"]))
     assert str(err.value) == "exclude_modules ['mlp.fc1'] removed every target of ['fc1']"
+
+
+def test_a_method_with_its_own_config_class_registers_and_unknown_names_unregister_silently():
+    import dataclasses
+
+    from pointclora.peft.config import AdapterConfig
+
+    @dataclasses.dataclass
+    class GainConfig(AdapterConfig):  # declares no method: registration names it
+        gain: float = 1.0
+
+    class Gain(AdapterMethod):
+        name = "gain_toy"
+        config_class = GainConfig
+
+    try:
+        assert register_peft_method(Gain) is Gain and Gain.config_class is GainConfig
+        cfg = make_peft_config("gain_toy", gain=2.0)
+        assert type(cfg) is GainConfig and cfg.to_dict()["method"] == "gain_toy" and cfg.gain == 2.0
+    finally:
+        unregister_peft_method("gain_toy")
+    assert "gain_toy" not in list_peft_methods()
+    unregister_peft_method("gain_toy")  # not registered (any more): nothing to do, no error
+    assert list_peft_methods()[:5] == ["clora", "lora", "full", "linear", "none"]
+
+
+def test_a_method_merges_with_the_finite_check_by_default():
+    from pointclora.peft import PeftMergeError
+
+    model = inject_adapters(tiny(), make_peft_config("lora", r=2))
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.lora_B.fill_(float("nan"))
+    method = get_peft_method(model)
+    with pytest.raises(PeftMergeError, match="NaN/Inf"):
+        method.merge(model)  # no check_finite given
+    assert not model.blocks[0].mlp.fc1.merged
