@@ -187,3 +187,33 @@ def test_scaling_up_renormalises_normals_that_shrink_below_unit_length():
     torch.testing.assert_close(out[:, 3:].norm(dim=1), torch.ones(20))  # nrm / scale has length 0.5 .. 0.67
     u = torch.rand(6, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, 3:], torch.nn.functional.normalize(pts[:, 3:] / (1.5 + 0.5 * u[:3]), dim=1))
+
+
+def test_normalize_scales_a_small_cloud_up_to_the_unit_sphere():
+    # every other test normalises clouds of radius > 1: a transform that only shrinks would pass them
+    small = torch.tensor([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, -0.05, 0.0]]) + 0.3
+    out = NormalizeUnitSphere()({"points": small})["points"]
+    torch.testing.assert_close(out, (small - 0.3) / 0.1)
+
+
+@pytest.mark.parametrize("channels", [4, 7])
+def test_augmentations_leave_channels_other_than_xyz_and_normals_alone(channels):
+    # columns 3-5 are normals only when there are at least 6; a 4th channel (intensity) or a 7th (after the normals)
+    # is never scaled, rotated, jittered or renormalised, while selections carry whole rows
+    pts = _cloud(30, c=channels, seed=6)
+    if channels >= 6:
+        pts[:, 3:6] = torch.nn.functional.normalize(pts[:, 3:6], dim=1)
+    extra = pts[:, 6:] if channels >= 6 else pts[:, 3:]
+    for make in (ScaleAndTranslate, RotateUp, Jitter):
+        out = make(generator=torch.Generator().manual_seed(7))({"points": pts})["points"]
+        assert out.shape == pts.shape, make.__name__
+        assert torch.equal(out[:, pts.shape[1] - extra.shape[1] :], extra), make.__name__
+        assert not torch.equal(out[:, :3], pts[:, :3]), make.__name__
+    rot = RotateUp("z", generator=torch.Generator().manual_seed(8))({"points": pts})["points"]
+    angle = float(torch.rand(1, generator=torch.Generator().manual_seed(8))) * 2 * torch.pi
+    r = RotateUp("z").matrix(angle)
+    torch.testing.assert_close(rot[:, :3], pts[:, :3] @ r.T)
+    if channels >= 6:
+        torch.testing.assert_close(rot[:, 3:6], pts[:, 3:6] @ r.T)
+    dropped = PointDropout(0.6, generator=torch.Generator().manual_seed(9))({"points": pts, "seg": torch.arange(30)})
+    assert torch.equal(dropped["points"], pts[dropped["seg"]]) and (dropped["seg"] == 0).sum() > 1
