@@ -217,3 +217,30 @@ def test_augmentations_leave_channels_other_than_xyz_and_normals_alone(channels)
         torch.testing.assert_close(rot[:, 3:6], pts[:, 3:6] @ r.T)
     dropped = PointDropout(0.6, generator=torch.Generator().manual_seed(9))({"points": pts, "seg": torch.arange(30)})
     assert torch.equal(dropped["points"], pts[dropped["seg"]]) and (dropped["seg"] == 0).sum() > 1
+    # FPS measures distances on xyz only, whatever follows them
+    fps = FarthestPointSubset(10)({"points": pts, "seg": torch.arange(30)})
+    assert torch.equal(fps["seg"], farthest_point_sample(pts[None, :, :3].contiguous(), 10).idx[0])
+    assert torch.equal(fps["points"], pts[fps["seg"]])
+
+
+def test_random_subset_top_up_draws_everything_from_its_generator():
+    pts = _cloud(12)
+    torch.manual_seed(123)  # the global RNG must play no part
+    got = RandomSubset(30, generator=torch.Generator().manual_seed(5))({"points": pts, "seg": torch.arange(12)})
+    g = torch.Generator().manual_seed(5)
+    extra = torch.randint(12, (18,), generator=g)  # the repeats, then the shuffle of all 30
+    want = torch.cat([torch.arange(12), extra])[torch.randperm(30, generator=g)]
+    assert torch.equal(got["seg"], want) and torch.equal(got["points"], pts[want])
+
+
+def test_point_dropout_drops_a_point_whose_draw_equals_the_ratio():
+    # PointNet++'s random_point_dropout drops where random() <= ratio; max_ratio is chosen so that the ratio equals
+    # point k's own draw exactly
+    g = torch.Generator().manual_seed(0)
+    u, draws = float(torch.rand(1, generator=g)), torch.rand(20, generator=g)
+    k = int(torch.nonzero(draws < u)[0])
+    max_ratio = float(draws[k]) / u
+    assert u * max_ratio == float(draws[k])
+    drop = PointDropout(max_ratio, generator=torch.Generator().manual_seed(0))
+    out = drop({"points": _cloud(20), "seg": torch.arange(20)})
+    assert torch.equal(out["seg"], torch.where(draws <= float(draws[k]), 0, torch.arange(20))) and out["seg"][k] == 0
