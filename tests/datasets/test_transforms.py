@@ -244,3 +244,18 @@ def test_point_dropout_drops_a_point_whose_draw_equals_the_ratio():
     drop = PointDropout(max_ratio, generator=torch.Generator().manual_seed(0))
     out = drop({"points": _cloud(20), "seg": torch.arange(20)})
     assert torch.equal(out["seg"], torch.where(draws <= float(draws[k]), 0, torch.arange(20))) and out["seg"][k] == 0
+
+
+def test_defaults_are_the_reference_values():
+    # Jitter's defaults (PointNet++'s jitter_point_cloud: sigma 0.01, clip 0.05): every other test passes both
+    assert repr(Jitter()) == "Jitter(sigma=0.01, clip=0.05)" and repr(PointDropout()) == "PointDropout(max_ratio=0.875)"
+    pts = _cloud(50)
+    out = Jitter(generator=torch.Generator().manual_seed(4))({"points": pts})["points"]
+    draws = torch.randn(50, 3, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out, pts + (draws * 0.01).clamp(-0.05, 0.05))
+    wide = Jitter(0.1, generator=torch.Generator().manual_seed(4))({"points": pts})["points"]  # the default clip bites
+    torch.testing.assert_close(wide, pts + (draws * 0.1).clamp(-0.05, 0.05))
+    assert (draws * 0.1).abs().max() > 0.05
+    assert RotateUp().axis == "y" and not FarthestPointSubset(5).skip_near_origin
+    assert not eval_transforms(5).transforms[0].skip_near_origin
+    assert not vote_eval_transforms(5).transforms[0].skip_near_origin
