@@ -294,6 +294,11 @@ def test_open3d_files(tmp_path):
     pts = read_ply(tmp_path / "tri.ply")  # one face is a mesh; 2048 points with seed 0 by default
     tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
     np.testing.assert_array_equal(pts, sample_mesh(tri, np.array([[0, 1, 2]]), 2048, 0))
+    # num_points and seed reach the sampling, called directly or through read_point_cloud
+    seeded = sample_mesh(tri, np.array([[0, 1, 2]]), 7, 5)
+    np.testing.assert_array_equal(read_ply(tmp_path / "tri.ply", 7, seed=5), seeded)
+    np.testing.assert_array_equal(read_point_cloud(tmp_path / "tri.ply", 7, seed=5), seeded)
+    assert not np.array_equal(seeded, sample_mesh(tri, np.array([[0, 1, 2]]), 7, 0))
     flat = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]])),
                                      o3d.utility.Vector3iVector(np.array([[0, 1, 2]])))  # fmt: skip
     o3d.io.write_triangle_mesh(str(tmp_path / "flat.ply"), flat)
