@@ -414,7 +414,8 @@ def read_obj(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
                 verts.append([float(v) for v in parts[1:4]])
             elif parts[0] == "f":
                 idx = [int(v.split("/")[0]) for v in parts[1:]]
-                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]  # OBJ is 1-based; negatives are relative
+                # OBJ is 1-based; negatives are relative to the vertices so far; 0 is no vertex (-1: refused below)
+                idx = [i - 1 if i >= 0 else len(verts) + i for i in idx]
                 tris.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1))
     except ValueError as e:
         raise DataFormatError(f"{p}: malformed OBJ record ({e})") from None

@@ -112,6 +112,20 @@ def test_obj_and_ply(tmp_path):
     assert b.shape == (300, 6) and b[:, :3].min() >= -1e-6 and b[:, :3].max() <= 1 + 1e-6
 
 
+def test_read_ply_cloud_with_normals_is_float32_xyz_then_normals(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    from pointclora.datasets.io import read_ply
+
+    xyz = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
+    nrm = np.array([[0.1, 0.7, 0.3], [0.0, 0.0, 1.0]])  # 0.1, 0.7, 0.3 are not float32 values: kept at float32
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
+    pc.normals = o3d.utility.Vector3dVector(nrm)
+    o3d.io.write_point_cloud(str(tmp_path / "n.ply"), pc)
+    out = read_ply(tmp_path / "n.ply")  # the reader itself, as a user may call it, not only read_point_cloud
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, np.hstack([xyz, nrm]).astype(np.float32))
+
+
 def test_sample_mesh_zero_area_is_an_error():
     with pytest.raises(DataFormatError, match="zero surface area"):
         sample_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), 10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -293,6 +294,11 @@ def test_open3d_files(tmp_path):
     pts = read_ply(tmp_path / "tri.ply")  # one face is a mesh; 2048 points with seed 0 by default
     tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
     np.testing.assert_array_equal(pts, sample_mesh(tri, np.array([[0, 1, 2]]), 2048, 0))
+    # num_points and seed reach the sampling, called directly or through read_point_cloud
+    seeded = sample_mesh(tri, np.array([[0, 1, 2]]), 7, 5)
+    np.testing.assert_array_equal(read_ply(tmp_path / "tri.ply", 7, seed=5), seeded)
+    np.testing.assert_array_equal(read_point_cloud(tmp_path / "tri.ply", 7, seed=5), seeded)
+    assert not np.array_equal(seeded, sample_mesh(tri, np.array([[0, 1, 2]]), 7, 0))
     flat = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]])),
                                      o3d.utility.Vector3iVector(np.array([[0, 1, 2]])))  # fmt: skip
     o3d.io.write_triangle_mesh(str(tmp_path / "flat.ply"), flat)
@@ -349,6 +355,21 @@ def test_longest_registered_suffix_wins(tmp_path):
     assert point_format("a.ts") is None
 
 
+def test_a_registered_extension_that_ends_in_another_one_wins_over_it(tmp_path):
+    # ".ts" above is no suffix of ".pts" (the dot differs); here one extension really ends in another
+    def read(path, n, seed):
+        return np.full((2, 3), 5.0, np.float32)
+
+    register_point_format(".labels.txt", ".gz", read=read, up_axis="x")
+    try:
+        assert point_format("scan.labels.txt") == (read, "x") and point_format("scan.txt").read is not read
+        assert point_format("A.PCD.GZ").up_axis == "z" and point_format("a.gz") == (read, "x")
+        (tmp_path / "s.labels.txt").write_text("1 2 3\n")
+        np.testing.assert_array_equal(read_point_cloud(tmp_path / "s.labels.txt"), np.full((2, 3), 5.0))
+    finally:
+        unregister_point_format(".labels.txt", ".gz")
+
+
 def test_unsupported_extension_lists_every_known_one(tmp_path):
     (tmp_path / "a.stl").write_text("solid")
     with pytest.raises(DataFormatError) as info:
@@ -356,3 +377,38 @@ def test_unsupported_extension_lists_every_known_one(tmp_path):
     assert str(info.value) == (f"{tmp_path / 'a.stl'}: unsupported point-cloud extension '.stl'; supported: "
                                + ", ".join(point_cloud_extensions()))  # fmt: skip
     assert point_cloud_extensions()[:4] == (".pcd", ".pcd.gz", ".ply", ".off")
+
+
+def test_obj_face_index_zero_is_refused_even_when_vertices_follow(tmp_path):
+    # OBJ indices start at 1: a 0 is no vertex, not "the next one defined" (it used to read as a face on vertex 3)
+    (tmp_path / "z.obj").write_text("v 0 0 0\nv 1 0 0\nf 0 1 2\nv 0 1 0\n")
+    with pytest.raises(DataFormatError) as info:
+        read_obj(tmp_path / "z.obj")
+    assert str(info.value) == f"{tmp_path / 'z.obj'}: OBJ face refers to a vertex outside 1..3"
+    # negative indices count back from the vertices defined so far, not from the end of the file
+    (tmp_path / "r.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf -3 -2 -1\nv 5 5 5\nf -1 1 2 3\n")
+    v, t = read_obj(tmp_path / "r.obj")
+    assert len(v) == 4 and t.tolist() == [[0, 1, 2], [3, 0, 1], [3, 1, 2]]
+
+
+def test_open3d_files_without_points_or_without_open3d_say_so(tmp_path, monkeypatch):
+    empty = tmp_path / "e.ply"
+    empty.write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+                     "property float z\nend_header\n")  # fmt: skip
+    packed = tmp_path / "c.pcd"
+    packed.write_bytes(_pcd(n=3, mode="binary_compressed").encode() + b"garbage!" * 3)
+    from pointclora.datasets.io import read_ply
+
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "open3d", None)  # `import open3d` fails as if it were not installed
+        with pytest.raises(DataFormatError) as info:
+            read_pcd(packed)
+        assert str(info.value) == f"{packed}: reading this file needs Open3D (pip install open3d-cpu)"
+        with pytest.raises(DataFormatError) as info:
+            read_ply(empty)
+        assert str(info.value) == f"{empty}: reading PLY needs Open3D (pip install open3d-cpu)"
+    pytest.importorskip("open3d")
+    for path in (empty, packed):
+        with pytest.raises(DataFormatError) as info:
+            read_point_cloud(path)
+        assert str(info.value) == f"{path}: Open3D read 0 points (unsupported or corrupt file)"

@@ -187,3 +187,75 @@ def test_scaling_up_renormalises_normals_that_shrink_below_unit_length():
     torch.testing.assert_close(out[:, 3:].norm(dim=1), torch.ones(20))  # nrm / scale has length 0.5 .. 0.67
     u = torch.rand(6, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, 3:], torch.nn.functional.normalize(pts[:, 3:] / (1.5 + 0.5 * u[:3]), dim=1))
+
+
+def test_normalize_scales_a_small_cloud_up_to_the_unit_sphere():
+    # every other test normalises clouds of radius > 1: a transform that only shrinks would pass them
+    small = torch.tensor([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, -0.05, 0.0]]) + 0.3
+    out = NormalizeUnitSphere()({"points": small})["points"]
+    torch.testing.assert_close(out, (small - 0.3) / 0.1)
+
+
+@pytest.mark.parametrize("channels", [4, 7])
+def test_augmentations_leave_channels_other_than_xyz_and_normals_alone(channels):
+    # columns 3-5 are normals only when there are at least 6; a 4th channel (intensity) or a 7th (after the normals)
+    # is never scaled, rotated, jittered or renormalised, while selections carry whole rows
+    pts = _cloud(30, c=channels, seed=6)
+    if channels >= 6:
+        pts[:, 3:6] = torch.nn.functional.normalize(pts[:, 3:6], dim=1)
+    extra = pts[:, 6:] if channels >= 6 else pts[:, 3:]
+    for make in (ScaleAndTranslate, RotateUp, Jitter):
+        out = make(generator=torch.Generator().manual_seed(7))({"points": pts})["points"]
+        assert out.shape == pts.shape, make.__name__
+        assert torch.equal(out[:, pts.shape[1] - extra.shape[1] :], extra), make.__name__
+        assert not torch.equal(out[:, :3], pts[:, :3]), make.__name__
+    rot = RotateUp("z", generator=torch.Generator().manual_seed(8))({"points": pts})["points"]
+    angle = float(torch.rand(1, generator=torch.Generator().manual_seed(8))) * 2 * torch.pi
+    r = RotateUp("z").matrix(angle)
+    torch.testing.assert_close(rot[:, :3], pts[:, :3] @ r.T)
+    if channels >= 6:
+        torch.testing.assert_close(rot[:, 3:6], pts[:, 3:6] @ r.T)
+    dropped = PointDropout(0.6, generator=torch.Generator().manual_seed(9))({"points": pts, "seg": torch.arange(30)})
+    assert torch.equal(dropped["points"], pts[dropped["seg"]]) and (dropped["seg"] == 0).sum() > 1
+    # FPS measures distances on xyz only, whatever follows them
+    fps = FarthestPointSubset(10)({"points": pts, "seg": torch.arange(30)})
+    assert torch.equal(fps["seg"], farthest_point_sample(pts[None, :, :3].contiguous(), 10).idx[0])
+    assert torch.equal(fps["points"], pts[fps["seg"]])
+
+
+def test_random_subset_top_up_draws_everything_from_its_generator():
+    pts = _cloud(12)
+    torch.manual_seed(123)  # the global RNG must play no part
+    got = RandomSubset(30, generator=torch.Generator().manual_seed(5))({"points": pts, "seg": torch.arange(12)})
+    g = torch.Generator().manual_seed(5)
+    extra = torch.randint(12, (18,), generator=g)  # the repeats, then the shuffle of all 30
+    want = torch.cat([torch.arange(12), extra])[torch.randperm(30, generator=g)]
+    assert torch.equal(got["seg"], want) and torch.equal(got["points"], pts[want])
+
+
+def test_point_dropout_drops_a_point_whose_draw_equals_the_ratio():
+    # PointNet++'s random_point_dropout drops where random() <= ratio; max_ratio is chosen so that the ratio equals
+    # point k's own draw exactly
+    g = torch.Generator().manual_seed(0)
+    u, draws = float(torch.rand(1, generator=g)), torch.rand(20, generator=g)
+    k = int(torch.nonzero(draws < u)[0])
+    max_ratio = float(draws[k]) / u
+    assert u * max_ratio == float(draws[k])
+    drop = PointDropout(max_ratio, generator=torch.Generator().manual_seed(0))
+    out = drop({"points": _cloud(20), "seg": torch.arange(20)})
+    assert torch.equal(out["seg"], torch.where(draws <= float(draws[k]), 0, torch.arange(20))) and out["seg"][k] == 0
+
+
+def test_defaults_are_the_reference_values():
+    # Jitter's defaults (PointNet++'s jitter_point_cloud: sigma 0.01, clip 0.05): every other test passes both
+    assert repr(Jitter()) == "Jitter(sigma=0.01, clip=0.05)" and repr(PointDropout()) == "PointDropout(max_ratio=0.875)"
+    pts = _cloud(50)
+    out = Jitter(generator=torch.Generator().manual_seed(4))({"points": pts})["points"]
+    draws = torch.randn(50, 3, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out, pts + (draws * 0.01).clamp(-0.05, 0.05))
+    wide = Jitter(0.1, generator=torch.Generator().manual_seed(4))({"points": pts})["points"]  # the default clip bites
+    torch.testing.assert_close(wide, pts + (draws * 0.1).clamp(-0.05, 0.05))
+    assert (draws * 0.1).abs().max() > 0.05
+    assert RotateUp().axis == "y" and not FarthestPointSubset(5).skip_near_origin
+    assert not eval_transforms(5).transforms[0].skip_near_origin
+    assert not vote_eval_transforms(5).transforms[0].skip_near_origin
