@@ -426,7 +426,7 @@ def test_a_pattern_that_matches_no_target_is_named_whole_with_the_closest_names_
     assert str(err.value) == (
         "target_modules entry 're:qkv' matches no module of the model. Closest names: 'qkv', 'attn.qkv'.")
     names = [n for n, _ in tiny().named_modules() if n]
-    assert _closest("blk", names) == ["blocks", "blocks.1", "blocks.0"]  # 'blocks.1' scores 0.55: kept at 0.5
+    assert _closest("blk", names) == ["blocks", "blocks.1", "blocks.0"]  # 'blocks.1' scores 0.55 (cut-off 0.5)
     assert _closest("blk", names, n=2) == ["blocks", "blocks.1"]
 
 
