@@ -414,3 +414,56 @@ def test_a_method_merges_with_the_finite_check_by_default():
     with pytest.raises(PeftMergeError, match="NaN/Inf"):
         method.merge(model)  # no check_finite given
     assert not model.blocks[0].mlp.fc1.merged
+
+
+def test_a_pattern_that_matches_no_target_is_named_whole_with_the_closest_names_by_its_text():
+    """The hint compares the pattern's text without ``re:`` (cut-off 0.5): ``re:qkv`` (a full match, so it finds
+    nothing) is close to ``qkv`` and ``attn.qkv``."""
+    from pointclora.peft.registry import _closest
+
+    with pytest.raises(PeftConfigError) as err:
+        inject_adapters(tiny(), make_peft_config("lora", target_modules=["re:qkv"]))
+    assert str(err.value) == (
+        "target_modules entry 're:qkv' matches no module of the model. Closest names: 'qkv', 'attn.qkv'.")
+    names = [n for n, _ in tiny().named_modules() if n]
+    assert _closest("blk", names) == ["blocks", "blocks.1", "blocks.0"]  # 'blocks.1' scores 0.55 (cut-off 0.5)
+    assert _closest("blk", names, n=2) == ["blocks", "blocks.1"]
+
+
+def test_a_class_without_a_name_is_refused_with_the_empty_name():
+    with pytest.raises(ValueError, match="^Plain.name must be a lower-case identifier, got ''$"):
+        register_peft_method(type("Plain", (), {}))  # not even a PeftMethod: no name attribute at all
+
+
+def test_make_layer_gets_each_target_by_its_name_and_split_qkv_needs_a_multiple_of_three():
+    from pointclora.peft import LoRAConfig
+    from pointclora.peft.lora import LoRALinear
+
+    class Named(AdapterMethod):
+        name = "named_toy"  # never registered: its hooks are called directly
+
+        def make_layer(self, model, name, base_layer, n_splits):
+            seen.append((name, n_splits))
+            return LoRALinear(base_layer, 2, n_splits)
+
+    seen = []
+    Named(LoRAConfig(r=2, target_modules=["fc1", "qkv"])).inject(tiny())
+    in_order = [n for n, _ in tiny().named_modules() if n.endswith(("mlp.fc1", "attn.qkv"))]  # a block's mlp first
+    assert seen == [(n, 3 if n.endswith("qkv") else 1) for n in in_order] and len(seen) == 4
+    lora = get_peft_method(LoRAConfig())
+    assert lora.n_splits("attn.qkv", nn.Linear(4, 12)) == 3 and lora.n_splits("attn.proj", nn.Linear(4, 12)) == 1
+    with pytest.raises(PeftConfigError) as err:
+        lora.n_splits("blocks.0.attn.qkv", nn.Linear(4, 8))  # divisible by 4, not by 3
+    assert str(err.value) == (
+        "split_qkv=true but 'blocks.0.attn.qkv' has out_features=8, not divisible by 3; set split_qkv=false or "
+        "exclude it")
+    # a method whose config has no split_qkv option never splits
+    assert AdapterMethod(make_peft_config("linear")).n_splits("blocks.0.attn.qkv", nn.Linear(4, 12)) == 1
+
+
+def test_an_adapter_file_saves_nested_train_modules_and_a_pattern_entry_matches_names_not_the_root():
+    model = inject_adapters(tiny(), make_peft_config("lora", r=2, train_modules=["blocks.1.norm1", "re:(cls_token)?"]))
+    saved = get_peft_method(model).saved_state_names(model)
+    want = [n for n in model.state_dict() if n.endswith((".lora_A", ".lora_B")) or n in ("cls_token", "cls_pos")
+            or n.startswith(("blocks.1.norm1.", "cls_head_finetune."))]  # fmt: skip
+    assert saved == want and "blocks.1.norm1.weight" in saved  # model order; a pattern that matches '' saves no more
