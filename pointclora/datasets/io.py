@@ -411,6 +411,8 @@ def read_obj(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
             if not parts:
                 continue
             if parts[0] == "v":
+                if len(parts) < 4:  # reshaped to (-1, 3) below, 2-D vertices would silently become other vertices
+                    raise ValueError(f"vertex line {ln.strip()[:60]!r} holds {len(parts) - 1} coordinates, not 3")
                 verts.append([float(v) for v in parts[1:4]])
             elif parts[0] == "f":
                 idx = [int(v.split("/")[0]) for v in parts[1:]]

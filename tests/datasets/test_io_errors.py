@@ -54,6 +54,8 @@ CASES = [
      r"unknown PCD DATA mode 'zipped' \(expected ascii, binary or binary_compressed\)$"),
     ("off not off", "m.off", "PLY\n3 1 0\n", r"not an OFF file \(first line 'PLY'\)$"),
     ("off empty", "m.off", "# only a comment\n\n", r"not an OFF file \(first line ''\)$"),
+    ("off long first line", "m.off", "ply format ascii 1.0 element vertex 8 property float x\n0 0 0\n",
+     r"not an OFF file \(first line 'ply format ascii 1\.0 element vertex 8 pr'\)$"),  # the first 40 characters
     ("off no counts", "m.off", "OFF\n", r"OFF header has no vertex/face counts$"),
     ("off bad counts", "m.off", "OFF\nthree 1 0\n0 0 0\n", r"bad OFF counts line 'three 1 0' \(expected 'V F E'\)$"),
     ("off bad vertex", "m.off", "OFF\n3 1 0\n0 0 0\n1 0 x\n0 1 0\n3 0 1 2\n",
@@ -412,3 +414,29 @@ def test_open3d_files_without_points_or_without_open3d_say_so(tmp_path, monkeypa
         with pytest.raises(DataFormatError) as info:
             read_point_cloud(path)
         assert str(info.value) == f"{path}: Open3D read 0 points (unsupported or corrupt file)"
+
+
+def test_obj_vertex_lines_with_fewer_than_three_coordinates_are_refused(tmp_path):
+    # three 2-D vertices used to be read as two 3-D ones (six numbers reshaped to (2, 3)): a silently wrong mesh;
+    # one short vertex among full ones was numpy's bare "inhomogeneous shape" ValueError
+    for name, content, line in (("flat.obj", "v 0 0\nv 1 0\nv 0 1\nf 1 2 3\n", "v 0 0"),
+                                ("one.obj", "v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n", "v 1 0")):  # fmt: skip
+        path = tmp_path / name
+        path.write_text(content)
+        for read in (read_obj, read_point_cloud):
+            with pytest.raises(DataFormatError) as info:
+                read(path)
+            assert str(info.value) == f"{path}: malformed OBJ record (vertex line {line!r} holds 2 coordinates, not 3)"
+
+
+def test_a_compressed_pcd_with_a_nan_point_names_the_file(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array([[0.0, 0, 0], [np.nan, 1, 2], [1, 1, 1]])))
+    path = tmp_path / "n.pcd"
+    o3d.io.write_point_cloud(str(path), cloud, compressed=True)
+    assert b"DATA binary_compressed" in path.read_bytes()
+    for read in (read_pcd, read_point_cloud):
+        with pytest.raises(DataFormatError) as info:
+            read(path)
+        assert str(info.value) == (f"{path}: 1 row(s) with NaN/Inf coordinates (first at row 1); clean the file or "
+                                   "drop those points")
