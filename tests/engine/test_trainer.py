@@ -295,3 +295,51 @@ def test_a_shipped_backbone_loads_by_name(tmp_path):
     Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "assets/point_mae_mn10.pth" in log and "loaded" in log
+
+
+def test_config_changes_names_every_changed_key_but_a_new_key_at_its_default():
+    """What refuses a resume (``key: old -> new``): a changed key (also one changed back to its default), a key the
+    run had and the new config lacks, a key the schema did not have when the run started unless it is at its
+    default; never the keys a resume may change (device, threads, workers, log interval, name)."""
+    from pointclora.config import DEFAULTS, merge
+
+    old = merge(DEFAULTS, {"name": "a", "optim": {"lr": 0.01}, "schedule": {"epochs": 3},
+                           "dataset": {"name": "folder", "extra": 1},
+                           "train": {"device": "cpu", "threads": 2}})  # fmt: skip
+    new = json.loads(json.dumps(old))
+    del old["optim"]["grad_clip"], old["optim"]["seg_double_step"]  # a run from before these keys existed
+    new["optim"]["lr"] = DEFAULTS["optim"]["lr"]  # back to the default: still a change
+    new["optim"]["seg_double_step"] = True  # a new key, not at its default
+    new["schedule"]["epochs"] = 4
+    del new["dataset"]["extra"]
+    new["model"]["extra"] = [1, 2]  # not in the schema at all
+    new.update(name="b", train={**new["train"], "device": "cuda", "threads": None, "log_every": 1},
+               data={**new["data"], "num_workers": 4})  # fmt: skip
+    assert trainer_mod.config_changes(old, new) == [
+        "dataset.extra: 1 -> None", "model.extra: None -> [1, 2]", "optim.lr: 0.01 -> 0.0005",
+        "optim.seg_double_step: None -> True", "schedule.epochs: 3 -> 4"]  # fmt: skip
+    assert trainer_mod.config_changes(old, old) == []
+
+
+def test_trainer_of_a_config_builds_its_task_with_the_registered_resolver(tmp_path, monkeypatch):
+    """``Trainer(cfg)`` (a config in place of a task): the resolver registered with ``set_task_resolver`` builds the
+    task and names its backbone; with none registered the Trainer says how to build one."""
+    cfg = task_cfg("classification", tmp_path)
+    task = type("Task", (), {"run_label": lambda self: "toy"})()
+    seen = []
+
+    def resolve(c):  # as the API layer's: a task bound to the config, and its backbone
+        seen.append(c)
+        task.cfg = c
+        return task, "backbone.pth"
+
+    monkeypatch.setattr(trainer_mod, "_TASK_RESOLVER", trainer_mod._TASK_RESOLVER)  # restored after the test
+    trainer_mod.set_task_resolver(resolve)
+    trainer = Trainer(cfg, tmp_path / "run")  # the old positional output
+    assert seen == [cfg] and trainer.task is task and trainer.backbone == "backbone.pth"
+    assert trainer.run_dir == tmp_path / "run" and task.cfg is trainer.cfg and trainer.cfg == cfg
+    assert Trainer(cfg, output=tmp_path / "r2", backbone="mine.pth").backbone == "mine.pth"
+    trainer_mod.set_task_resolver(None)
+    with pytest.raises(TypeError, match=r"Trainer needs a task object; build it from a config with "
+                                        r"pointclora\.api\.make_trainer\(cfg, \.\.\.\)"):  # fmt: skip
+        Trainer(cfg, output=tmp_path / "r3")

@@ -1,6 +1,7 @@
 """What one Trainer epoch records and says, checked against the steps it ran: the lr of the epoch, the training
 accuracy from the steps' own counts, the TensorBoard scalars of every logged step and of every validation, the epoch
-line of log.txt, the progress bar's label (on a terminal only), and a loss that is not finite."""
+line of log.txt, the progress bar's label and postfix (on a terminal only), the default logging interval, an epoch
+of a single sample, and a loss that is not finite."""
 
 import json
 import sys
@@ -30,6 +31,8 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
     def training_step(model, batch, device):
         out = real_step(model, batch, device)
         steps.append((float(out["loss"].detach()), out["count"], out["stats"]["correct"]))
+        # a task's own statistic (a sum over the batch, as "correct"): recorded as its mean per sample
+        out["stats"]["loss_sum"] = float(out["loss"].detach()) * out["count"]
         return out
 
     monkeypatch.setattr(trainer.task, "training_step", training_step)
@@ -46,6 +49,7 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
         assert h["lr"] == pytest.approx(cosine_lr(e, 0.004, 2, 1, 1e-4, 1e-5), rel=1e-12)
         assert h["train_acc"] == pytest.approx(100.0 * sum(c for _, _, c in mine) / sum(n for _, n, _ in mine))
         assert h["train_loss"] == pytest.approx(sum(v * n for v, n, _ in mine) / sum(n for _, n, _ in mine))
+        assert h["train_loss_sum"] == pytest.approx(h["train_loss"], rel=1e-9)
     assert len({h["lr"] for h in history}) == 2 and 0 < history[0]["train_acc"] < 100
     # per step (every log_every-th global step): the step's task loss, the auxiliary loss and the lr it stepped with
     logged = [(v, s) for v, s in scalars if "train/loss" in v]
@@ -63,6 +67,75 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
     assert lines == [f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} | train {h['train_acc']:.2f}% "
                      f"| val {h['val_acc']:.2f}% (mAcc {h['val_mean_class_acc']:.2f}%) ({h['time_s']:.1f}s)"
                      for h in history]  # fmt: skip
+
+
+def test_the_bar_shows_each_steps_loss_and_lr_and_tensorboard_gets_every_tenth_step_by_default(tmp_path, monkeypatch):
+    """The progress bar's postfix at every optimizer step (the step's task loss and lr), and the default
+    ``train.log_every`` (10) for a config that does not set it, on a model whose trainable tensors are all 1-D
+    (norm tuning: AdamW then has a single, no-decay, param group, so the lr is read from the first group)."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    cfg["schedule"].update(warmup_epochs=1, warmup_lr_init=3e-4)  # epoch 0 runs at 3e-4, not the base lr
+    cfg["data"]["batch_size"] = 2  # 12 steps: only step 10 is logged
+    del cfg["train"]["log_every"]
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    losses, scalars, bars = [], [], []
+    real_step = trainer.task.training_step
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        losses.append(float(out["loss"].detach()))
+        return out
+
+    class Bar:  # what tqdm gives on a terminal, reduced to what the Trainer uses
+        def __init__(self, iterable):
+            self.iterable, self.postfix = iterable, []
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, **values):
+            self.postfix.append(values)
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: scalars.append((dict(values), step)))
+    monkeypatch.setattr(trainer, "_progress", lambda it, desc: bars.append(Bar(it)) or bars[-1])
+    trainer.fit()
+
+    assert len(trainer.optimizer.param_groups) == 1 and len(losses) == 12
+    lr = json.loads((tmp_path / "run" / "history.jsonl").read_text())["lr"]
+    assert lr == pytest.approx(3e-4, rel=1e-12)
+    assert len(bars) == 1 and bars[0].postfix == [{"loss": f"{v:.3f}", "lr": f"{lr:.2e}"} for v in losses]
+    logged = [(v, s) for v, s in scalars if "train/loss" in v]
+    assert logged == [({"train/loss": losses[9], "train/aux_loss": 0.0, "train/lr": lr}, 10)]
+
+
+def test_an_epoch_of_one_sample_records_that_samples_loss_and_accuracy(tmp_path, monkeypatch):
+    """The epoch's means divide by the samples seen, also when that is one (a 1-sample training set, batch 1)."""
+    from torch.utils.data import Subset
+
+    from pointclora.engine.data import TaskData
+
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]  # the head's BatchNorm stays frozen: a batch of one cannot train it
+    cfg["data"]["batch_size"] = 1
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    full = trainer.task.build_data(trainer.data_root)
+    trainer.prebuilt = TaskData(Subset(full.train, [0]), full.val, full.test, full.val_source, full.meta)
+    steps = []
+    real_step = trainer.task.training_step
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        steps.append((float(out["loss"].detach()), out["stats"]["correct"]))
+        return out
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    trainer.fit()
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert len(steps) == 1
+    assert record["train_loss"] == pytest.approx(steps[0][0], rel=1e-12)
+    assert record["train_acc"] == 100.0 * steps[0][1]
 
 
 def test_the_progress_bar_is_shown_on_a_terminal_only(tmp_path, monkeypatch):
