@@ -1,9 +1,12 @@
 """Which epoch the Trainer keeps: the best validation accuracy (the first on a tie), its weights in best/, its numbers
-in metrics.json — checked against the run's own history, epoch by epoch."""
+in metrics.json — checked against the run's own history, epoch by epoch, with validation on a split of its own and
+on the test split (the papers' protocol: then the test scores are the validation scores)."""
 
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from task_configs import task_cfg  # noqa: E402
@@ -11,14 +14,18 @@ from task_configs import task_cfg  # noqa: E402
 from pointclora.engine.trainer import Trainer  # noqa: E402
 
 
-def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path):
+@pytest.mark.parametrize("val_split", ["auto", "test"])
+def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path, val_split):
     task, key, pick = "classification", "val_acc", max
     cfg = task_cfg(task, tmp_path, epochs=3)
     cfg["optim"]["lr"] = 0.01  # scores move from epoch to epoch
     cfg["train"]["select"] = "best"  # the tiny carve is under 100 samples: `auto` would keep the last epoch
     cfg["train"]["eval_test"] = True  # the test split scored every epoch too, its best kept apart (never selected on)
+    cfg["data"]["val_split"] = val_split
+    on_test = val_split == "test"
     run = tmp_path / "run"
-    metrics = Trainer(cfg, output=run, quiet=True).fit()
+    trainer = Trainer(cfg, output=run, quiet=True)
+    metrics = trainer.fit()
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     scores = [h[key] for h in history]
     assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -30,7 +37,26 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path):
     assert len(set(scores)) > 1  # the scores moved, so a wrong choice would show
     tests = [h["test_acc"] for h in history]
     assert metrics["best_test_acc"] == max(tests) and metrics["best_test_epoch"] == tests.index(max(tests)) + 1
-    assert metrics["last_acc"] == tests[-1] and metrics["selection"] == "best_on_val"
+    assert metrics["last_acc"] == tests[-1]
     best_manifest = json.loads((run / "best" / "manifest.json").read_text())
     assert best_manifest["metrics"] == {"epoch": best_epoch, "val_acc": best, "test_acc": tests[best_epoch - 1]}
-    assert all(h["val_loss"] != h["test_loss"] for h in history)  # two splits, not one scored twice
+    # the final numbers are those of the selected epoch's model (rebuilt from best/) on the test split
+    chosen = history[best_epoch - 1]
+    assert (metrics["acc"], metrics["loss"]) == pytest.approx((chosen["test_acc"], chosen["test_loss"]), rel=1e-6)
+    source = "test (papers' protocol: best epoch chosen on test, optimistic)" if on_test else "the dataset's val split"
+    assert trainer.data.val_source == source and metrics["val_source"] == source
+    assert (metrics["selection"], metrics["selection_label"]) == (
+        ("best_on_test", "best on test (papers' protocol, optimistic)") if on_test
+        else ("best_on_val", f"best on val [{source}]"))  # fmt: skip
+    assert metrics["test_source"] == "the dataset's test split" and metrics["classes"] == trainer.data.meta["classes"]
+    assert (metrics["epochs"], metrics["num_points"], metrics["seed"], metrics["method"]) == (3, 64, 0, "clora")
+    assert metrics["split_check"] == trainer.split_check and metrics["threads"] == trainer.threads
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    assert (metrics["trainable_params"], metrics["total_params"], metrics["frozen_params"]) == (
+        trainable, total, total - trainable)
+    assert metrics["gflops"] > 0 and 0 < metrics["wall_time_s"] < 600
+    if on_test:  # one split scored once an epoch, under both names
+        assert all(h["val_loss"] == h["test_loss"] and h["val_acc"] == h["test_acc"] for h in history)
+    else:
+        assert all(h["val_loss"] != h["test_loss"] for h in history)  # two splits, not one scored twice
