@@ -92,6 +92,7 @@ def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
     torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must fix it
     Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, resume=True, quiet=True).fit()
     _assert_same_run(full, killed)
+    assert f"resumed {killed / 'checkpoints' / 'last.pth'} after epoch 1/3\n" in (killed / "log.txt").read_text()
 
 
 def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
@@ -158,6 +159,16 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
     Trainer(task_cfg("classification", tmp_path, epochs=1), output=run, quiet=True).fit()
     with pytest.raises(ResumeError, match=r"schedule\.epochs: 1 -> 3"):
         Trainer(task_cfg("classification", tmp_path, epochs=3), output=run, resume=True, quiet=True).fit()
+    # the whole message, naming the first six of seven changes
+    cfg = task_cfg("classification", tmp_path, epochs=3)
+    cfg["optim"].update(lr=0.1, weight_decay=0.5, eps=1e-6, grad_clip=1.0)
+    cfg["schedule"].update(warmup_epochs=0, lr_min=0.0)
+    with pytest.raises(ResumeError) as err:
+        Trainer(cfg, output=run, resume=True, quiet=True).fit()
+    changes = ["optim.eps: 1e-08 -> 1e-06", "optim.grad_clip: 10.0 -> 1.0", "optim.lr: 0.002 -> 0.1",
+               "optim.weight_decay: 0.05 -> 0.5", "schedule.epochs: 1 -> 3", "schedule.lr_min: 1e-06 -> 0.0"]
+    assert str(err.value) == (f"--resume: the config differs from the run in {run} ({'; '.join(changes)}); resume "
+                              f"with the run's own config ({run / 'config.yaml'}) or start a new --output")  # fmt: skip
     with pytest.raises(ResumeError, match=r"peft\.method"):
         Trainer(task_cfg("classification", tmp_path, epochs=1, method="lora"), output=run, resume=True).fit()
     # Another sitting may have other cores: the thread count may change (it changes only float rounding).
@@ -178,6 +189,27 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     with pytest.raises(RunLockedError, match=f"process {holder} "):
         Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
     assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone
+
+
+def test_a_fresh_start_on_a_run_and_a_resume_of_nothing_are_refused_whole(tmp_path):
+    """Before anything is built: a run folder that holds a checkpoint is not overwritten without --resume (and is
+    left as it was), and --resume of a folder without one says why; a folder the refused start created is removed."""
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pth").write_bytes(b"a checkpoint")
+    with pytest.raises(FileExistsError) as err:
+        Trainer(cfg, output=run, quiet=True).fit()
+    assert str(err.value) == f"{run} already holds a run; pass --resume to continue it or choose another --output"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # as it was: no lock, no log
+    assert (run / "checkpoints" / "last.pth").read_bytes() == b"a checkpoint"
+    empty = tmp_path / "empty"
+    with pytest.raises(FileNotFoundError) as err:
+        Trainer(cfg, output=empty, resume=True, quiet=True).fit()
+    assert str(err.value) == (f"--resume: no checkpoint at {empty / 'checkpoints' / 'last.pth'}: the run stopped "
+                              "before its first epoch ended, so there is nothing to continue; start it again without "
+                              "--resume (same --output)")  # fmt: skip
+    assert not empty.exists()
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path):
