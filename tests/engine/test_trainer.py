@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from task_configs import TASKS, task_cfg  # noqa: E402
 
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
+from pointclora.engine.logging import RunLogger  # noqa: E402
 from pointclora.engine.runlock import RunLockedError  # noqa: E402
 from pointclora.engine.trainer import ResumeError, Trainer  # noqa: E402
 from pointclora.utils import atomic  # noqa: E402
@@ -79,8 +80,9 @@ def test_outputs_of_every_task(task, tmp_path):
     manifest = json.loads((run / "best" / "manifest.json").read_text())
     assert manifest["task"] == task and manifest["epoch"] == m["best_epoch"]
     assert not (run / ".lock").exists()  # released
-    if task == "mae_pretraining":
-        assert (run / "encoder-best.pth").is_file() and (run / "encoder-last.pth").is_file()
+    if task == "mae_pretraining":  # the exported encoders, each with the epoch it is from
+        assert torch.load(run / "encoder-best.pth", weights_only=True)["epoch"] == m["best_epoch"]
+        assert torch.load(run / "encoder-last.pth", weights_only=True)["epoch"] == 2
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -288,13 +290,27 @@ def test_an_empty_class_folder_is_refused_before_the_first_step(tmp_path, monkey
     assert not (tmp_path / "run").exists()
 
 
-def test_pretraining_probes_its_features_beside_a_random_encoder(tmp_path):
+def test_pretraining_probes_its_features_beside_a_random_encoder(tmp_path, monkeypatch):
     cfg = task_cfg("mae_pretraining", tmp_path, epochs=2)
     cfg["dataset"]["num_samples"] = 96
     cfg["pretrain"]["probe_every"] = 2
     cfg["data"]["val_fraction"] = 0.5
-    Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    calls, scalars = [], []
+    real_extra = trainer.task.extra_metrics
+
+    def extra_metrics(model, val, epoch, device):
+        calls.append((model is trainer.model, val is trainer.data.val, epoch))
+        return real_extra(model, val, epoch, device)
+
+    monkeypatch.setattr(trainer.task, "extra_metrics", extra_metrics)
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: scalars.append((dict(values), step)))
+    trainer.fit()
     history = _history(tmp_path / "run")
+    assert calls == [(True, True, 1), (True, True, 2)]  # after every validation, epochs counted from 1
+    # TensorBoard: the probe's keys (already paths) as they are, at the epoch's number
+    logged = {k: v for values, step in scalars if step == 2 and "val/loss" in values for k, v in values.items()}
+    assert logged["probe/mean_max/all/oa"] == history[1]["probe/mean_max/all/oa"] and logged["val/loss"] > 0
     assert "probe/mean_max/all/oa" not in history[0]  # every 2 epochs
     probe = history[1]
     assert 0 <= probe["probe/mean_max/all/oa"] <= 100 and "probe_random/mean_max/all/oa" in probe
