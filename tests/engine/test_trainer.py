@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from task_configs import TASKS, task_cfg  # noqa: E402
 
+import pointclora  # noqa: E402
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
 from pointclora.engine.logging import RunLogger  # noqa: E402
 from pointclora.engine.runlock import RunLockedError  # noqa: E402
@@ -79,6 +80,12 @@ def test_outputs_of_every_task(task, tmp_path):
         run / "log.txt").read_text()
     manifest = json.loads((run / "best" / "manifest.json").read_text())
     assert manifest["task"] == task and manifest["epoch"] == m["best_epoch"]
+    assert "best_test_epoch" not in m and f"best_test_{MONITOR[task]}" not in m  # the test split was not scored
+    state = _state(run)  # the resume point: what it is, of which run, and the kept epoch
+    assert (state["kind"], state["version"], state["task"], state["epoch"]) == (
+        "training_state", pointclora.__version__, task, 2)  # fmt: skip
+    assert state["config"] == (run / "config.yaml").read_text() and len(state["rng"]) == 1
+    assert state["best"]["epoch"] == m["best_epoch"] and state["best_test"] == {}
     assert not (run / ".lock").exists()  # released
     if task == "mae_pretraining":  # the exported encoders, each with the epoch it is from
         assert torch.load(run / "encoder-best.pth", weights_only=True)["epoch"] == m["best_epoch"]
@@ -95,6 +102,27 @@ def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
     Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, resume=True, quiet=True).fit()
     _assert_same_run(full, killed)
     assert f"resumed {killed / 'checkpoints' / 'last.pth'} after epoch 1/3\n" in (killed / "log.txt").read_text()
+
+
+def test_a_resume_takes_rank_0s_random_streams_and_goes_on_with_the_wall_time(tmp_path, monkeypatch):
+    """A checkpoint holds one RNG state per process: one process resuming takes rank 0's (drop-path draws from it),
+    and the run's wall time goes on from the checkpoint's ``elapsed_s``."""
+    import copy
+
+    cfg = task_cfg("classification", tmp_path, epochs=2)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    Trainer(cfg, output=full, quiet=True).fit()
+    _killed_after_epoch(cfg, killed, 1, monkeypatch)
+    state = _state(killed)
+    other = copy.deepcopy(state["rng"][0])  # another process's streams
+    other["torch"] = torch.Generator().manual_seed(99).get_state()
+    other["generators"]["loader"] = torch.Generator().manual_seed(98).get_state()
+    state.update(rng=[state["rng"][0], other], elapsed_s=1000.0)
+    torch.save(state, killed / "checkpoints" / "last.pth")
+    Trainer(cfg, output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)
+    assert 1000.0 < _state(killed)["elapsed_s"] < 1600.0
+    assert 1000.0 < json.loads((killed / "metrics.json").read_text())["wall_time_s"] < 1600.0
 
 
 def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
