@@ -198,3 +198,40 @@ def test_the_official_double_step_takes_the_place_of_the_step(tmp_path, monkeypa
     trainable = [id(p) for p in trainer.model.parameters() if p.requires_grad]
     assert calls == [(True, trainable, used, True)] * 3 and plain == []
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=True)["global_step"] == 3
+
+
+def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_flop_count(tmp_path, monkeypatch,
+                                                                                           capsys):  # fmt: skip
+    """After the last epoch: results.md is the task's table of metrics.json, --quiet still prints it with the run
+    folder, an external log gets it instead of the console, a FLOP count that fails is said and left out; every
+    epoch's record goes to ``on_epoch_end`` once its checkpoint is written."""
+    cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    run = tmp_path / "run"
+    seen = []
+
+    def on_epoch_end(epoch, record):
+        seen.append((epoch, torch.load(run / "checkpoints" / "last.pth", weights_only=True)["epoch"], record))
+
+    trainer = Trainer(cfg, output=run, quiet=True, on_epoch_end=on_epoch_end)
+
+    def gflops(model, num_points):
+        raise RuntimeError(f"no counter for {num_points} points")
+
+    monkeypatch.setattr(trainer.task, "gflops", gflops)
+    metrics = trainer.fit()
+    assert "gflops" not in metrics and json.loads((run / "metrics.json").read_text()) == metrics
+    table = trainer.task.results_table(metrics)
+    assert (run / "results.md").read_text() == table + "\n"
+    summary = f"{table}\n\nrun folder: {run}  (weights: best/, last/; TensorBoard: tensorboard --logdir {run / 'tb'})"
+    assert capsys.readouterr().out == summary + "\n"  # quiet: nothing else
+    log = (run / "log.txt").read_text()
+    assert "GFLOPs not counted: no counter for 64 points\n" in log and log.endswith("\n" + summary + "\n")
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [(e, saved) for e, saved, _ in seen] == [(0, 1), (1, 2)] and [r for *_, r in seen] == history
+
+    lines, run = [], tmp_path / "run2"  # with an external log (the API's log=): the summary goes there, not to print
+    metrics = Trainer(cfg, output=run, quiet=True, log=lines.append).fit()
+    assert metrics["gflops"] > 0 and capsys.readouterr().out == ""
+    assert lines[-1] == (f"\n{trainer.task.results_table(metrics)}\n\nrun folder: {run}  (weights: best/, last/; "
+                         f"TensorBoard: tensorboard --logdir {run / 'tb'})")  # fmt: skip
