@@ -419,3 +419,19 @@ def test_trainer_of_a_config_builds_its_task_with_the_registered_resolver(tmp_pa
     with pytest.raises(TypeError, match=r"Trainer needs a task object; build it from a config with "
                                         r"pointclora\.api\.make_trainer\(cfg, \.\.\.\)"):  # fmt: skip
         Trainer(cfg, output=tmp_path / "r3")
+
+
+def test_run_finetune_trains_a_dict_of_datasets_and_prints_its_epochs(tmp_path, capsys):
+    """The old one-call entry: ``datasets`` as a dict (validation on the test split when ``val`` is ``test``), a new
+    run (not a resume) that prints its epoch lines unless told to be quiet."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    data = trainer_mod.Trainer(cfg, output=tmp_path / "unused").task.build_data(None)
+    datasets = {"train": data.train, "val": data.test, "test": data.test, "classes": tuple(data.meta["classes"])}
+    metrics = trainer_mod.run_finetune(cfg, output=tmp_path / "run", datasets=datasets)
+    assert metrics["val_source"] == "test" and metrics["selection"] == "best_on_test"
+    assert metrics["classes"] == list(data.meta["classes"]) and metrics["num_samples"] == len(data.test)
+    out = capsys.readouterr().out
+    assert "epoch 1/1: lr " in out and not (tmp_path / "unused").exists()
+    as_given = trainer_mod.as_task_data(data)
+    assert as_given is data and trainer_mod.as_task_data({**datasets, "val": data.val}).val_source == "val split"
