@@ -433,5 +433,9 @@ def test_run_finetune_trains_a_dict_of_datasets_and_prints_its_epochs(tmp_path, 
     assert metrics["classes"] == list(data.meta["classes"]) and metrics["num_samples"] == len(data.test)
     out = capsys.readouterr().out
     assert "epoch 1/1: lr " in out and not (tmp_path / "unused").exists()
+    assert out.count("run folder: ") == 1 and out.endswith((tmp_path / "run" / "results.md").read_text().strip()
+                                                            + f"\n\nrun folder: {tmp_path / 'run'}  (weights: best/, "
+                                                            f"last/; TensorBoard: tensorboard --logdir "
+                                                            f"{tmp_path / 'run' / 'tb'})\n")  # fmt: skip
     as_given = trainer_mod.as_task_data(data)
     assert as_given is data and trainer_mod.as_task_data({**datasets, "val": data.val}).val_source == "val split"

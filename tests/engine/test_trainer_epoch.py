@@ -207,6 +207,7 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     epoch's record goes to ``on_epoch_end`` once its checkpoint is written."""
     cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
     cfg["peft"]["train_modules"] = ["norm"]
+    del cfg["train"]["eval_every"]  # the default: every epoch
     run = tmp_path / "run"
     seen = []
 
@@ -219,6 +220,7 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
         raise RuntimeError(f"no counter for {num_points} points")
 
     monkeypatch.setattr(trainer.task, "gflops", gflops)
+    monkeypatch.setattr(trainer.task, "epoch_line", lambda record: "")  # a task with nothing to add to the line
     metrics = trainer.fit()
     assert "gflops" not in metrics and json.loads((run / "metrics.json").read_text()) == metrics
     table = trainer.task.results_table(metrics)
@@ -229,6 +231,10 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     assert "GFLOPs not counted: no counter for 64 points\n" in log and log.endswith("\n" + summary + "\n")
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [(e, saved) for e, saved, _ in seen] == [(0, 1), (1, 2)] and [r for *_, r in seen] == history
+    assert all("val_acc" in h for h in history)
+    assert all(isinstance(h["time_s"], float) and 0 < h["time_s"] == round(h["time_s"], 3) < 60 for h in history)
+    assert [ln for ln in log.splitlines() if ln.startswith("epoch ")] == [
+        f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} ({h['time_s']:.1f}s)" for h in history]
 
     lines, run = [], tmp_path / "run2"  # with an external log (the API's log=): the summary goes there, not to print
     metrics = Trainer(cfg, output=run, quiet=True, log=lines.append).fit()
