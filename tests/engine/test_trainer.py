@@ -59,9 +59,29 @@ def _killed_after_epoch(cfg, run: Path, epoch: int, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_outputs_of_every_task(task, tmp_path):
+def test_outputs_of_every_task(task, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    m = Trainer(task_cfg(task, tmp_path), output=run, quiet=True).fit()
+    cfg = task_cfg(task, tmp_path)
+    del cfg["protocol"]  # a config without the key: "ours"
+    trainer = Trainer(cfg, output=run, quiet=True)
+    finals, real_final = [], trainer.task.final_metrics
+
+    def final_metrics(model, loaders, device, autocast, meta):
+        out = real_final(model, loaders, device, autocast, meta)
+        finals.append((model is trainer.model, loaders == {"val": trainer.val_loader, "test": trainer.test_loader},
+                       meta is trainer.data.meta, out))  # fmt: skip
+        return out
+
+    monkeypatch.setattr(trainer.task, "final_metrics", final_metrics)
+    m = trainer.fit()
+    # the final numbers: the selected model's (rebuilt from best/); pre-training (no test split) also scores the last
+    # epoch's model with them, kept under last_
+    last_too = [(True, True, True)] if trainer.test_loader is None else []
+    assert [f[:3] for f in finals] == [*last_too, (False, True, True)] and (task == "mae_pretraining") == bool(last_too)
+    assert all(m[k] == v for k, v in finals[-1][3].items())
+    if trainer.test_loader is None:
+        assert m["last_val_loss"] == finals[0][3]["val_loss"] == pytest.approx(_history(run)[-1]["val_loss"])
+    assert isinstance(m["wall_time_s"], float) and m["wall_time_s"] == round(m["wall_time_s"], 1)
     for rel in ("config.yaml", "log.txt", "history.jsonl", "metrics.json", "results.md", "checkpoints/last.pth",
                 "best/manifest.json", "best/weights.safetensors", "last/manifest.json"):  # fmt: skip
         assert (run / rel).is_file(), rel
