@@ -3,6 +3,7 @@ resumes, the run-folder lock, and a failed start that leaves nothing behind."""
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,8 +166,14 @@ def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exa
     assert len(set(lr for _, _, lr in seen)) == len(seen)  # every step its own lr, unlike before_epoch
 
     _killed_after_epoch(cfg, tmp_path / "killed", 2, monkeypatch)
+    state = _state(tmp_path / "killed")
+    del state["elapsed_s"]  # a checkpoint from before elapsed_s was kept: the wall time counts from the resume
+    torch.save(state, tmp_path / "killed" / "checkpoints" / "last.pth")
+    start = time.time()
     Trainer(cfg, output=tmp_path / "killed", resume=True, quiet=True).fit()
+    took = time.time() - start
     _assert_same_run(tmp_path / "full", tmp_path / "killed")
+    assert 0 < json.loads((tmp_path / "killed" / "metrics.json").read_text())["wall_time_s"] <= took + 0.05
 
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
