@@ -207,8 +207,10 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 def test_amp_and_accumulation_run_for_every_task(task, tmp_path):
     cfg = task_cfg(task, tmp_path, epochs=1, amp=True)
     cfg["optim"]["accumulation_steps"] = 2
-    m = Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    m = trainer.fit()
     assert m["epochs"] == 1 and (tmp_path / "run" / "best" / "manifest.json").is_file()
+    assert not trainer.scaler.is_enabled()  # bfloat16 on the CPU: no GradScaler (float16 only)
 
 
 def test_resume_with_a_changed_config_is_refused(tmp_path):

@@ -241,3 +241,29 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     assert metrics["gflops"] > 0 and capsys.readouterr().out == ""
     assert lines[-1] == (f"\n{trainer.task.results_table(metrics)}\n\nrun folder: {run}  (weights: best/, last/; "
                          f"TensorBoard: tensorboard --logdir {run / 'tb'})")  # fmt: skip
+
+
+@pytest.mark.parametrize("no_decay,stepping", [("ours", "before_epoch"), ("point-mae", "official")])
+def test_the_optimizer_and_schedule_are_the_configs(tmp_path, no_decay, stepping):
+    """AdamW with the config's lr, betas, eps and weight decay in the chosen parameter groups (ours: decay first;
+    point-mae's ``add_weight_decay``: no-decay first, tokens exempt), and the chosen schedule: the official one
+    steps one epoch late and runs one epoch more (classification's ``range(max_epoch + 1)``)."""
+    from pointclora.engine.optim import official_epoch_lrs, param_groups
+    from pointclora.engine.protocol import official_param_groups
+
+    cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
+    cfg["optim"].update(lr=0.003, weight_decay=0.1, betas=[0.8, 0.9], eps=1e-7, no_decay=no_decay)
+    cfg["schedule"].update(stepping=stepping, warmup_epochs=1, warmup_lr_init=1e-4, lr_min=1e-5)
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    metrics = trainer.fit()
+    groups = trainer.optimizer.param_groups
+    want = (official_param_groups if no_decay == "point-mae" else param_groups)(trainer.model, 0.1)
+    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in want]
+    assert [g["weight_decay"] for g in groups] == ([0.0, 0.1] if no_decay == "point-mae" else [0.1, 0.0])
+    assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-7 for g in groups)
+    assert trainer.scheduler.base_lrs == [0.003, 0.003]
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    lrs = (official_epoch_lrs(0.003, 2, 1, 1e-4, 1e-5, final_epoch=True) if stepping == "official"
+           else [cosine_lr(e, 0.003, 2, 1, 1e-4, 1e-5) for e in range(2)])  # fmt: skip
+    assert [h["lr"] for h in history] == pytest.approx(lrs, rel=1e-12)
+    assert metrics["epochs"] == trainer.epochs == len(lrs)
