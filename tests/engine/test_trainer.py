@@ -64,6 +64,7 @@ def test_outputs_of_every_task(task, tmp_path, monkeypatch):
     run = tmp_path / "run"
     cfg = task_cfg(task, tmp_path)
     del cfg["protocol"]  # a config without the key: "ours"
+    cfg["train"]["eval_test"] = task == "mae_pretraining"  # pre-training has no test split: nothing more is scored
     trainer = Trainer(cfg, output=run, quiet=True)
     finals, real_final = [], trainer.task.final_metrics
 
@@ -96,6 +97,11 @@ def test_outputs_of_every_task(task, tmp_path, monkeypatch):
     scores = [h[f"val_{MONITOR[task]}"] for h in _history(run)]
     best = 2 if m["selection"] == "last_epoch" else scores.index(min(scores)) + 1
     assert m["selection"] == ("best_on_val" if task == "mae_pretraining" else "last_epoch")
+    warning = (f"warning: the validation set is too small to choose an epoch on ({trainer.select_reason}): the result "
+               "is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip
+    said = [ln for ln in (run / "log.txt").read_text().splitlines() if ln.startswith("warning:")]
+    small = task != "mae_pretraining"  # the tiny classification and segmentation validation sets
+    assert said == ([warning] if small else []) and ("under 100" in warning) == small
     assert m["best_epoch"] == best and m[f"best_val_{MONITOR[task]}"] == scores[best - 1]
     assert "loaded" in (run / "log.txt").read_text() or task == "mae_pretraining" or "trainable" in (
         run / "log.txt").read_text()

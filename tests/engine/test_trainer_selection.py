@@ -36,6 +36,7 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path, 
     best = pick(scores)
     best_epoch = scores.index(best) + 1  # the first epoch with the best score
     assert metrics["best_epoch"] == best_epoch and metrics[f"best_{key}"] == best
+    assert "warning:" not in (run / "log.txt").read_text()  # chosen by train.select: nothing to warn about
     assert json.loads((run / "best" / "manifest.json").read_text())["epoch"] == best_epoch
     assert json.loads((run / "last" / "manifest.json").read_text())["epoch"] == 3
     assert len(set(scores)) > 1  # the scores moved, so a wrong choice would show
