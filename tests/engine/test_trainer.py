@@ -474,3 +474,28 @@ def test_run_finetune_trains_a_dict_of_datasets_and_prints_its_epochs(tmp_path, 
                                                             f"{tmp_path / 'run' / 'tb'})\n")  # fmt: skip
     as_given = trainer_mod.as_task_data(data)
     assert as_given is data and trainer_mod.as_task_data({**datasets, "val": data.val}).val_source == "val split"
+
+
+def test_the_run_records_its_absolute_data_folder_and_a_resume_reads_it(tmp_path, monkeypatch):
+    """#19: config.yaml (and every saved manifest) holds the absolute folder the run read, and ``--resume`` without
+    ``--data-root`` reads that folder even from another working directory; ``--data-root`` overrides the config."""
+    from pointclora.config import config_from_string
+
+    monkeypatch.setenv("POINTCLORA_CACHE", str(tmp_path / "cache"))
+    root = _folder_dataset(tmp_path / "data").resolve()
+    monkeypatch.chdir(tmp_path)
+    cfg = _folder_cfg(tmp_path, "data")  # relative to the working directory
+    cfg["schedule"]["epochs"] = 2
+    run = tmp_path / "run"
+    _killed_after_epoch(cfg, run, 1, monkeypatch)
+    assert config_from_string((run / "config.yaml").read_text())["dataset"]["root"] == str(root)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # "data" is not here
+    trainer = Trainer(cfg, output=run, resume=True, quiet=True)
+    assert trainer.data_root == str(root) and trainer.cfg["dataset"]["root"] == str(root)
+    trainer.fit()
+    assert json.loads((run / "best" / "manifest.json").read_text())["config"]["dataset"]["root"] == str(root)
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    other = Trainer(_folder_cfg(tmp_path, "nowhere"), output=tmp_path / "run2", data_root=str(moved), quiet=True)
+    assert other.data_root == str(moved) and other.cfg["dataset"]["root"] == str(moved)
