@@ -256,6 +256,32 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone
 
 
+def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path):
+    """#19: the lock of a process that no longer runs (here: a live pid that now belongs to another process) is taken
+    over with one line in log.txt, not a raw UserWarning."""
+    import os
+    import socket
+    import warnings
+
+    from pointclora.engine import runlock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = os.getppid()
+    record = {"pid": holder, "host": socket.gethostname(), "proc_start": "another process", "command": "x",
+              "started": "2026-01-02 03:04:05"}  # fmt: skip
+    (run / runlock.LOCK_NAME).write_text(json.dumps(record))
+    cfg = task_cfg("classification", tmp_path)
+    cfg["data"]["batch_size"] = 64  # the start fails right after the lock: nothing is trained
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="fewer than data.batch_size"):
+        warnings.simplefilter("always")
+        Trainer(cfg, output=run, quiet=True).fit()
+    assert not [w for w in caught if "lock" in str(w.message)]
+    assert (run / "log.txt").read_text().splitlines()[0] == (
+        f"note: took over the run-folder lock of process {holder} (started 2026-01-02 03:04:05), which no longer runs")
+    assert not (run / runlock.LOCK_NAME).exists()  # released by the failed start; the folder (not its own) is kept
+
+
 def test_a_fresh_start_on_a_run_and_a_resume_of_nothing_are_refused_whole(tmp_path):
     """Before anything is built: a run folder that holds a checkpoint is not overwritten without --resume (and is
     left as it was), and --resume of a folder without one says why; a folder the refused start created is removed."""
