@@ -132,12 +132,21 @@ def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
 
 
 def test_a_resume_takes_rank_0s_random_streams_and_goes_on_with_the_wall_time(tmp_path, monkeypatch):
-    """A checkpoint holds one RNG state per process: one process resuming takes rank 0's (drop-path draws from it),
-    and the run's wall time goes on from the checkpoint's ``elapsed_s``."""
+    """A checkpoint holds one RNG state per process: one process resuming takes rank 0's (drop-path draws from it,
+    and the loader's generator, which gives loader workers their seeds), and the run's wall time goes on from the
+    checkpoint's ``elapsed_s``."""
     import copy
 
     cfg = task_cfg("classification", tmp_path, epochs=2)
     full, killed = tmp_path / "full", tmp_path / "killed"
+    loader_states = {full: [], killed: []}  # the loader's generator as each epoch starts (workers' base seeds)
+    real_epoch = Trainer._train_epoch
+
+    def train_epoch(self, epoch):
+        loader_states[self.run_dir].append((epoch, self.loader_gen.get_state()))
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
     Trainer(cfg, output=full, quiet=True).fit()
     _killed_after_epoch(cfg, killed, 1, monkeypatch)
     state = _state(killed)
@@ -148,6 +157,9 @@ def test_a_resume_takes_rank_0s_random_streams_and_goes_on_with_the_wall_time(tm
     torch.save(state, killed / "checkpoints" / "last.pth")
     Trainer(cfg, output=killed, resume=True, quiet=True).fit()
     _assert_same_run(full, killed)
+    (e0, first), (e1, second) = loader_states[full]
+    assert (e0, e1) == (0, 1) and not torch.equal(first, second)  # each epoch's loader draws from it
+    assert [(e, torch.equal(g, second)) for e, g in loader_states[killed]] == [(0, False), (1, True)]
     assert 1000.0 < _state(killed)["elapsed_s"] < 1600.0
     assert 1000.0 < json.loads((killed / "metrics.json").read_text())["wall_time_s"] < 1600.0
 
