@@ -48,7 +48,8 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path, 
     last_manifest = json.loads((run / "last" / "manifest.json").read_text())
     meta = {"test_source": "the dataset's test split", "classes": trainer.data.meta["classes"]}
     assert best_manifest["meta"] == last_manifest["meta"] == meta and last_manifest["metrics"] == {}
-    assert best_manifest["task"] == last_manifest["task"] == task and best_manifest["config"] == trainer.cfg
+    assert best_manifest["task"] == last_manifest["task"] == task
+    assert best_manifest["config"] == last_manifest["config"] == trainer.cfg
     # the final numbers are those of the selected epoch's model (rebuilt from best/) on the test split
     chosen = history[best_epoch - 1]
     assert (metrics["acc"], metrics["loss"]) == pytest.approx((chosen["test_acc"], chosen["test_loss"]), rel=1e-6)
