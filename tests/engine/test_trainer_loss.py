@@ -82,11 +82,11 @@ class _SmallScale(torch.amp.GradScaler):
         super().__init__(*args, **{**kwargs, "init_scale": 128.0})
 
 
-@pytest.mark.parametrize("clip,amp", [(0.05, False), (0.05, True), (0.0, False)])
+@pytest.mark.parametrize("clip,amp", [(0.05, False), (0.05, True), (0.0, False), (None, False)])
 def test_the_gradient_stepped_is_clipped_to_optim_grad_clip(tmp_path, monkeypatch, clip, amp):
     """The norm of the gradient AdamW steps with: the clip whenever the raw norm is above it (the default clip, 10,
     never engages on the tiny model; 0.05 always does), also under a float16 GradScaler (the gradient is unscaled
-    before it is clipped); ``grad_clip: 0`` disables clipping (the raw norms, all above 0.05 here)."""
+    before it is clipped); ``grad_clip: 0`` or ``null`` disables clipping (the raw norms, all above 0.05 here)."""
     cfg = task_cfg("classification", tmp_path, epochs=1, amp=amp, amp_dtype="float16")
     cfg["optim"]["grad_clip"] = clip
     monkeypatch.setattr(torch.amp, "GradScaler", _SmallScale)
@@ -106,12 +106,15 @@ def test_the_gradient_stepped_is_clipped_to_optim_grad_clip(tmp_path, monkeypatc
         self.optimizer.step = step
 
     monkeypatch.setattr(Trainer, "_setup_optimization", setup)
+    clips, real_clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, max_norm, **k: clips.append(max_norm) or
+                        real_clip(p, max_norm, **k))  # fmt: skip
     trainer.fit()
     assert trainer.scaler.is_enabled() == amp and len(norms) == 3
     if clip:
-        assert all(n == pytest.approx(clip, rel=1e-4) for n in norms)
+        assert all(n == pytest.approx(clip, rel=1e-4) for n in norms) and clips == [clip] * 3
     else:
-        assert all(n > 0.05 for n in norms)
+        assert all(n > 0.05 for n in norms) and clips == []
 
 
 def test_validation_runs_every_eval_every_epochs_and_on_the_last(tmp_path):
