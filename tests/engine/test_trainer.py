@@ -164,6 +164,20 @@ def test_a_resume_takes_rank_0s_random_streams_and_goes_on_with_the_wall_time(tm
     assert 1000.0 < json.loads((killed / "metrics.json").read_text())["wall_time_s"] < 1600.0
 
 
+def test_a_float16_amp_run_resumes_exactly_with_its_grad_scale(tmp_path, monkeypatch):
+    """``train.amp`` with float16 (a GradScaler; on the CPU too): the scale moves while training (overflowing steps
+    halve it and are skipped), and a resumed run continues from the saved scale."""
+    cfg = task_cfg("classification", tmp_path, epochs=2, amp=True, amp_dtype="float16")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    trainer = Trainer(cfg, output=full, quiet=True)
+    trainer.fit()
+    assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() != 65536.0  # the default start: it moved
+    _killed_after_epoch(cfg, killed, 1, monkeypatch)
+    Trainer(cfg, output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)
+    assert _state(killed)["scaler"] == _state(full)["scaler"]
+
+
 def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
     from pointclora.engine.optim import cosine_lr
 
