@@ -254,8 +254,12 @@ def test_the_optimizer_and_schedule_are_the_configs(tmp_path, no_decay, stepping
     cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
     cfg["optim"].update(lr=0.003, weight_decay=0.1, betas=[0.8, 0.9], eps=1e-7, no_decay=no_decay)
     cfg["schedule"].update(stepping=stepping, warmup_epochs=1, warmup_lr_init=1e-4, lr_min=1e-5)
+    cfg["protocol"] = "point-mae" if no_decay == "point-mae" else "ours"  # the label every output carries
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
     metrics = trainer.fit()
+    assert metrics["protocol"] == cfg["protocol"]
+    assert f"classification [protocol {cfg['protocol']}]: point_mae_tiny + linear: " in (
+        tmp_path / "run" / "log.txt").read_text()
     groups = trainer.optimizer.param_groups
     want = (official_param_groups if no_decay == "point-mae" else param_groups)(trainer.model, 0.1)
     assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in want]
