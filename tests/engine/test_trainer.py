@@ -545,8 +545,9 @@ def test_the_run_records_its_absolute_data_folder_and_a_resume_reads_it(tmp_path
     monkeypatch.chdir(tmp_path / "elsewhere")  # "data" is not here
     trainer = Trainer(cfg, output=run, resume=True, quiet=True)
     assert trainer.data_root == str(root) and trainer.cfg["dataset"]["root"] == str(root)
-    trainer.fit()
+    metrics = trainer.fit()
     assert json.loads((run / "best" / "manifest.json").read_text())["config"]["dataset"]["root"] == str(root)
+    assert metrics["split_check"] == {"train/val": "disjoint", "train/test": "disjoint", "val/test": "disjoint"}
     moved = tmp_path / "moved"
     root.rename(moved)
     other = Trainer(_folder_cfg(tmp_path, "nowhere"), output=tmp_path / "run2", data_root=str(moved), quiet=True)
