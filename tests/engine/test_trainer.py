@@ -84,6 +84,14 @@ def test_outputs_of_every_task(task, tmp_path, monkeypatch):
     if trainer.test_loader is None:
         assert m["last_val_loss"] == finals[0][3]["val_loss"] == pytest.approx(_history(run)[-1]["val_loss"])
     assert isinstance(m["wall_time_s"], float) and m["wall_time_s"] == round(m["wall_time_s"], 1)
+    # the run's first lines: where, what, how many processes, which device and seed; the model and the data
+    data = trainer.data
+    lines = (run / "log.txt").read_text().splitlines()
+    assert f"run {run}: {task}, world size 1 (one process), device cpu, seed 0" in lines
+    test_part = f" / {len(data.test)} test" if data.test is not None else ""
+    assert (f"{task} [protocol ours]: point_mae_tiny + {m['method']}: {m['trainable_params']:,} trainable of "
+            f"{m['total_params']:,} parameters; {len(data.train)} train / {len(data.val)} val [{data.val_source}]"
+            f"{test_part} samples") in lines  # fmt: skip
     for rel in ("config.yaml", "log.txt", "history.jsonl", "metrics.json", "results.md", "checkpoints/last.pth",
                 "best/manifest.json", "best/weights.safetensors", "last/manifest.json"):  # fmt: skip
         assert (run / rel).is_file(), rel
