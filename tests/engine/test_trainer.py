@@ -510,6 +510,14 @@ def test_trainer_of_a_config_builds_its_task_with_the_registered_resolver(tmp_pa
     assert seen == [cfg] and trainer.task is task and trainer.backbone == "backbone.pth"
     assert trainer.run_dir == tmp_path / "run" and task.cfg is trainer.cfg and trainer.cfg == cfg
     assert Trainer(cfg, output=tmp_path / "r2", backbone="mine.pth").backbone == "mine.pth"
+    # a task object: its own config, or the one given; either way the Trainer keeps a private copy the task reads
+    other = {**cfg, "name": "other"}
+    direct = Trainer(task, output=tmp_path / "r4")
+    assert direct.cfg == cfg and direct.cfg is not cfg and task.cfg is direct.cfg and direct.backbone is None
+    given = Trainer(task, other, output=tmp_path / "r5")
+    assert given.cfg == other and given.cfg is not other and task.cfg is given.cfg
+    other["name"] = "changed later"
+    assert given.cfg["name"] == "other"
     trainer_mod.set_task_resolver(None)
     with pytest.raises(TypeError, match=r"Trainer needs a task object; build it from a config with "
                                         r"pointclora\.api\.make_trainer\(cfg, \.\.\.\)"):  # fmt: skip
