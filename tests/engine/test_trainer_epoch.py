@@ -208,6 +208,7 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
     cfg["peft"]["train_modules"] = ["norm"]
     del cfg["train"]["eval_every"]  # the default: every epoch
+    cfg["train"]["select"] = "last"  # asked for: the last epoch, without the small-validation warning
     run = tmp_path / "run"
     seen = []
 
@@ -231,7 +232,9 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     assert "GFLOPs not counted: no counter for 64 points\n" in log and log.endswith("\n" + summary + "\n")
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [(e, saved) for e, saved, _ in seen] == [(0, 1), (1, 2)] and [r for *_, r in seen] == history
-    assert all("val_acc" in h for h in history)
+    assert all("val_acc" in h for h in history) and "warning:" not in log
+    assert (metrics["selection"], metrics["selection_label"], metrics["best_epoch"]) == (
+        "last_epoch", "last epoch (train.select: last)", 2)  # fmt: skip
     assert all(isinstance(h["time_s"], float) and 0 < h["time_s"] == round(h["time_s"], 3) < 60 for h in history)
     assert [ln for ln in log.splitlines() if ln.startswith("epoch ")] == [
         f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} ({h['time_s']:.1f}s)" for h in history]
