@@ -2,6 +2,7 @@
 resumes, the run-folder lock, and a failed start that leaves nothing behind."""
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -290,7 +291,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone
 
 
-def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path):
+def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path, capsys):
     """#19: the lock of a process that no longer runs (here: a live pid that now belongs to another process) is taken
     over with one line in log.txt, not a raw UserWarning."""
     import os
@@ -309,10 +310,12 @@ def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path):
     cfg["data"]["batch_size"] = 64  # the start fails right after the lock: nothing is trained
     with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="fewer than data.batch_size"):
         warnings.simplefilter("always")
-        Trainer(cfg, output=run, quiet=True).fit()
+        Trainer(cfg, output=run).fit()  # not quiet (the default): the console gets the lines too
     assert not [w for w in caught if "lock" in str(w.message)]
-    assert (run / "log.txt").read_text().splitlines()[0] == (
-        f"note: took over the run-folder lock of process {holder} (started 2026-01-02 03:04:05), which no longer runs")
+    note = (f"note: took over the run-folder lock of process {holder} (started 2026-01-02 03:04:05), which no longer "
+            "runs")
+    assert (run / "log.txt").read_text().splitlines()[0] == note
+    assert capsys.readouterr().out.splitlines()[0] == note
     assert not (run / runlock.LOCK_NAME).exists()  # released by the failed start; the folder (not its own) is kept
 
 
@@ -518,6 +521,12 @@ def test_trainer_of_a_config_builds_its_task_with_the_registered_resolver(tmp_pa
     assert given.cfg == other and given.cfg is not other and task.cfg is given.cfg
     other["name"] = "changed later"
     assert given.cfg["name"] == "other"
+    # no output: runs/<name>/<the task's run label>-seed<seed>-<time>; not resumed, not quiet
+    default = Trainer(task)
+    assert default.run_dir.parent == Path("runs") / "other"  # the task's config is the last one given
+    assert re.fullmatch(r"toy-seed0-\d{8}-\d{6}", default.run_dir.name) and not default.run_dir.exists()
+    assert (default.resume, default.quiet, default.last_path) == (False, False,
+                                                                  default.run_dir / "checkpoints" / "last.pth")
     trainer_mod.set_task_resolver(None)
     with pytest.raises(TypeError, match=r"Trainer needs a task object; build it from a config with "
                                         r"pointclora\.api\.make_trainer\(cfg, \.\.\.\)"):  # fmt: skip
