@@ -69,6 +69,13 @@ def test_best_epoch_is_the_first_best_validation_score_of_the_history(tmp_path, 
     assert (metrics["trainable_params"], metrics["total_params"], metrics["frozen_params"]) == (
         trainable, total, total - trainable)
     assert metrics["gflops"] > 0 and 0 < metrics["wall_time_s"] <= took + 0.05  # rounded to 0.1 s
+    assert sorted(metrics) == [  # every key of metrics.json, no other
+        "acc", "adapter_params", "best_epoch", "best_test_acc", "best_test_epoch", "best_val_acc", "classes", "config",
+        "confusion", "device", "epochs", "frozen_params", "gflops", "gflops_unmerged", "last_acc", "last_loss",
+        "last_mean_class_acc", "last_num_samples", "loss", "mean_class_acc", "method", "num_points", "num_samples",
+        "per_class_acc", "protocol", "seed", "selection", "selection_label", "split_check", "task", "test_source",
+        "threads", "total_params", "trainable_params", "trainable_params_without_head", "val_source", "wall_time_s",
+        "world_size"]  # fmt: skip
     state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
     assert 0 < state["elapsed_s"] <= took and state["best"] == best_manifest["metrics"]
     if on_test:  # one split scored once an epoch, under both names
