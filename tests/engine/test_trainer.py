@@ -2,7 +2,9 @@
 resumes, the run-folder lock, and a failed start that leaves nothing behind."""
 
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from task_configs import TASKS, task_cfg  # noqa: E402
 
+import pointclora  # noqa: E402
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
+from pointclora.engine.logging import RunLogger  # noqa: E402
 from pointclora.engine.runlock import RunLockedError  # noqa: E402
 from pointclora.engine.trainer import ResumeError, Trainer  # noqa: E402
 from pointclora.utils import atomic  # noqa: E402
@@ -57,9 +61,38 @@ def _killed_after_epoch(cfg, run: Path, epoch: int, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_outputs_of_every_task(task, tmp_path):
+def test_outputs_of_every_task(task, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    m = Trainer(task_cfg(task, tmp_path), output=run, quiet=True).fit()
+    cfg = task_cfg(task, tmp_path)
+    del cfg["protocol"]  # a config without the key: "ours"
+    cfg["train"]["eval_test"] = task == "mae_pretraining"  # pre-training has no test split: nothing more is scored
+    trainer = Trainer(cfg, output=run, quiet=True)
+    finals, real_final = [], trainer.task.final_metrics
+
+    def final_metrics(model, loaders, device, autocast, meta):
+        out = real_final(model, loaders, device, autocast, meta)
+        finals.append((model is trainer.model, loaders == {"val": trainer.val_loader, "test": trainer.test_loader},
+                       meta is trainer.data.meta, out))  # fmt: skip
+        return out
+
+    monkeypatch.setattr(trainer.task, "final_metrics", final_metrics)
+    m = trainer.fit()
+    # the final numbers: the selected model's (rebuilt from best/); pre-training (no test split) also scores the last
+    # epoch's model with them, kept under last_
+    last_too = [(True, True, True)] if trainer.test_loader is None else []
+    assert [f[:3] for f in finals] == [*last_too, (False, True, True)] and (task == "mae_pretraining") == bool(last_too)
+    assert all(m[k] == v for k, v in finals[-1][3].items())
+    if trainer.test_loader is None:
+        assert m["last_val_loss"] == finals[0][3]["val_loss"] == pytest.approx(_history(run)[-1]["val_loss"])
+    assert isinstance(m["wall_time_s"], float) and m["wall_time_s"] == round(m["wall_time_s"], 1)
+    # the run's first lines: where, what, how many processes, which device and seed; the model and the data
+    data = trainer.data
+    lines = (run / "log.txt").read_text().splitlines()
+    assert f"run {run}: {task}, world size 1 (one process), device cpu, seed 0" in lines
+    test_part = f" / {len(data.test)} test" if data.test is not None else ""
+    assert (f"{task} [protocol ours]: point_mae_tiny + {m['method']}: {m['trainable_params']:,} trainable of "
+            f"{m['total_params']:,} parameters; {len(data.train)} train / {len(data.val)} val [{data.val_source}]"
+            f"{test_part} samples") in lines  # fmt: skip
     for rel in ("config.yaml", "log.txt", "history.jsonl", "metrics.json", "results.md", "checkpoints/last.pth",
                 "best/manifest.json", "best/weights.safetensors", "last/manifest.json"):  # fmt: skip
         assert (run / rel).is_file(), rel
@@ -73,14 +106,26 @@ def test_outputs_of_every_task(task, tmp_path):
     scores = [h[f"val_{MONITOR[task]}"] for h in _history(run)]
     best = 2 if m["selection"] == "last_epoch" else scores.index(min(scores)) + 1
     assert m["selection"] == ("best_on_val" if task == "mae_pretraining" else "last_epoch")
+    warning = (f"warning: the validation set is too small to choose an epoch on ({trainer.select_reason}): the result "
+               "is the last epoch's model (--set train.select=best to choose on it anyway)")  # fmt: skip
+    said = [ln for ln in (run / "log.txt").read_text().splitlines() if ln.startswith("warning:")]
+    small = task != "mae_pretraining"  # the tiny classification and segmentation validation sets
+    assert said == ([warning] if small else []) and ("under 100" in warning) == small
     assert m["best_epoch"] == best and m[f"best_val_{MONITOR[task]}"] == scores[best - 1]
     assert "loaded" in (run / "log.txt").read_text() or task == "mae_pretraining" or "trainable" in (
         run / "log.txt").read_text()
     manifest = json.loads((run / "best" / "manifest.json").read_text())
     assert manifest["task"] == task and manifest["epoch"] == m["best_epoch"]
+    assert "best_test_epoch" not in m and f"best_test_{MONITOR[task]}" not in m  # the test split was not scored
+    state = _state(run)  # the resume point: what it is, of which run, and the kept epoch
+    assert (state["kind"], state["version"], state["task"], state["epoch"]) == (
+        "training_state", pointclora.__version__, task, 2)  # fmt: skip
+    assert state["config"] == (run / "config.yaml").read_text() and len(state["rng"]) == 1
+    assert state["best"]["epoch"] == m["best_epoch"] and state["best_test"] == {}
     assert not (run / ".lock").exists()  # released
-    if task == "mae_pretraining":
-        assert (run / "encoder-best.pth").is_file() and (run / "encoder-last.pth").is_file()
+    if task == "mae_pretraining":  # the exported encoders, each with the epoch it is from
+        assert torch.load(run / "encoder-best.pth", weights_only=True)["epoch"] == m["best_epoch"]
+        assert torch.load(run / "encoder-last.pth", weights_only=True)["epoch"] == 2
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -92,6 +137,54 @@ def test_kill_then_resume_equals_uninterrupted(task, tmp_path, monkeypatch):
     torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must fix it
     Trainer(task_cfg(task, tmp_path, epochs=3), output=killed, resume=True, quiet=True).fit()
     _assert_same_run(full, killed)
+    assert f"resumed {killed / 'checkpoints' / 'last.pth'} after epoch 1/3\n" in (killed / "log.txt").read_text()
+
+
+def test_a_resume_takes_rank_0s_random_streams_and_goes_on_with_the_wall_time(tmp_path, monkeypatch):
+    """A checkpoint holds one RNG state per process: one process resuming takes rank 0's (drop-path draws from it,
+    and the loader's generator, which gives loader workers their seeds), and the run's wall time goes on from the
+    checkpoint's ``elapsed_s``."""
+    import copy
+
+    cfg = task_cfg("classification", tmp_path, epochs=2)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    loader_states = {full: [], killed: []}  # the loader's generator as each epoch starts (workers' base seeds)
+    real_epoch = Trainer._train_epoch
+
+    def train_epoch(self, epoch):
+        loader_states[self.run_dir].append((epoch, self.loader_gen.get_state()))
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    Trainer(cfg, output=full, quiet=True).fit()
+    _killed_after_epoch(cfg, killed, 1, monkeypatch)
+    state = _state(killed)
+    other = copy.deepcopy(state["rng"][0])  # another process's streams
+    other["torch"] = torch.Generator().manual_seed(99).get_state()
+    other["generators"]["loader"] = torch.Generator().manual_seed(98).get_state()
+    state.update(rng=[state["rng"][0], other], elapsed_s=1000.0)
+    torch.save(state, killed / "checkpoints" / "last.pth")
+    Trainer(cfg, output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)
+    (e0, first), (e1, second) = loader_states[full]
+    assert (e0, e1) == (0, 1) and not torch.equal(first, second)  # each epoch's loader draws from it
+    assert [(e, torch.equal(g, second)) for e, g in loader_states[killed]] == [(0, False), (1, True)]
+    assert 1000.0 < _state(killed)["elapsed_s"] < 1600.0
+    assert 1000.0 < json.loads((killed / "metrics.json").read_text())["wall_time_s"] < 1600.0
+
+
+def test_a_float16_amp_run_resumes_exactly_with_its_grad_scale(tmp_path, monkeypatch):
+    """``train.amp`` with float16 (a GradScaler; on the CPU too): the scale moves while training (overflowing steps
+    halve it and are skipped), and a resumed run continues from the saved scale."""
+    cfg = task_cfg("classification", tmp_path, epochs=2, amp=True, amp_dtype="float16")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    trainer = Trainer(cfg, output=full, quiet=True)
+    trainer.fit()
+    assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() != 65536.0  # the default start: it moved
+    _killed_after_epoch(cfg, killed, 1, monkeypatch)
+    Trainer(cfg, output=killed, resume=True, quiet=True).fit()
+    _assert_same_run(full, killed)
+    assert _state(killed)["scaler"] == _state(full)["scaler"]
 
 
 def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
@@ -114,8 +207,14 @@ def test_per_step_stepping_follows_the_cosine_through_each_epoch_and_resumes_exa
     assert len(set(lr for _, _, lr in seen)) == len(seen)  # every step its own lr, unlike before_epoch
 
     _killed_after_epoch(cfg, tmp_path / "killed", 2, monkeypatch)
+    state = _state(tmp_path / "killed")
+    del state["elapsed_s"]  # a checkpoint from before elapsed_s was kept: the wall time counts from the resume
+    torch.save(state, tmp_path / "killed" / "checkpoints" / "last.pth")
+    start = time.time()
     Trainer(cfg, output=tmp_path / "killed", resume=True, quiet=True).fit()
+    took = time.time() - start
     _assert_same_run(tmp_path / "full", tmp_path / "killed")
+    assert 0 < json.loads((tmp_path / "killed" / "metrics.json").read_text())["wall_time_s"] <= took + 0.05
 
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -149,8 +248,10 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 def test_amp_and_accumulation_run_for_every_task(task, tmp_path):
     cfg = task_cfg(task, tmp_path, epochs=1, amp=True)
     cfg["optim"]["accumulation_steps"] = 2
-    m = Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    m = trainer.fit()
     assert m["epochs"] == 1 and (tmp_path / "run" / "best" / "manifest.json").is_file()
+    assert not trainer.scaler.is_enabled()  # bfloat16 on the CPU: no GradScaler (float16 only)
 
 
 def test_resume_with_a_changed_config_is_refused(tmp_path):
@@ -158,6 +259,16 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
     Trainer(task_cfg("classification", tmp_path, epochs=1), output=run, quiet=True).fit()
     with pytest.raises(ResumeError, match=r"schedule\.epochs: 1 -> 3"):
         Trainer(task_cfg("classification", tmp_path, epochs=3), output=run, resume=True, quiet=True).fit()
+    # the whole message, naming the first six of seven changes
+    cfg = task_cfg("classification", tmp_path, epochs=3)
+    cfg["optim"].update(lr=0.1, weight_decay=0.5, eps=1e-6, grad_clip=1.0)
+    cfg["schedule"].update(warmup_epochs=0, lr_min=0.0)
+    with pytest.raises(ResumeError) as err:
+        Trainer(cfg, output=run, resume=True, quiet=True).fit()
+    changes = ["optim.eps: 1e-08 -> 1e-06", "optim.grad_clip: 10.0 -> 1.0", "optim.lr: 0.002 -> 0.1",
+               "optim.weight_decay: 0.05 -> 0.5", "schedule.epochs: 1 -> 3", "schedule.lr_min: 1e-06 -> 0.0"]
+    assert str(err.value) == (f"--resume: the config differs from the run in {run} ({'; '.join(changes)}); resume "
+                              f"with the run's own config ({run / 'config.yaml'}) or start a new --output")  # fmt: skip
     with pytest.raises(ResumeError, match=r"peft\.method"):
         Trainer(task_cfg("classification", tmp_path, epochs=1, method="lora"), output=run, resume=True).fit()
     # Another sitting may have other cores: the thread count may change (it changes only float rounding).
@@ -178,6 +289,55 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     with pytest.raises(RunLockedError, match=f"process {holder} "):
         Trainer(task_cfg("classification", tmp_path), output=run, quiet=True).fit()
     assert (run / runlock.LOCK_NAME).exists()  # the holder's lock is left alone
+
+
+def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path, capsys):
+    """#19: the lock of a process that no longer runs (here: a live pid that now belongs to another process) is taken
+    over with one line in log.txt, not a raw UserWarning."""
+    import os
+    import socket
+    import warnings
+
+    from pointclora.engine import runlock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = os.getppid()
+    record = {"pid": holder, "host": socket.gethostname(), "proc_start": "another process", "command": "x",
+              "started": "2026-01-02 03:04:05"}  # fmt: skip
+    (run / runlock.LOCK_NAME).write_text(json.dumps(record))
+    cfg = task_cfg("classification", tmp_path)
+    cfg["data"]["batch_size"] = 64  # the start fails right after the lock: nothing is trained
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="fewer than data.batch_size"):
+        warnings.simplefilter("always")
+        Trainer(cfg, output=run).fit()  # not quiet (the default): the console gets the lines too
+    assert not [w for w in caught if "lock" in str(w.message)]
+    note = (f"note: took over the run-folder lock of process {holder} (started 2026-01-02 03:04:05), which no longer "
+            "runs")
+    assert (run / "log.txt").read_text().splitlines()[0] == note
+    assert capsys.readouterr().out.splitlines()[0] == note
+    assert not (run / runlock.LOCK_NAME).exists()  # released by the failed start; the folder (not its own) is kept
+
+
+def test_a_fresh_start_on_a_run_and_a_resume_of_nothing_are_refused_whole(tmp_path):
+    """Before anything is built: a run folder that holds a checkpoint is not overwritten without --resume (and is
+    left as it was), and --resume of a folder without one says why; a folder the refused start created is removed."""
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pth").write_bytes(b"a checkpoint")
+    with pytest.raises(FileExistsError) as err:
+        Trainer(cfg, output=run, quiet=True).fit()
+    assert str(err.value) == f"{run} already holds a run; pass --resume to continue it or choose another --output"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # as it was: no lock, no log
+    assert (run / "checkpoints" / "last.pth").read_bytes() == b"a checkpoint"
+    empty = tmp_path / "empty"
+    with pytest.raises(FileNotFoundError) as err:
+        Trainer(cfg, output=empty, resume=True, quiet=True).fit()
+    assert str(err.value) == (f"--resume: no checkpoint at {empty / 'checkpoints' / 'last.pth'}: the run stopped "
+                              "before its first epoch ended, so there is nothing to continue; start it again without "
+                              "--resume (same --output)")  # fmt: skip
+    assert not empty.exists()
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path):
@@ -257,13 +417,27 @@ def test_an_empty_class_folder_is_refused_before_the_first_step(tmp_path, monkey
     assert not (tmp_path / "run").exists()
 
 
-def test_pretraining_probes_its_features_beside_a_random_encoder(tmp_path):
+def test_pretraining_probes_its_features_beside_a_random_encoder(tmp_path, monkeypatch):
     cfg = task_cfg("mae_pretraining", tmp_path, epochs=2)
     cfg["dataset"]["num_samples"] = 96
     cfg["pretrain"]["probe_every"] = 2
     cfg["data"]["val_fraction"] = 0.5
-    Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    calls, scalars = [], []
+    real_extra = trainer.task.extra_metrics
+
+    def extra_metrics(model, val, epoch, device):
+        calls.append((model is trainer.model, val is trainer.data.val, epoch))
+        return real_extra(model, val, epoch, device)
+
+    monkeypatch.setattr(trainer.task, "extra_metrics", extra_metrics)
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: scalars.append((dict(values), step)))
+    trainer.fit()
     history = _history(tmp_path / "run")
+    assert calls == [(True, True, 1), (True, True, 2)]  # after every validation, epochs counted from 1
+    # TensorBoard: the probe's keys (already paths) as they are, at the epoch's number
+    logged = {k: v for values, step in scalars if step == 2 and "val/loss" in values for k, v in values.items()}
+    assert logged["probe/mean_max/all/oa"] == history[1]["probe/mean_max/all/oa"] and logged["val/loss"] > 0
     assert "probe/mean_max/all/oa" not in history[0]  # every 2 epochs
     probe = history[1]
     assert 0 <= probe["probe/mean_max/all/oa"] <= 100 and "probe_random/mean_max/all/oa" in probe
@@ -296,3 +470,111 @@ def test_a_shipped_backbone_loads_by_name(tmp_path):
     Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "assets/point_mae_mn10.pth" in log and "loaded" in log
+
+
+def test_config_changes_names_every_changed_key_but_a_new_key_at_its_default():
+    """What refuses a resume (``key: old -> new``): a changed key (also one changed back to its default), a key the
+    run had and the new config lacks, a key the schema did not have when the run started unless it is at its
+    default; never the keys a resume may change (device, threads, workers, log interval, name)."""
+    from pointclora.config import DEFAULTS, merge
+
+    old = merge(DEFAULTS, {"name": "a", "optim": {"lr": 0.01}, "schedule": {"epochs": 3},
+                           "dataset": {"name": "folder", "extra": 1},
+                           "train": {"device": "cpu", "threads": 2}})  # fmt: skip
+    new = json.loads(json.dumps(old))
+    del old["optim"]["grad_clip"], old["optim"]["seg_double_step"]  # a run from before these keys existed
+    new["optim"]["lr"] = DEFAULTS["optim"]["lr"]  # back to the default: still a change
+    new["optim"]["seg_double_step"] = True  # a new key, not at its default
+    new["schedule"]["epochs"] = 4
+    del new["dataset"]["extra"]
+    new["model"]["extra"] = [1, 2]  # not in the schema at all
+    new.update(name="b", train={**new["train"], "device": "cuda", "threads": None, "log_every": 1},
+               data={**new["data"], "num_workers": 4})  # fmt: skip
+    assert trainer_mod.config_changes(old, new) == [
+        "dataset.extra: 1 -> None", "model.extra: None -> [1, 2]", "optim.lr: 0.01 -> 0.0005",
+        "optim.seg_double_step: None -> True", "schedule.epochs: 3 -> 4"]  # fmt: skip
+    assert trainer_mod.config_changes(old, old) == []
+
+
+def test_trainer_of_a_config_builds_its_task_with_the_registered_resolver(tmp_path, monkeypatch):
+    """``Trainer(cfg)`` (a config in place of a task): the resolver registered with ``set_task_resolver`` builds the
+    task and names its backbone; with none registered the Trainer says how to build one."""
+    cfg = task_cfg("classification", tmp_path)
+    task = type("Task", (), {"run_label": lambda self: "toy"})()
+    seen = []
+
+    def resolve(c):  # as the API layer's: a task bound to the config, and its backbone
+        seen.append(c)
+        task.cfg = c
+        return task, "backbone.pth"
+
+    monkeypatch.setattr(trainer_mod, "_TASK_RESOLVER", trainer_mod._TASK_RESOLVER)  # restored after the test
+    trainer_mod.set_task_resolver(resolve)
+    trainer = Trainer(cfg, tmp_path / "run")  # the old positional output
+    assert seen == [cfg] and trainer.task is task and trainer.backbone == "backbone.pth"
+    assert trainer.run_dir == tmp_path / "run" and task.cfg is trainer.cfg and trainer.cfg == cfg
+    assert Trainer(cfg, output=tmp_path / "r2", backbone="mine.pth").backbone == "mine.pth"
+    # a task object: its own config, or the one given; either way the Trainer keeps a private copy the task reads
+    other = {**cfg, "name": "other"}
+    direct = Trainer(task, output=tmp_path / "r4")
+    assert direct.cfg == cfg and direct.cfg is not cfg and task.cfg is direct.cfg and direct.backbone is None
+    given = Trainer(task, other, output=tmp_path / "r5")
+    assert given.cfg == other and given.cfg is not other and task.cfg is given.cfg
+    other["name"] = "changed later"
+    assert given.cfg["name"] == "other"
+    # no output: runs/<name>/<the task's run label>-seed<seed>-<time>; not resumed, not quiet
+    default = Trainer(task)
+    assert default.run_dir.parent == Path("runs") / "other"  # the task's config is the last one given
+    assert re.fullmatch(r"toy-seed0-\d{8}-\d{6}", default.run_dir.name) and not default.run_dir.exists()
+    assert (default.resume, default.quiet, default.last_path) == (False, False,
+                                                                  default.run_dir / "checkpoints" / "last.pth")
+    trainer_mod.set_task_resolver(None)
+    with pytest.raises(TypeError, match=r"Trainer needs a task object; build it from a config with "
+                                        r"pointclora\.api\.make_trainer\(cfg, \.\.\.\)"):  # fmt: skip
+        Trainer(cfg, output=tmp_path / "r3")
+
+
+def test_run_finetune_trains_a_dict_of_datasets_and_prints_its_epochs(tmp_path, capsys):
+    """The old one-call entry: ``datasets`` as a dict (validation on the test split when ``val`` is ``test``), a new
+    run (not a resume) that prints its epoch lines unless told to be quiet."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    data = trainer_mod.Trainer(cfg, output=tmp_path / "unused").task.build_data(None)
+    datasets = {"train": data.train, "val": data.test, "test": data.test, "classes": tuple(data.meta["classes"])}
+    metrics = trainer_mod.run_finetune(cfg, output=tmp_path / "run", datasets=datasets)
+    assert metrics["val_source"] == "test" and metrics["selection"] == "best_on_test"
+    assert metrics["classes"] == list(data.meta["classes"]) and metrics["num_samples"] == len(data.test)
+    out = capsys.readouterr().out
+    assert "epoch 1/1: lr " in out and not (tmp_path / "unused").exists()
+    assert out.count("run folder: ") == 1 and out.endswith((tmp_path / "run" / "results.md").read_text().strip()
+                                                            + f"\n\nrun folder: {tmp_path / 'run'}  (weights: best/, "
+                                                            f"last/; TensorBoard: tensorboard --logdir "
+                                                            f"{tmp_path / 'run' / 'tb'})\n")  # fmt: skip
+    as_given = trainer_mod.as_task_data(data)
+    assert as_given is data and trainer_mod.as_task_data({**datasets, "val": data.val}).val_source == "val split"
+
+
+def test_the_run_records_its_absolute_data_folder_and_a_resume_reads_it(tmp_path, monkeypatch):
+    """#19: config.yaml (and every saved manifest) holds the absolute folder the run read, and ``--resume`` without
+    ``--data-root`` reads that folder even from another working directory; ``--data-root`` overrides the config."""
+    from pointclora.config import config_from_string
+
+    monkeypatch.setenv("POINTCLORA_CACHE", str(tmp_path / "cache"))
+    root = _folder_dataset(tmp_path / "data").resolve()
+    monkeypatch.chdir(tmp_path)
+    cfg = _folder_cfg(tmp_path, "data")  # relative to the working directory
+    cfg["schedule"]["epochs"] = 2
+    run = tmp_path / "run"
+    _killed_after_epoch(cfg, run, 1, monkeypatch)
+    assert config_from_string((run / "config.yaml").read_text())["dataset"]["root"] == str(root)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # "data" is not here
+    trainer = Trainer(cfg, output=run, resume=True, quiet=True)
+    assert trainer.data_root == str(root) and trainer.cfg["dataset"]["root"] == str(root)
+    metrics = trainer.fit()
+    assert json.loads((run / "best" / "manifest.json").read_text())["config"]["dataset"]["root"] == str(root)
+    assert metrics["split_check"] == {"train/val": "disjoint", "train/test": "disjoint", "val/test": "disjoint"}
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    other = Trainer(_folder_cfg(tmp_path, "nowhere"), output=tmp_path / "run2", data_root=str(moved), quiet=True)
+    assert other.data_root == str(moved) and other.cfg["dataset"]["root"] == str(moved)

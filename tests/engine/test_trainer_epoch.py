@@ -1,6 +1,7 @@
 """What one Trainer epoch records and says, checked against the steps it ran: the lr of the epoch, the training
 accuracy from the steps' own counts, the TensorBoard scalars of every logged step and of every validation, the epoch
-line of log.txt, the progress bar's label (on a terminal only), and a loss that is not finite."""
+line of log.txt, the progress bar's label and postfix (on a terminal only), the default logging interval, an epoch
+of a single sample, and a loss that is not finite."""
 
 import json
 import sys
@@ -30,6 +31,8 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
     def training_step(model, batch, device):
         out = real_step(model, batch, device)
         steps.append((float(out["loss"].detach()), out["count"], out["stats"]["correct"]))
+        # a task's own statistic (a sum over the batch, as "correct"): recorded as its mean per sample
+        out["stats"]["loss_sum"] = float(out["loss"].detach()) * out["count"]
         return out
 
     monkeypatch.setattr(trainer.task, "training_step", training_step)
@@ -46,6 +49,7 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
         assert h["lr"] == pytest.approx(cosine_lr(e, 0.004, 2, 1, 1e-4, 1e-5), rel=1e-12)
         assert h["train_acc"] == pytest.approx(100.0 * sum(c for _, _, c in mine) / sum(n for _, n, _ in mine))
         assert h["train_loss"] == pytest.approx(sum(v * n for v, n, _ in mine) / sum(n for _, n, _ in mine))
+        assert h["train_loss_sum"] == pytest.approx(h["train_loss"], rel=1e-9)
     assert len({h["lr"] for h in history}) == 2 and 0 < history[0]["train_acc"] < 100
     # per step (every log_every-th global step): the step's task loss, the auxiliary loss and the lr it stepped with
     logged = [(v, s) for v, s in scalars if "train/loss" in v]
@@ -63,6 +67,75 @@ def test_epoch_records_and_tensorboard_scalars_follow_the_steps(tmp_path, monkey
     assert lines == [f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} | train {h['train_acc']:.2f}% "
                      f"| val {h['val_acc']:.2f}% (mAcc {h['val_mean_class_acc']:.2f}%) ({h['time_s']:.1f}s)"
                      for h in history]  # fmt: skip
+
+
+def test_the_bar_shows_each_steps_loss_and_lr_and_tensorboard_gets_every_tenth_step_by_default(tmp_path, monkeypatch):
+    """The progress bar's postfix at every optimizer step (the step's task loss and lr), and the default
+    ``train.log_every`` (10) for a config that does not set it, on a model whose trainable tensors are all 1-D
+    (norm tuning: AdamW then has a single, no-decay, param group, so the lr is read from the first group)."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    cfg["schedule"].update(warmup_epochs=1, warmup_lr_init=3e-4)  # epoch 0 runs at 3e-4, not the base lr
+    cfg["data"]["batch_size"] = 2  # 12 steps: only step 10 is logged
+    del cfg["train"]["log_every"]
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    losses, scalars, bars = [], [], []
+    real_step = trainer.task.training_step
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        losses.append(float(out["loss"].detach()))
+        return out
+
+    class Bar:  # what tqdm gives on a terminal, reduced to what the Trainer uses
+        def __init__(self, iterable):
+            self.iterable, self.postfix = iterable, []
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, **values):
+            self.postfix.append(values)
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    monkeypatch.setattr(RunLogger, "scalars", lambda self, values, step: scalars.append((dict(values), step)))
+    monkeypatch.setattr(trainer, "_progress", lambda it, desc: bars.append(Bar(it)) or bars[-1])
+    trainer.fit()
+
+    assert len(trainer.optimizer.param_groups) == 1 and len(losses) == 12
+    lr = json.loads((tmp_path / "run" / "history.jsonl").read_text())["lr"]
+    assert lr == pytest.approx(3e-4, rel=1e-12)
+    assert len(bars) == 1 and bars[0].postfix == [{"loss": f"{v:.3f}", "lr": f"{lr:.2e}"} for v in losses]
+    logged = [(v, s) for v, s in scalars if "train/loss" in v]
+    assert logged == [({"train/loss": losses[9], "train/aux_loss": 0.0, "train/lr": lr}, 10)]
+
+
+def test_an_epoch_of_one_sample_records_that_samples_loss_and_accuracy(tmp_path, monkeypatch):
+    """The epoch's means divide by the samples seen, also when that is one (a 1-sample training set, batch 1)."""
+    from torch.utils.data import Subset
+
+    from pointclora.engine.data import TaskData
+
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]  # the head's BatchNorm stays frozen: a batch of one cannot train it
+    cfg["data"]["batch_size"] = 1
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    full = trainer.task.build_data(trainer.data_root)
+    trainer.prebuilt = TaskData(Subset(full.train, [0]), full.val, full.test, full.val_source, full.meta)
+    steps = []
+    real_step = trainer.task.training_step
+
+    def training_step(model, batch, device):
+        out = real_step(model, batch, device)
+        steps.append((float(out["loss"].detach()), out["stats"]["correct"]))
+        return out
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
+    trainer.fit()
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert len(steps) == 1
+    assert record["train_loss"] == pytest.approx(steps[0][0], rel=1e-12)
+    assert record["train_acc"] == 100.0 * steps[0][1]
 
 
 def test_the_progress_bar_is_shown_on_a_terminal_only(tmp_path, monkeypatch):
@@ -125,3 +198,79 @@ def test_the_official_double_step_takes_the_place_of_the_step(tmp_path, monkeypa
     trainable = [id(p) for p in trainer.model.parameters() if p.requires_grad]
     assert calls == [(True, trainable, used, True)] * 3 and plain == []
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=True)["global_step"] == 3
+
+
+def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_flop_count(tmp_path, monkeypatch,
+                                                                                           capsys):  # fmt: skip
+    """After the last epoch: results.md is the task's table of metrics.json, --quiet still prints it with the run
+    folder, an external log gets it instead of the console, a FLOP count that fails is said and left out; every
+    epoch's record goes to ``on_epoch_end`` once its checkpoint is written."""
+    cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
+    cfg["peft"]["train_modules"] = ["norm"]
+    del cfg["train"]["eval_every"]  # the default: every epoch
+    cfg["train"]["select"] = "last"  # asked for: the last epoch, without the small-validation warning
+    run = tmp_path / "run"
+    seen = []
+
+    def on_epoch_end(epoch, record):
+        seen.append((epoch, torch.load(run / "checkpoints" / "last.pth", weights_only=True)["epoch"], record))
+
+    trainer = Trainer(cfg, output=run, quiet=True, on_epoch_end=on_epoch_end)
+
+    def gflops(model, num_points):
+        raise RuntimeError(f"no counter for {num_points} points")
+
+    monkeypatch.setattr(trainer.task, "gflops", gflops)
+    monkeypatch.setattr(trainer.task, "epoch_line", lambda record: "")  # a task with nothing to add to the line
+    metrics = trainer.fit()
+    assert "gflops" not in metrics and json.loads((run / "metrics.json").read_text()) == metrics
+    table = trainer.task.results_table(metrics)
+    assert (run / "results.md").read_text() == table + "\n"
+    summary = f"{table}\n\nrun folder: {run}  (weights: best/, last/; TensorBoard: tensorboard --logdir {run / 'tb'})"
+    assert capsys.readouterr().out == summary + "\n"  # quiet: nothing else
+    log = (run / "log.txt").read_text()
+    assert "GFLOPs not counted: no counter for 64 points\n" in log and log.endswith("\n" + summary + "\n")
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [(e, saved) for e, saved, _ in seen] == [(0, 1), (1, 2)] and [r for *_, r in seen] == history
+    assert all("val_acc" in h for h in history) and "warning:" not in log
+    assert (metrics["selection"], metrics["selection_label"], metrics["best_epoch"]) == (
+        "last_epoch", "last epoch (train.select: last)", 2)  # fmt: skip
+    assert all(isinstance(h["time_s"], float) and 0 < h["time_s"] == round(h["time_s"], 3) < 60 for h in history)
+    assert [ln for ln in log.splitlines() if ln.startswith("epoch ")] == [
+        f"epoch {h['epoch']}/2: lr {h['lr']:.2e} loss {h['train_loss']:.4f} ({h['time_s']:.1f}s)" for h in history]
+
+    lines, run = [], tmp_path / "run2"  # with an external log (the API's log=): the summary goes there, not to print
+    metrics = Trainer(cfg, output=run, quiet=True, log=lines.append).fit()
+    assert metrics["gflops"] > 0 and capsys.readouterr().out == ""
+    assert lines[-1] == (f"\n{trainer.task.results_table(metrics)}\n\nrun folder: {run}  (weights: best/, last/; "
+                         f"TensorBoard: tensorboard --logdir {run / 'tb'})")  # fmt: skip
+
+
+@pytest.mark.parametrize("no_decay,stepping", [("ours", "before_epoch"), ("point-mae", "official")])
+def test_the_optimizer_and_schedule_are_the_configs(tmp_path, no_decay, stepping):
+    """AdamW with the config's lr, betas, eps and weight decay in the chosen parameter groups (ours: decay first;
+    point-mae's ``add_weight_decay``: no-decay first, tokens exempt), and the chosen schedule: the official one
+    steps one epoch late and runs one epoch more (classification's ``range(max_epoch + 1)``)."""
+    from pointclora.engine.optim import official_epoch_lrs, param_groups
+    from pointclora.engine.protocol import official_param_groups
+
+    cfg = task_cfg("classification", tmp_path, epochs=2, method="linear")
+    cfg["optim"].update(lr=0.003, weight_decay=0.1, betas=[0.8, 0.9], eps=1e-7, no_decay=no_decay)
+    cfg["schedule"].update(stepping=stepping, warmup_epochs=1, warmup_lr_init=1e-4, lr_min=1e-5)
+    cfg["protocol"] = "point-mae" if no_decay == "point-mae" else "ours"  # the label every output carries
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    metrics = trainer.fit()
+    assert metrics["protocol"] == cfg["protocol"]
+    assert f"classification [protocol {cfg['protocol']}]: point_mae_tiny + linear: " in (
+        tmp_path / "run" / "log.txt").read_text()
+    groups = trainer.optimizer.param_groups
+    want = (official_param_groups if no_decay == "point-mae" else param_groups)(trainer.model, 0.1)
+    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in want]
+    assert [g["weight_decay"] for g in groups] == ([0.0, 0.1] if no_decay == "point-mae" else [0.1, 0.0])
+    assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-7 for g in groups)
+    assert trainer.scheduler.base_lrs == [0.003, 0.003]
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    lrs = (official_epoch_lrs(0.003, 2, 1, 1e-4, 1e-5, final_epoch=True) if stepping == "official"
+           else [cosine_lr(e, 0.003, 2, 1, 1e-4, 1e-5) for e in range(2)])  # fmt: skip
+    assert [h["lr"] for h in history] == pytest.approx(lrs, rel=1e-12)
+    assert metrics["epochs"] == trainer.epochs == len(lrs)
