@@ -141,7 +141,11 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path):
+def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path, capsys):
+    """The tool end to end in a process of its own once (--json); the table and the refusals in-process through the
+    same ``main`` (each process start costs ~2 s of imports; the shim is one line)."""
+    from pointclora.cli.probe import main
+
     cfg = _folder_dataset(tmp_path)
     ckpt = export_encoder_state(
         build_pretrain_model("point_mae_tiny", decoder_depth=1), str(tmp_path / "enc.pth"), variant="point_mae_tiny"
@@ -151,16 +155,17 @@ def test_probe_cli_prints_backbone_and_random_and_one_line_errors(tmp_path):
     res = json.loads(out.stdout)
     assert res["train"] == 12 and res["test"] == 6 and "point_mae_tiny" in res["weights"]
     assert "cls_max/all/oa" in res["backbone"] and "cls_max/all/oa" in res["random"]
-    table = _run("--weights", ckpt, "--cfg", str(cfg), "--npoints", "64", "--per-class")
-    assert table.returncode == 0 and "random OA" in table.stdout
+    capsys.readouterr()
+    assert main(["--weights", ckpt, "--cfg", str(cfg), "--npoints", "64", "--per-class"]) == 0
+    assert "random OA" in capsys.readouterr().out
     for bad in (
         ["--weights", str(tmp_path / "nope.pth"), "--cfg", str(cfg)],
         ["--weights", ckpt, "--cfg", str(tmp_path / "missing.yaml")],
         ["--weights", ckpt, "--cfg", str(cfg), "--model", "point_mae_s"],
     ):
-        err = _run(*bad)
-        assert err.returncode == 2, bad
-        assert err.stderr.startswith("error: ") and "Traceback" not in err.stderr and err.stderr.count("\n") == 1
+        rc, err = main(bad), capsys.readouterr().err
+        assert rc == 2, bad
+        assert err.startswith("error: ") and "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_probe_cli_reads_an_encoder_exported_by_the_pretraining_trainer(tmp_path):
