@@ -95,7 +95,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from pointclora.peft import merge_adapters, trainable_parameter_summary
 
     device = spec["device"]
-    model, cfg = _build(spec["method"], spec.get("peft_kwargs", {}), spec["num_groups"], device, spec["compile"])
+    model, _ = _build(spec["method"], spec.get("peft_kwargs", {}), spec["num_groups"], device, spec["compile"])
     counts = trainable_parameter_summary(model)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         rows = [_run_child({**common, "method": m}) if with_memory else {"method": m} for m in methods]
         steppers = []
         for r, m in zip(rows, methods):
-            model, cfg = _build(m, {}, num_groups, args.device, args.compile)
+            model, _ = _build(m, {}, num_groups, args.device, args.compile)
             if "trainable_params" not in r:
                 r.update(trainable_parameter_summary(model))
             steppers.append(training_step(model, batch, args.npoints, NUM_CLASSES, device=args.device))
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
 
     print(f"\nCLoRA ablation (same batch; each variant timed alternately with the default, median of {steps} steps)")
     print(f"{'variant':<34}{'adapter params':>15}{'rank bound':>11}{'step s':>9}{'× default':>11}")
-    default_model, default_cfg = _build("clora", {}, num_groups, args.device)
+    default_model, _ = _build("clora", {}, num_groups, args.device)
     default_step = training_step(default_model, args.batch, args.npoints, NUM_CLASSES, device=args.device)
     for label, kw in variants:
         model, cfg = _build("clora", kw, num_groups, args.device)

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MN_CLASSES = ["airplane", "bathtub", "night_stand", "xbox"]
+
+
+def raised(exc, call) -> str:
+    """The message of the ``exc`` that ``call()`` raises (the tests compare messages whole)."""
+    with pytest.raises(exc) as info:
+        call()
+    return str(info.value)
 
 
 def real_data_dir() -> Path:

@@ -9,18 +9,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from dataset_files import MN_CLASSES, reference_fps, write_h5, write_modelnet_h5, write_modelnet_txt
+from dataset_files import MN_CLASSES, raised, reference_fps, write_h5, write_modelnet_h5, write_modelnet_txt
 
 from pointclora.datasets import DataFormatError, DatasetNotFoundError, ModelNet40, fps_cache_path, write_fps_cache
 from pointclora.datasets.base import content_keys, missing_dataset, pc_normalize
 from pointclora.datasets.cache import stable_digest
 from pointclora.datasets.modelnet import LAYOUT_H5, LAYOUT_TXT, WHERE, fps_order_numpy, official_fps_start
-
-
-def _error(exc, call) -> str:
-    with pytest.raises(exc) as info:
-        call()
-    return str(info.value)
 
 
 def _rows(path) -> np.ndarray:
@@ -45,12 +39,12 @@ def _fps_rows(full: np.ndarray, sid: str, n: int, seed: int = 0) -> np.ndarray:
     ],
 )
 def test_bad_arguments_name_the_argument_and_the_choices(tmp_path, kwargs, message):
-    assert _error(ValueError, lambda: ModelNet40(tmp_path, **kwargs)) == message
+    assert raised(ValueError, lambda: ModelNet40(tmp_path, **kwargs)) == message
 
 
 def test_one_split_file_for_both_splits_message_in_full(tmp_path):
     write_modelnet_txt(tmp_path)
-    assert _error(ValueError, lambda: ModelNet40(tmp_path, "train", split_file="mine.txt")) == (
+    assert raised(ValueError, lambda: ModelNet40(tmp_path, "train", split_file="mine.txt")) == (
         "ModelNet40: split_file='mine.txt' would be used for both the train and the test split, making the test set "
         "equal the training set. Give a pattern with {split} (e.g. split_file='present_{split}.txt') or one list "
         "per split (train_split_file='present_train.txt', test_split_file='present_test.txt')"
@@ -60,7 +54,7 @@ def test_one_split_file_for_both_splits_message_in_full(tmp_path):
 @pytest.mark.parametrize("source,layout", [("txt", LAYOUT_TXT), ("fps_cache", LAYOUT_TXT), ("h5", LAYOUT_H5)])
 def test_missing_root_names_the_layout_of_the_source(tmp_path, source, layout):
     root = tmp_path / "absent"
-    got = _error(DatasetNotFoundError, lambda: ModelNet40(root, source=source))
+    got = raised(DatasetNotFoundError, lambda: ModelNet40(root, source=source))
     assert got == str(missing_dataset("ModelNet40", root, [root], WHERE, layout))
 
 
@@ -144,7 +138,7 @@ def test_official_fps_start_is_uniform_over_the_rows_and_the_order_matches_the_o
     far = np.array([[0, 0, 0], [1e5, 0, 0], [1e5, 1, 0], [1e5, 2, 0]], np.float64)
     assert fps_order_numpy(far, 2, 0).tolist() == reference_fps(far, 2, 0).tolist() == [0, 1]
     for bad in (0, 31):
-        assert _error(ValueError, lambda: fps_order_numpy(xyz, bad, 0)) == (
+        assert raised(ValueError, lambda: fps_order_numpy(xyz, bad, 0)) == (
             f"fps_order_numpy: num_points must be in [1, 30], got {bad}"
         )
 
@@ -205,30 +199,30 @@ def test_text_without_normals_and_with_short_rows_name_the_file(tmp_path):
     ds = ModelNet40(tmp_path, "train", num_points=8, shuffle=False, cache_dir=tmp_path / "c")
     assert ds.raw_points(0).shape == (8, 3)  # xyz-only rows are enough without normals
     nrm = ModelNet40(tmp_path, "train", num_points=8, use_normals=True, cache_dir=tmp_path / "c")
-    assert _error(DataFormatError, lambda: nrm[0]) == f"{path}: rows hold 3 values, expected >= 6 (x,y,z,nx,ny,nz)"
+    assert raised(DataFormatError, lambda: nrm[0]) == f"{path}: rows hold 3 values, expected >= 6 (x,y,z,nx,ny,nz)"
     np.savetxt(path, np.ones((40, 2)), delimiter=",")
-    assert _error(DataFormatError, lambda: ds[0]) == f"{path}: rows hold 2 values, expected >= 3 (x,y,z)"
+    assert raised(DataFormatError, lambda: ds[0]) == f"{path}: rows hold 2 values, expected >= 3 (x,y,z)"
     np.savetxt(path, np.ones((5, 6)), delimiter=",")
-    assert _error(DataFormatError, lambda: ds[0]) == f"{path}: 5 points, fewer than num_points=8"
+    assert raised(DataFormatError, lambda: ds[0]) == f"{path}: 5 points, fewer than num_points=8"
 
 
 def test_text_list_errors_in_full(tmp_path):
     write_modelnet_txt(tmp_path)
     lst, names = tmp_path / "modelnet40_train.txt", tmp_path / "modelnet40_shape_names.txt"
     lst.write_text("airplane_0001\nzebra_0001\n")
-    assert _error(DataFormatError, lambda: ModelNet40(tmp_path)) == (
+    assert raised(DataFormatError, lambda: ModelNet40(tmp_path)) == (
         f"{lst}: id 'zebra_0001' names class 'zebra', which is not in modelnet40_shape_names.txt"
     )
     lst.write_text("airplane_0001\nxbox_0099\nxbox_0098\nxbox_0097\nxbox_0096\n")
     missing = [tmp_path / "xbox" / f"xbox_00{k}.txt" for k in (99, 98, 97)]  # the first three, as listed
-    assert _error(DatasetNotFoundError, lambda: ModelNet40(tmp_path)) == (
+    assert raised(DatasetNotFoundError, lambda: ModelNet40(tmp_path)) == (
         f"ModelNet40: 4 of 5 shapes listed in {lst} are missing, e.g. {', '.join(map(str, missing))}. Complete the "
         f"dataset ({WHERE}) or pass lists of the ids you have, one per split (e.g. split_file='present_{{split}}.txt',"
         " or train_split_file=... and test_split_file=...)."
     )
     names.unlink()
     lst.unlink()
-    assert _error(DatasetNotFoundError, lambda: ModelNet40(tmp_path)) == str(
+    assert raised(DatasetNotFoundError, lambda: ModelNet40(tmp_path)) == str(
         missing_dataset("ModelNet40 (text release)", tmp_path, [names, lst], WHERE, LAYOUT_TXT)
     )
 
@@ -305,11 +299,11 @@ def test_write_fps_cache_options(tmp_path, monkeypatch):
     # the cache stores normals: xyz-only text files are refused, naming the file
     path = tmp_path / "airplane" / "airplane_0001.txt"
     np.savetxt(path, np.ones((12, 3)), delimiter=",")
-    assert _error(DataFormatError, lambda: write_fps_cache(tmp_path, "train", num_points=12)) == (
+    assert raised(DataFormatError, lambda: write_fps_cache(tmp_path, "train", num_points=12)) == (
         f"{path}: rows hold 3 values, expected >= 6 (x,y,z,nx,ny,nz)"
     )
     np.savetxt(path, np.ones((11, 6)), delimiter=",")
-    assert _error(DataFormatError, lambda: write_fps_cache(tmp_path, "train", num_points=12)) == (
+    assert raised(DataFormatError, lambda: write_fps_cache(tmp_path, "train", num_points=12)) == (
         f"{path}: 11 points, fewer than num_points=12"
     )
 
@@ -363,40 +357,40 @@ def test_fps_cache_errors_in_full(tmp_path):
     lab = np.array([0], np.int32)
     path, load = _cache(tmp_path, [ok], [lab, lab])
     want = f"{path}: expected a pickled [list_of_points, list_of_labels] of equal length, got list"
-    assert _error(DataFormatError, load) == want
+    assert raised(DataFormatError, load) == want
     path.write_bytes(pickle.dumps([[ok], [lab], [lab]]))
-    assert _error(DataFormatError, load) == want
+    assert raised(DataFormatError, load) == want
     path.write_bytes(pickle.dumps(([ok], 7)))
-    assert _error(DataFormatError, load) == want.replace("got list", "got tuple")
+    assert raised(DataFormatError, load) == want.replace("got list", "got tuple")
     for bad in ([ok.tolist()], [np.zeros((4, 2), np.float32)], [np.zeros(4, np.float32)]):
         _cache(tmp_path, bad, [lab], write_txt=False)
-        got = _error(DataFormatError, load)
+        got = raised(DataFormatError, load)
         p = bad[0]
         desc = f"{type(p).__name__} {getattr(p, 'shape', '')} {getattr(p, 'dtype', '')}"
         assert got == f"{path}: points[0] must be a float (N, 6) array, got {desc}"
     _cache(tmp_path, [ok, np.zeros((3, 6), np.float32)], [lab, lab], write_txt=False)
-    assert _error(DataFormatError, load) == f"{path}: points[1] has 3 points, fewer than 4"
+    assert raised(DataFormatError, load) == f"{path}: points[1] has 3 points, fewer than 4"
     _, load_n = _cache(tmp_path, [ok, np.zeros((4, 5), np.float32)], [lab, lab], use_normals=True, write_txt=False)
-    assert _error(DataFormatError, load_n) == f"{path}: points[1] has no normals (shape (4, 5)), use_normals=True"
+    assert raised(DataFormatError, load_n) == f"{path}: points[1] has no normals (shape (4, 5)), use_normals=True"
     nan = ok.copy()
     nan[2, 1] = np.nan
     _cache(tmp_path, [ok, nan], [lab, lab], write_txt=False)
-    assert _error(DataFormatError, load).startswith(f"{path} (points[1]): 1 row(s) with NaN/Inf coordinates")
+    assert raised(DataFormatError, load).startswith(f"{path} (points[1]): 1 row(s) with NaN/Inf coordinates")
     for lab_bad in (np.array([], np.int32), np.array([0, 0, 1, 0], np.int32)):  # none, or a one-hot vector
         _cache(tmp_path, [ok], [lab_bad], write_txt=False)
-        got = _error(DataFormatError, load)
+        got = raised(DataFormatError, load)
         assert got == f"{path}: labels must be arrays of shape (1,) (np.int32), one per shape"
     _cache(tmp_path, [ok], [np.array([4], np.int32)], write_txt=False)
-    assert _error(DataFormatError, load) == (
+    assert raised(DataFormatError, load) == (
         f"{path}: label 4 (sample 0) out of range: modelnet40_shape_names.txt define 4 classes (valid ids 0..3)"
     )
     (tmp_path / "modelnet40_shape_names.txt").unlink()
     names = tmp_path / "modelnet40_shape_names.txt"
-    assert _error(DatasetNotFoundError, load) == str(
+    assert raised(DatasetNotFoundError, load) == str(
         missing_dataset("ModelNet40 shape names", tmp_path, [names], WHERE, LAYOUT_TXT)
     )
     path.unlink()
-    assert _error(DatasetNotFoundError, load) == str(
+    assert raised(DatasetNotFoundError, load) == str(
         missing_dataset(
             "ModelNet40 FPS cache",
             tmp_path,
@@ -448,12 +442,12 @@ def test_h5_files_and_classes_arguments(tmp_path):
     ds = ModelNet40(tmp_path, "train", source="h5", files=["ply_data_test1.h5"], classes=list("abcd"))
     assert len(ds) == 3 and ds.classes == ["a", "b", "c", "d"]
     write_h5(tmp_path / "bad.h5", data=np.zeros((2, 8, 3), np.float32), label=np.array([1, 4]))
-    got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["bad.h5"], classes=list("abcd")))
+    got = raised(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["bad.h5"], classes=list("abcd")))
     assert got == (
         f"{tmp_path / 'bad.h5'} ('label'): label 4 (sample 1) out of range: the classes argument define 4 classes "
         "(valid ids 0..3)"
     )
-    got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=[]))
+    got = raised(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=[]))
     assert got == "ModelNet40: the h5 files [] hold no shapes"
 
 
@@ -464,7 +458,7 @@ def test_h5_file_of_a_single_shape(tmp_path):
     ds = ModelNet40(tmp_path, source="h5", files=["one.h5"])
     assert len(ds) == 1 and ds.num_points == 8 and ds.labels.tolist() == [2]
     np.testing.assert_array_equal(ds.raw_points(0), one[0])
-    got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5"], num_points=9))
+    got = raised(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5"], num_points=9))
     assert got == f"{tmp_path / 'one.h5'}: clouds hold 8 points, fewer than num_points=9"
 
 
@@ -474,7 +468,7 @@ def test_h5_files_of_different_point_counts_are_refused(tmp_path):
     write_h5(tmp_path / "one.h5", data=np.zeros((1, 8, 3), np.float32), label=np.array([[2]], np.uint8))
     write_h5(tmp_path / "short.h5", data=np.zeros((2, 6, 3), np.float32), label=np.array([0, 1]))
     for n in (None, 7):
-        got = _error(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5", "short.h5"],
+        got = raised(DataFormatError, lambda: ModelNet40(tmp_path, source="h5", files=["one.h5", "short.h5"],
                                                          num_points=n))  # fmt: skip
         assert got == (
             f"{tmp_path / 'short.h5'}: clouds hold 6 points, those of {tmp_path / 'one.h5'} 8; every h5 file of a "
@@ -493,33 +487,33 @@ def test_h5_errors_in_full(tmp_path):
         return lambda: ModelNet40(tmp_path, source="h5", files=["x.h5"], **kw)
 
     write_h5(f, data=np.zeros((2, 8, 4), np.float32), label=np.zeros(2, np.int64))
-    assert _error(DataFormatError, load()) == f"{f}: 'data' must be float (n, P, 3), got float32 (2, 8, 4)"
+    assert raised(DataFormatError, load()) == f"{f}: 'data' must be float (n, P, 3), got float32 (2, 8, 4)"
     write_h5(f, data=np.zeros((2, 8, 3), np.int16), label=np.zeros(2, np.int64))
-    assert _error(DataFormatError, load()) == f"{f}: 'data' must be float (n, P, 3), got int16 (2, 8, 3)"
+    assert raised(DataFormatError, load()) == f"{f}: 'data' must be float (n, P, 3), got int16 (2, 8, 3)"
     for label in (np.zeros((2, 2), np.int64), np.zeros(3, np.int64)):
         write_h5(f, data=np.zeros((2, 8, 3), np.float32), label=label)
-        assert _error(DataFormatError, load()) == (
+        assert raised(DataFormatError, load()) == (
             f"{f}: 'label' must be (n,) or (n, 1) with n=2, got {label.shape}"
         )
     write_h5(f, data=np.zeros((2, 8, 3), np.float32), label=np.zeros((2, 1), np.int64))
     want = f"{f}: use_normals=True needs a 'normal' dataset of shape (2, 8, 3)"
-    assert _error(DataFormatError, load(use_normals=True)) == want
+    assert raised(DataFormatError, load(use_normals=True)) == want
     write_h5(f, data=np.zeros((2, 8, 3), np.float32), label=np.zeros(2, np.int64), normal=np.zeros((2, 7, 3)))
-    assert _error(DataFormatError, load(use_normals=True)) == want
+    assert raised(DataFormatError, load(use_normals=True)) == want
     data = np.zeros((2, 8, 3), np.float32)
     data[1, 2, 0] = np.inf
     write_h5(f, data=data, label=np.zeros(2, np.int64))
-    assert _error(DataFormatError, load()).startswith(f"{f}: 1 row(s) with NaN/Inf coordinates in 'data' (first at "
+    assert raised(DataFormatError, load()).startswith(f"{f}: 1 row(s) with NaN/Inf coordinates in 'data' (first at "
                                                       "row 10)")  # fmt: skip
     write_h5(f, data=np.zeros((2, 8, 3), np.float32), label=np.zeros(2, np.int64))
-    assert _error(DataFormatError, load(num_points=9)) == f"{f}: clouds hold 8 points, fewer than num_points=9"
+    assert raised(DataFormatError, load(num_points=9)) == f"{f}: clouds hold 8 points, fewer than num_points=9"
     (tmp_path / "ply_data_test1.h5").unlink()
-    got = _error(DatasetNotFoundError, lambda: ModelNet40(tmp_path, "test", source="h5"))
+    got = raised(DatasetNotFoundError, lambda: ModelNet40(tmp_path, "test", source="h5"))
     assert got == str(missing_dataset("ModelNet40 (HDF5 release)", tmp_path, [tmp_path / "ply_data_test1.h5"], WHERE,
                                       LAYOUT_H5))  # fmt: skip
     for name in ("shape_names.txt", "test_files.txt"):
         (tmp_path / name).unlink()
-        got = _error(DatasetNotFoundError, lambda: ModelNet40(tmp_path, "test", source="h5"))
+        got = raised(DatasetNotFoundError, lambda: ModelNet40(tmp_path, "test", source="h5"))
         assert got == str(missing_dataset("ModelNet40 (HDF5 release)", tmp_path, [tmp_path / name], WHERE, LAYOUT_H5))
 
 

@@ -6,19 +6,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from dataset_files import write_h5, write_scanobjectnn
+from dataset_files import raised, write_h5, write_scanobjectnn
 
 from pointclora.datasets import DataFormatError, DatasetNotFoundError, ScanObjectNN
 from pointclora.datasets.base import content_keys, missing_dataset
 from pointclora.datasets.scanobjectnn import LAYOUT, SCANOBJECTNN_CLASSES, WHERE
 
 OBJ_BG_TRAIN = "main_split/training_objectdataset.h5"
-
-
-def _error(exc, call) -> str:
-    with pytest.raises(exc) as info:
-        call()
-    return str(info.value)
 
 
 def _stored(path, key="data"):
@@ -123,7 +117,7 @@ def test_the_three_accepted_roots(tmp_path, layout):
 
 
 def test_missing_file_and_bad_arguments_in_full(tmp_path):
-    got = _error(DatasetNotFoundError, lambda: ScanObjectNN(tmp_path, "test", variant="OBJ_ONLY"))
+    got = raised(DatasetNotFoundError, lambda: ScanObjectNN(tmp_path, "test", variant="OBJ_ONLY"))
     assert got == str(
         missing_dataset("ScanObjectNN OBJ_ONLY", tmp_path, [tmp_path / "main_split_nobg/test_objectdataset.h5"],
                         WHERE, LAYOUT)  # fmt: skip
@@ -133,10 +127,10 @@ def test_missing_file_and_bad_arguments_in_full(tmp_path):
     write_scanobjectnn(tmp_path / "x")
     with pytest.raises(DatasetNotFoundError):
         ScanObjectNN(tmp_path / "x" / "main_split_nobg", "test", variant="OBJ_BG")
-    assert _error(ValueError, lambda: ScanObjectNN(tmp_path, variant="hard")) == (
+    assert raised(ValueError, lambda: ScanObjectNN(tmp_path, variant="hard")) == (
         "ScanObjectNN: variant must be one of ['OBJ_BG', 'OBJ_ONLY', 'PB_T50_RS'], got 'hard'"
     )
-    assert _error(ValueError, lambda: ScanObjectNN(tmp_path, "val")) == (
+    assert raised(ValueError, lambda: ScanObjectNN(tmp_path, "val")) == (
         "ScanObjectNN: split must be one of ['train', 'test'], got 'val'"
     )
 
@@ -147,7 +141,7 @@ def test_bad_files_in_full(tmp_path):
 
     def load(**arrays):
         write_h5(path, **arrays)
-        return _error(DataFormatError, lambda: ScanObjectNN(tmp_path, "train", variant="OBJ_BG"))
+        return raised(DataFormatError, lambda: ScanObjectNN(tmp_path, "train", variant="OBJ_BG"))
 
     ok, lab = np.zeros((2, 4, 3), np.float32), np.zeros(2, np.int64)
     for data in (np.zeros((2, 4), np.float32), np.zeros((2, 4, 2), np.float32), np.zeros((2, 4, 3), np.int32)):

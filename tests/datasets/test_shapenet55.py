@@ -3,19 +3,12 @@ the sampled values (train: torch's permutation; test: fixed by seed and index, r
 full message. Small .npy files in the Point-BERT layout (dataset_files.write_shapenet55)."""
 
 import numpy as np
-import pytest
 import torch
-from dataset_files import write_shapenet55
+from dataset_files import raised, write_shapenet55
 
 from pointclora.datasets import DataFormatError, DatasetNotFoundError, ShapeNet55
 from pointclora.datasets.base import missing_dataset, pc_normalize
 from pointclora.datasets.shapenet55 import LAYOUT, WHERE
-
-
-def _error(exc, call) -> str:
-    with pytest.raises(exc) as info:
-        call()
-    return str(info.value)
 
 
 def test_lists_ids_labels_and_files(tmp_path):
@@ -111,26 +104,26 @@ def test_errors_in_full(tmp_path):
     path = tmp_path / "shapenet_pc" / "02691156-testmodel0.npy"
     for arr in (np.zeros(24), np.zeros((8, 2)), np.zeros((0, 3)), np.zeros((2, 4, 3))):
         np.save(path, arr)
-        assert _error(DataFormatError, lambda: ds[0]) == f"{path}: expected an (8192, 3) array, got shape {arr.shape}"
+        assert raised(DataFormatError, lambda: ds[0]) == f"{path}: expected an (8192, 3) array, got shape {arr.shape}"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert _error(DataFormatError, lambda: ds[0]).startswith(f"{path}: not a plain numeric .npy array (")
+    assert raised(DataFormatError, lambda: ds[0]).startswith(f"{path}: not a plain numeric .npy array (")
     bad = np.zeros((8, 3))
     bad[6, 0] = np.nan
     np.save(path, bad)
-    assert _error(DataFormatError, lambda: ds[0]).startswith(f"{path}: 1 row(s) with NaN/Inf coordinates (first at "
+    assert raised(DataFormatError, lambda: ds[0]).startswith(f"{path}: 1 row(s) with NaN/Inf coordinates (first at "
                                                              "row 6)")  # fmt: skip
     np.save(path, np.zeros((7, 3)))
-    assert _error(DataFormatError, lambda: ds[0]) == f"{path}: 7 points, fewer than num_points=8"
+    assert raised(DataFormatError, lambda: ds[0]) == f"{path}: 7 points, fewer than num_points=8"
     path.unlink()
-    assert _error(DatasetNotFoundError, lambda: ds[0]) == str(
+    assert raised(DatasetNotFoundError, lambda: ds[0]) == str(
         missing_dataset("ShapeNet-55 cloud", tmp_path, [path], WHERE, LAYOUT)
     )
     lst = tmp_path / "ShapeNet-55" / "test.txt"
     lst.write_text("02691156-a.npy\nno_dash.npy\n")
-    assert _error(DataFormatError, lambda: ShapeNet55(tmp_path, "test")) == (
+    assert raised(DataFormatError, lambda: ShapeNet55(tmp_path, "test")) == (
         f"{tmp_path / 'ShapeNet-55'}: line 'no_dash.npy' is not '<synset>-<model id>.npy'"
     )
-    assert _error(ValueError, lambda: ShapeNet55(tmp_path, "val")) == (
+    assert raised(ValueError, lambda: ShapeNet55(tmp_path, "val")) == (
         "ShapeNet55: split must be one of ['train', 'test'], got 'val'"
     )
 
@@ -138,8 +131,8 @@ def test_errors_in_full(tmp_path):
 def test_missing_lists_and_clouds_folder_in_full(tmp_path):
     write_shapenet55(tmp_path)
     (tmp_path / "shapenet_pc").rename(tmp_path / "other")
-    got = _error(DatasetNotFoundError, lambda: ShapeNet55(tmp_path, "train"))
+    got = raised(DatasetNotFoundError, lambda: ShapeNet55(tmp_path, "train"))
     assert got == str(missing_dataset("ShapeNet-55", tmp_path, [tmp_path / "shapenet_pc"], WHERE, LAYOUT))
     (tmp_path / "ShapeNet-55" / "test.txt").unlink()
-    got = _error(DatasetNotFoundError, lambda: ShapeNet55(tmp_path, "train", whole=True, pc_path=tmp_path / "other"))
+    got = raised(DatasetNotFoundError, lambda: ShapeNet55(tmp_path, "train", whole=True, pc_path=tmp_path / "other"))
     assert got == str(missing_dataset("ShapeNet-55", tmp_path, [tmp_path / "ShapeNet-55" / "test.txt"], WHERE, LAYOUT))

@@ -7,17 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from dataset_files import SNP_PARTS, write_shapenetpart
+from dataset_files import SNP_PARTS, raised, write_shapenetpart
 
 from pointclora.datasets import DataFormatError, DatasetNotFoundError, ShapeNetPart
 from pointclora.datasets.base import missing_dataset, pc_normalize
 from pointclora.datasets.shapenetpart import LAYOUT, WHERE
-
-
-def _error(exc, call) -> str:
-    with pytest.raises(exc) as info:
-        call()
-    return str(info.value)
 
 
 def _rows(path) -> np.ndarray:
@@ -45,7 +39,7 @@ def test_categories_filter_keeps_the_index_of_the_full_file(tmp_path):
     ds = ShapeNetPart(tmp_path, "test", num_points=None, categories=["Cap"])
     assert len(ds) == 2 and ds.num_categories == 3 and ds.cat_to_idx == {"Airplane": 0, "Bag": 1, "Cap": 2}
     assert ds[1]["cls"] == 2 and set(ds[1]["seg"].tolist()) == {6, 7}
-    assert _error(ValueError, lambda: ShapeNetPart(tmp_path, categories=["Cap", "Mug"])) == (
+    assert raised(ValueError, lambda: ShapeNetPart(tmp_path, categories=["Cap", "Mug"])) == (
         "ShapeNetPart: unknown categories ['Mug']; synsetoffset2category.txt lists ['Airplane', 'Bag', 'Cap']"
     )
 
@@ -99,15 +93,15 @@ def test_part_table_given_or_scanned_from_every_split(tmp_path):
     assert given.category_parts["Airplane"] == [0, 1, 2, 3] and given.num_parts == 8
     wide = ShapeNetPart(tmp_path, "test", category_parts={"Airplane": [0, 1, 2, 3], "Bag": [4, 5], "Cap": [6, 60]})
     assert wide.num_parts == 61
-    got = _error(DataFormatError, lambda: ShapeNetPart(tmp_path, "test", category_parts={"Airplane": [0, 1]}))
+    got = raised(DataFormatError, lambda: ShapeNetPart(tmp_path, "test", category_parts={"Airplane": [0, 1]}))
     assert got == "ShapeNetPart: category_parts has no entry for category 'Bag' (has ['Airplane'])"
-    got = _error(ValueError, lambda: ShapeNetPart(tmp_path, "test", category_parts={"Mug": [36]}))
+    got = raised(ValueError, lambda: ShapeNetPart(tmp_path, "test", category_parts={"Mug": [36]}))
     assert got == (
         "ShapeNetPart: category_parts names 'Mug', not in the category file (['Airplane', 'Bag', 'Cap']); for your "
         "own categories read the parts from the files: --set dataset.category_parts=null"
     )
     for ids in ([], [2, -1]):
-        got = _error(ValueError, lambda: ShapeNetPart(tmp_path, "test", category_parts={**SNP_PARTS, "Bag": ids}))
+        got = raised(ValueError, lambda: ShapeNetPart(tmp_path, "test", category_parts={**SNP_PARTS, "Bag": ids}))
         assert got == f"ShapeNetPart: category_parts['Bag'] must be non-negative part ids, got {ids}"
 
 
@@ -125,7 +119,7 @@ def test_part_labels_written_as_floats_are_rounded_within_1e_3(tmp_path):
     for bad in (2.0011, -1.0):
         rows[3, -1] = bad
         np.savetxt(path, rows, fmt="%.6f")
-        assert _error(DataFormatError, lambda: ds[0]) == (
+        assert raised(DataFormatError, lambda: ds[0]) == (
             f"{path}: part labels must be non-negative integers (last column)"
         )
 
@@ -134,24 +128,24 @@ def test_row_errors_in_full(tmp_path):
     write_shapenetpart(tmp_path, normals=False, with_missing_category=False)
     path = tmp_path / "02691156" / "airplanetest0.txt"
     nrm = ShapeNetPart(tmp_path, "test", use_normals=True, category_parts=SNP_PARTS)
-    assert _error(DataFormatError, lambda: nrm[0]) == f"{path}: use_normals=True but rows have no normals (x y z part)"
+    assert raised(DataFormatError, lambda: nrm[0]) == f"{path}: use_normals=True but rows have no normals (x y z part)"
     ds = ShapeNetPart(tmp_path, "test", category_parts=SNP_PARTS)
     assert ds[0]["points"].shape == (2048, 3)
     rows = _rows(path)
     rows[4, 1] = np.inf
     np.savetxt(path, rows, fmt="%.6f")
-    assert _error(DataFormatError, lambda: ds[0]).startswith(f"{path}: 1 row(s) with NaN/Inf coordinates (first at "
+    assert raised(DataFormatError, lambda: ds[0]).startswith(f"{path}: 1 row(s) with NaN/Inf coordinates (first at "
                                                              "row 4, line 5)")  # fmt: skip
     np.savetxt(path, np.column_stack([np.ones((20, 3)), np.full(20, 5.0)]), fmt="%.6f")
-    assert _error(DataFormatError, lambda: ds[0]) == (
+    assert raised(DataFormatError, lambda: ds[0]) == (
         f"{path}: part label 5 out of range for category 'Airplane' (its parts are [0, 1, 2, 3])"
     )
     np.savetxt(path, np.column_stack([np.ones((4, 3)), [1.0, 9.0, 5.0, 9.0]]), fmt="%.6f")
-    assert _error(DataFormatError, lambda: ds[0]) == (
+    assert raised(DataFormatError, lambda: ds[0]) == (
         f"{path}: part label 9 out of range for category 'Airplane' (its parts are [0, 1, 2, 3])"
     )  # the first bad label of the file
     np.savetxt(path, np.ones((20, 6)), fmt="%.6f")
-    assert _error(DataFormatError, lambda: ds[0]) == (
+    assert raised(DataFormatError, lambda: ds[0]) == (
         f"{path}: rows hold 6 values, expected 7 (x y z nx ny nz part) or 4 (x y z part)"
     )
 
@@ -161,49 +155,49 @@ def test_metadata_errors_in_full(tmp_path):
     cat, split_dir = tmp_path / "synsetoffset2category.txt", tmp_path / "train_test_split"
     good = cat.read_text()
     cat.write_text("Airplane\t02691156\n\nBag 02773838 extra\n")
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
         f"{cat}: line 3 'Bag 02773838 extra': expected 'Category<TAB>synset'"
     )
     cat.write_text("\n\n")
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == f"{cat}: no categories"
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == f"{cat}: no categories"
     for text in ("A\t1\nB\t1\n", "A\t1\nA\t2\n"):
         cat.write_text(text)
-        assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == f"{cat}: duplicate category name or synset"
+        assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == f"{cat}: duplicate category name or synset"
     cat.write_text(good)
     lst = split_dir / "shuffled_val_file_list.json"
     lst.write_text("[1, 2")
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)).startswith(f"{lst}: not valid JSON (")
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)).startswith(f"{lst}: not valid JSON (")
     lst.write_text(json.dumps(["shape_data/02691156/a", 3]))
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
         f"{lst}: expected a JSON list of 'shape_data/<synset>/<id>' strings"
     )
     lst.write_text(json.dumps(["shape_data/09999999/a"]))
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
         f"{lst}: entry 'shape_data/09999999/a' has synset 09999999 not in synsetoffset2category.txt"
     )
     lst.write_text(json.dumps(["shape_data/02691156/a/b"]))
-    assert _error(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
+    assert raised(DataFormatError, lambda: ShapeNetPart(tmp_path)) == (
         f"{lst}: entry 'shape_data/02691156/a/b' is not 'shape_data/<synset>/<id>'"
     )
     entries = ["shape_data/02691156/gone1", "shape_data/02773838/bagval0", "shape_data/02691156/gone2"]
     lst.write_text(json.dumps(entries))
-    assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val")) == (
+    assert raised(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val")) == (
         f"ShapeNetPart: 2 of 3 shapes listed in the val split are missing, e.g. {tmp_path / '02691156' / 'gone1.txt'}, "
         f"{tmp_path / '02691156' / 'gone2.txt'} (layout:\n{LAYOUT})"
     )
     lst.write_text(json.dumps([f"shape_data/02691156/gone{i}" for i in range(1, 5)]))
-    assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val")) == (
+    assert raised(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val")) == (
         "ShapeNetPart: 4 of 4 shapes listed in the val split are missing, e.g. "
         + ", ".join(str(tmp_path / "02691156" / f"gone{i}.txt") for i in (1, 2, 3))
         + f" (layout:\n{LAYOUT})"
     )
     lst.write_text("[]")
-    assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val", categories=["Cap", "Bag"])) == str(
+    assert raised(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path, "val", categories=["Cap", "Bag"])) == str(
         missing_dataset("ShapeNetPart (val split, categories ['Bag', 'Cap'])", tmp_path,
                         [tmp_path / "02773838", tmp_path / "02954340"], WHERE, LAYOUT)  # fmt: skip
     )
     lst.unlink()
-    assert _error(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path)) == str(
+    assert raised(DatasetNotFoundError, lambda: ShapeNetPart(tmp_path)) == str(
         missing_dataset("ShapeNetPart", tmp_path, [lst], WHERE, LAYOUT)
     )
 
@@ -218,7 +212,7 @@ def test_metadata_errors_in_full(tmp_path):
     ],
 )
 def test_bad_arguments_in_full(tmp_path, kwargs, message):
-    assert _error(ValueError, lambda: ShapeNetPart(tmp_path, **kwargs)) == message
+    assert raised(ValueError, lambda: ShapeNetPart(tmp_path, **kwargs)) == message
 
 
 def test_up_axis_and_one_point(tmp_path):
