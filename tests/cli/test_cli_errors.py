@@ -103,10 +103,11 @@ def _in_process(tool: str, argv: list, capsys) -> tuple:
     return code, out.out, stderr
 
 
-@pytest.mark.parametrize("tool,args,words", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_input_is_one_error_line(tool, args, words, files, tmp_path, capsys, request):
+@pytest.mark.parametrize("index,tool,args,words", [(i, *c) for i, c in enumerate(CASES)],
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])  # fmt: skip
+def test_bad_input_is_one_error_line(index, tool, args, words, files, tmp_path, capsys):
     argv = [a.format(d=files, o=tmp_path / "out") for a in args]
-    if int(request.node.callspec.id.rsplit("-", 1)[1]) in IN_PROCESS:
+    if index in IN_PROCESS:
         code, stdout, stderr = _in_process(tool, argv, capsys)
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
