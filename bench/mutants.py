@@ -10,7 +10,7 @@ Not part of CI: it takes tens of minutes. Each module gets its own mutmut projec
 (links to the tree + a pyproject.toml whose ``[tool.mutmut]`` names that one file and its test files), so
 mutmut's per-mutant results stay apart and a killed run continues where it stopped (mutmut records every verdict as
 it comes; a finished module is skipped until its source or its tests change, then only its survivors and the
-functions whose source changed run again; survivors are always run a second time, alone). One worker (``--workers``
+functions whose source changed run again; every survivor is run a second time, alone, once). One worker (``--workers``
 for more), one thread, ``nice``: the machine is shared. The report (score per module, each surviving mutant as a
 one-line diff) is printed and written to ``.mutants/report.md``; docs/TESTING.md holds the committed copy with each
 survivor explained.
@@ -232,13 +232,16 @@ def run_module(module: str, fresh: bool, functions: Optional[str] = None, worker
         print(f"[mutants] {module}: done before ({before['killed']}/{before['total']}), skipped", flush=True)
         return before
     print(f"[mutants] {module}: running against {' '.join(MODULES[module])}", flush=True)
+    # A resumed run of an unchanged module keeps the survivors it already retried: only the new ones are run again.
+    judged_before = set() if changed or not before else _judged(wd)
     t0 = time.time()
     with open(wd / "run.log", "a") as log:
         proc = _mutmut(wd, "run", "--max-children", str(workers), *names, log=log)
         # Every survivor is run once more on its own. mutmut keeps a verdict until the function's source changes, so
         # after a test change the survivors must face the new tests; and under load a verdict in the main run can be
         # wrong (seen: a mutant that fails the first test on its own reported as survived next to a timeout).
-        retry = [m["name"] for m in collect(module, wd, names)["survivors"]] if proc.returncode == 0 else []
+        survivors = collect(module, wd, names)["survivors"] if proc.returncode == 0 else []
+        retry = [m["name"] for m in survivors if m["name"] not in judged_before]
         if retry:
             proc = _mutmut(wd, "run", "--max-children", str(workers), *retry, log=log)
     summary = collect(module, wd, names)
@@ -261,11 +264,20 @@ def run_module(module: str, fresh: bool, functions: Optional[str] = None, worker
     return summary
 
 
+def _statuses(wd: Path) -> dict:
+    out = _mutmut(wd, "results", "--all", "true").stdout
+    return dict(re.findall(r"^\s+(\S+): (.+)$", out, flags=re.M))
+
+
+def _judged(wd: Path) -> set:
+    """The mutants that already have a verdict (killed or survived)."""
+    return {n for n, st in _statuses(wd).items() if st in KILLED or st in SURVIVED}
+
+
 def collect(module: str, wd: Path, names: Optional[List[str]] = None) -> dict:
     """Each mutant's verdict (``mutmut results --all true``; only those matching ``names`` when given) and the diff of
     every survivor (``mutmut show``)."""
-    out = _mutmut(wd, "results", "--all", "true").stdout
-    status = dict(re.findall(r"^\s+(\S+): (.+)$", out, flags=re.M))
+    status = _statuses(wd)
     if names:
         status = {n: st for n, st in status.items() if any(fnmatch.fnmatch(n, p) for p in names)}
     skipped = [n for n in status if any(fnmatch.fnmatch(n, p) for p in SKIP_FUNCTIONS)]
