@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from task_configs import TASKS, task_cfg  # noqa: E402
+from task_configs import TASKS, task_cfg, write_tiny_backbone  # noqa: E402
 
 import pointclora  # noqa: E402
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
@@ -470,6 +470,24 @@ def test_a_shipped_backbone_loads_by_name(tmp_path):
     Trainer(cfg, output=tmp_path / "run", quiet=True).fit()
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "assets/point_mae_mn10.pth" in log and "loaded" in log
+
+
+def test_a_backbone_provider_is_called_once_with_the_runs_log(tmp_path):
+    """``backbone=provide``: the API layer's provider (it may pre-train the backbone first, and says so) is called
+    once, on the main process, with the run's log; the file it returns is the one loaded."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    calls = []
+
+    def provide(log):
+        calls.append(log)
+        log("pre-trained the backbone for this run")
+        return write_tiny_backbone(tmp_path / "provided.pth")
+
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True, backbone=provide)
+    trainer.fit()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert len(calls) == 1 and "pre-trained the backbone for this run\n" in log
+    assert f" tensors from {tmp_path / 'provided.pth'}; " in log  # "loaded N tensors from <file>; ..."
 
 
 def test_config_changes_names_every_changed_key_but_a_new_key_at_its_default():

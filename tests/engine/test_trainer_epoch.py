@@ -147,6 +147,8 @@ def test_the_progress_bar_is_shown_on_a_terminal_only(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     bar = trainer._progress(items, "epoch 1/2")
     assert isinstance(bar, tqdm) and bar.desc == "epoch 1/2" and list(bar) == items
+    # cleared when the epoch ends (its line says the same once) and as wide as the terminal, also after a resize
+    assert bar.leave is False and callable(bar.dynamic_ncols)
     bar.close()
     trainer.quiet = True
     assert trainer._progress(items, "x") is items
@@ -244,6 +246,46 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     assert metrics["gflops"] > 0 and capsys.readouterr().out == ""
     assert lines[-1] == (f"\n{trainer.task.results_table(metrics)}\n\nrun folder: {run}  (weights: best/, last/; "
                          f"TensorBoard: tensorboard --logdir {run / 'tb'})")  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["  OA 91.2 (an indented table)", "X-OA 91.2"])
+def test_quiet_prints_the_tasks_table_as_it_is_and_flushes_it(tmp_path, monkeypatch, table):
+    """--quiet: the summary reaches the console verbatim (only the blank line that leads it in log.txt is dropped)
+    and at once (flushed: under a pipe or a batch system its lines are not held back behind the stderr ones)."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    run = tmp_path / "run"
+    trainer = Trainer(cfg, output=run, quiet=True)
+    monkeypatch.setattr(trainer.task, "results_table", lambda metrics: table)
+
+    class Console:
+        events = []
+
+        def write(self, text):
+            self.events.append(("write", text))
+
+        def flush(self):
+            self.events.append(("flush",))
+
+    monkeypatch.setattr(sys, "stdout", Console())
+    trainer.fit()
+    written = "".join(e[1] for e in Console.events if e[0] == "write")
+    tensorboard = f"TensorBoard: tensorboard --logdir {run / 'tb'}"
+    assert written == f"{table}\n\nrun folder: {run}  (weights: best/, last/; {tensorboard})\n"
+    assert Console.events[-1] == ("flush",)
+
+
+def test_a_config_without_seg_double_step_takes_the_plain_step(tmp_path, monkeypatch):
+    """A hand-made config may lack ``optim.seg_double_step``: the plain step then, one per batch."""
+    from pointclora.engine import protocol
+
+    cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
+    del cfg["optim"]["seg_double_step"]
+    official = []
+    monkeypatch.setattr(protocol, "official_seg_step", lambda *args: official.append(args))
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    trainer.fit()
+    steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
+    assert official == [] and steps == {3} and trainer.global_step == 3  # 24 samples, batch 8
 
 
 @pytest.mark.parametrize("no_decay,stepping", [("ours", "before_epoch"), ("point-mae", "official")])
