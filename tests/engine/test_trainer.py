@@ -384,6 +384,58 @@ def _folder_dataset(root, rows=40):
     return root
 
 
+@pytest.mark.parametrize("case", ["defaults", "keys_absent", "validate_off", "workers_2", "val_is_test"])
+def test_each_split_is_validated_once_with_the_runs_workers_unless_turned_off(tmp_path, monkeypatch, case):
+    """Before the first step every distinct split is read once (``data.validate``, default on: a hand-made config
+    without the key validates too), with ``data.num_workers`` readers; validation on the test split (the same
+    object twice) reads it once."""
+    import dataclasses
+
+    from pointclora.datasets import validation
+
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    if case == "keys_absent":
+        del cfg["data"]["validate"], cfg["data"]["num_workers"]
+    cfg["data"].update({"validate_off": {"validate": False}, "workers_2": {"num_workers": 2}}.get(case, {}))
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    trainer._setup_process()
+    data = trainer.task.build_data(None)
+    if case == "val_is_test":
+        data = dataclasses.replace(data, val=data.test)
+    calls = []
+    monkeypatch.setattr(validation, "validate_dataset", lambda ds, num_workers: calls.append((ds, num_workers)))
+    trainer._check_data(data)
+    splits = [data.train, data.val] + ([] if case == "val_is_test" else [data.test])
+    expected = [] if case == "validate_off" else [(ds, 2 if case == "workers_2" else 0) for ds in splits]
+    assert [(id(ds), n) for ds, n in calls] == [(id(ds), n) for ds, n in expected]
+
+
+def test_one_failing_split_raises_its_own_error_and_several_are_merged(tmp_path, monkeypatch):
+    from pointclora.datasets import validation
+    from pointclora.engine.data_errors import merge_validation_errors
+
+    trainer = Trainer(task_cfg("classification", tmp_path, epochs=1), output=tmp_path / "run", quiet=True)
+    trainer._setup_process()
+    data = trainer.task.build_data(None)
+    errors = {id(data.val): validation.DatasetValidationError("val: row 3 of a.txt is not x y z", [(3, "a.txt", "x")]),
+              id(data.test): validation.DatasetValidationError("test: b.txt is empty", [(0, "b.txt", "empty")])}
+
+    def validate_dataset(ds, num_workers):
+        if id(ds) in errors and id(ds) in failing:
+            raise errors[id(ds)]
+
+    monkeypatch.setattr(validation, "validate_dataset", validate_dataset)
+    failing = {id(data.val)}
+    with pytest.raises(validation.DatasetValidationError) as one:
+        trainer._check_data(data)
+    assert one.value is errors[id(data.val)]
+    failing = set(errors)
+    with pytest.raises(validation.DatasetValidationError) as both:
+        trainer._check_data(data)
+    assert str(both.value) == str(merge_validation_errors(list(errors.values())))
+    assert both.value.problems == [(3, "a.txt", "x"), (0, "b.txt", "empty")]
+
+
 def _folder_cfg(tmp_path, root):
     cfg = task_cfg("classification", tmp_path, epochs=1)
     cfg["dataset"] = {"name": "folder", "root": str(root)}

@@ -274,6 +274,30 @@ def test_quiet_prints_the_tasks_table_as_it_is_and_flushes_it(tmp_path, monkeypa
     assert Console.events[-1] == ("flush",)
 
 
+def test_each_log_line_is_flushed_and_log_txt_is_utf8_under_any_locale(tmp_path, monkeypatch):
+    """A console line is flushed as it is said (a pipe or a batch log sees it when it happens), and log.txt is UTF-8
+    also where the locale's encoding is not (simulated: ``open`` without an encoding gets ASCII, as under LANG=C
+    without Python's UTF-8 coercion)."""
+    import builtins
+
+    from pointclora.engine import trainer as trainer_mod
+
+    def ascii_locale_open(file, mode="r", *args, encoding=None, **kwargs):
+        return builtins.open(file, mode, *args, encoding=encoding or "ascii", **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "open", ascii_locale_open, raising=False)
+    trainer = Trainer(task_cfg("classification", tmp_path), output=tmp_path / "run", quiet=False)
+    trainer.main = True
+    (tmp_path / "run").mkdir()
+    events = []
+    console = type("Console", (), {"write": lambda self, text: events.append(text),
+                                   "flush": lambda self: events.append("<flush>")})()  # fmt: skip
+    monkeypatch.setattr(sys, "stdout", console)
+    trainer.log("OA 91.2 ± 0.4 on 32 × 32 patches")
+    assert events == ["OA 91.2 ± 0.4 on 32 × 32 patches", "\n", "<flush>"]
+    assert (tmp_path / "run" / "log.txt").read_bytes() == "OA 91.2 ± 0.4 on 32 × 32 patches\n".encode()
+
+
 def test_a_config_without_seg_double_step_takes_the_plain_step(tmp_path, monkeypatch):
     """A hand-made config may lack ``optim.seg_double_step``: the plain step then, one per batch."""
     from pointclora.engine import protocol
