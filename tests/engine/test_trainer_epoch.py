@@ -299,11 +299,12 @@ def test_each_log_line_is_flushed_and_log_txt_is_utf8_under_any_locale(tmp_path,
 
 
 def test_a_config_without_seg_double_step_takes_the_plain_step(tmp_path, monkeypatch):
-    """A hand-made config may lack ``optim.seg_double_step``: the plain step then, one per batch."""
+    """A hand-made config may lack ``optim.seg_double_step`` and ``optim.accumulation_steps``: the plain step then,
+    one per batch."""
     from pointclora.engine import protocol
 
     cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
-    del cfg["optim"]["seg_double_step"]
+    del cfg["optim"]["seg_double_step"], cfg["optim"]["accumulation_steps"]
     official = []
     monkeypatch.setattr(protocol, "official_seg_step", lambda *args: official.append(args))
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
