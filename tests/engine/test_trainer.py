@@ -428,6 +428,31 @@ def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp
     assert log.count("data.up_axis: the files are y-up; turned z-up for this backbone") == 1
 
 
+@pytest.mark.parametrize("workers", [1, None])
+def test_the_loaders_follow_the_seed_the_rank_and_the_workers(tmp_path, workers):
+    """The training order is the global permutation of ``train.seed`` (rank 1 of 2 takes the second half of each
+    global batch), the loader's own generator is seeded ``seed + rank`` (the workers' seeds), and every loader runs
+    ``data.num_workers`` readers (0 when the key is absent), each started with one thread and seeded numpy."""
+    from pointclora.engine.distributed import DistInfo
+    from pointclora.utils.threads import worker_init
+
+    cfg = task_cfg("classification", tmp_path, epochs=1, seed=5)
+    if workers is None:
+        del cfg["data"]["num_workers"]
+    else:
+        cfg["data"]["num_workers"] = workers
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    trainer._setup_process()
+    trainer.dist = DistInfo(rank=1, world_size=2)
+    trainer._setup_data()
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(5)).tolist()
+    assert list(trainer.train_loader.batch_sampler) == [perm[4:8], perm[12:16], perm[20:24]]
+    assert trainer.loader_gen.initial_seed() == 6
+    for loader in (trainer.train_loader, trainer.val_loader, trainer.test_loader):
+        assert loader.num_workers == (workers or 0)
+        assert loader.worker_init_fn is (worker_init if workers else None)
+
+
 def test_one_failing_split_raises_its_own_error_and_several_are_merged(tmp_path, monkeypatch):
     from pointclora.datasets import validation
     from pointclora.engine.data_errors import merge_validation_errors
