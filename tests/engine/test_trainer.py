@@ -432,15 +432,17 @@ def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp
 def test_the_loaders_follow_the_seed_the_rank_and_the_workers(tmp_path, workers):
     """The training order is the global permutation of ``train.seed`` (rank 1 of 2 takes the second half of each
     global batch), the loader's own generator is seeded ``seed + rank`` (the workers' seeds), and every loader runs
-    ``data.num_workers`` readers (0 when the key is absent), each started with one thread and seeded numpy."""
+    ``data.num_workers`` readers (0 when the key is absent), each started with one thread and seeded numpy; memory
+    is pinned only for a GPU; evaluation reads are cached unless ``data.cache_eval: false`` (cached without the key)."""
+    from pointclora.engine.data import CachedDataset
     from pointclora.engine.distributed import DistInfo
     from pointclora.utils.threads import worker_init
 
     cfg = task_cfg("classification", tmp_path, epochs=1, seed=5)
     if workers is None:
-        del cfg["data"]["num_workers"]
+        del cfg["data"]["num_workers"], cfg["data"]["cache_eval"]
     else:
-        cfg["data"]["num_workers"] = workers
+        cfg["data"].update(num_workers=workers, cache_eval=False)
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
     trainer._setup_process()
     trainer.dist = DistInfo(rank=1, world_size=2)
@@ -450,7 +452,9 @@ def test_the_loaders_follow_the_seed_the_rank_and_the_workers(tmp_path, workers)
     assert trainer.loader_gen.initial_seed() == 6
     for loader in (trainer.train_loader, trainer.val_loader, trainer.test_loader):
         assert loader.num_workers == (workers or 0)
-        assert loader.worker_init_fn is (worker_init if workers else None)
+        assert loader.worker_init_fn is (worker_init if workers else None) and loader.pin_memory is False  # CPU
+    for loader in (trainer.val_loader, trainer.test_loader):
+        assert isinstance(loader.dataset, CachedDataset) is (workers is None)
 
 
 def test_one_failing_split_raises_its_own_error_and_several_are_merged(tmp_path, monkeypatch):
