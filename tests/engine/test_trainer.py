@@ -454,7 +454,39 @@ def test_the_loaders_follow_the_seed_the_rank_and_the_workers(tmp_path, workers)
         assert loader.num_workers == (workers or 0)
         assert loader.worker_init_fn is (worker_init if workers else None) and loader.pin_memory is False  # CPU
     for loader in (trainer.val_loader, trainer.test_loader):
-        assert isinstance(loader.dataset, CachedDataset) is (workers is None)
+        assert isinstance(loader.dataset, CachedDataset) is (workers is None) and loader.batch_size == 16
+
+
+@pytest.mark.parametrize("device", ["cpu", None])
+def test_the_configs_device_is_used_and_auto_takes_a_present_gpu(tmp_path, monkeypatch, device):
+    """``train.device: cpu`` stays on the CPU on a machine with a GPU; without the key the run takes the GPU."""
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    if device is None:
+        del cfg["train"]["device"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as the choice goes
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    trainer._setup_process()
+    assert trainer.device == torch.device("cpu" if device else "cuda") and trainer.main
+
+
+@pytest.mark.parametrize("val_is_test", [False, True])
+def test_without_eval_test_and_select_keys_the_run_selects_as_auto_and_skips_per_epoch_test(tmp_path, val_is_test):
+    """A hand-made config without ``train.eval_test`` / ``train.select``: no per-epoch test pass, and the automatic
+    selection (24 validation samples: the last epoch; on the test split, by choice: the best epoch). Validation on
+    the test split evaluates through one loader."""
+    import dataclasses
+
+    cfg = task_cfg("classification", tmp_path, epochs=1)
+    del cfg["train"]["eval_test"], cfg["train"]["select"]
+    data = Trainer(cfg, output=tmp_path / "probe").task.build_data(None)
+    data = dataclasses.replace(data, val=data.test) if val_is_test else data
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True, data=data)
+    trainer._setup_process()
+    trainer._setup_data()
+    assert trainer.eval_test is False
+    assert (trainer.test_loader is trainer.val_loader) is val_is_test
+    expected = (False, None) if val_is_test else (True, "24 validation samples, under 100")
+    assert (trainer.select_last, trainer.select_reason) == expected
 
 
 def test_one_failing_split_raises_its_own_error_and_several_are_merged(tmp_path, monkeypatch):
