@@ -469,6 +469,28 @@ def test_the_configs_device_is_used_and_auto_takes_a_present_gpu(tmp_path, monke
     assert trainer.device == torch.device("cpu" if device else "cuda") and trainer.main
 
 
+@pytest.mark.parametrize("threads,workers", [(3, 1), (None, None)])
+def test_the_run_takes_the_configs_threads_beside_its_loader_workers(tmp_path, monkeypatch, threads, workers):
+    """``train.threads`` sets this process's threads (over $OMP_NUM_THREADS, which the suite may set to 1) and each
+    ``data.num_workers`` reader gets one; without the keys: no workers and the threads computed (or the env's).
+    What was set is recorded for metrics.json."""
+    cfg = task_cfg("classification", tmp_path, epochs=1, threads=threads)
+    if workers is None:
+        del cfg["data"]["num_workers"], cfg["train"]["threads"]
+    else:
+        cfg["data"]["num_workers"] = workers
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    try:
+        trainer._setup_process()
+        main_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert main_threads == (threads or 1)
+    assert trainer.threads["main_threads"] == main_threads and trainer.threads["worker_threads"] == (workers or 0)
+
+
 @pytest.mark.parametrize("val_is_test", [False, True])
 def test_without_eval_test_and_select_keys_the_run_selects_as_auto_and_skips_per_epoch_test(tmp_path, val_is_test):
     """A hand-made config without ``train.eval_test`` / ``train.select``: no per-epoch test pass, and the automatic
