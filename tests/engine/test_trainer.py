@@ -473,22 +473,47 @@ def test_the_configs_device_is_used_and_auto_takes_a_present_gpu(tmp_path, monke
 def test_the_run_takes_the_configs_threads_beside_its_loader_workers(tmp_path, monkeypatch, threads, workers):
     """``train.threads`` sets this process's threads (over $OMP_NUM_THREADS, which the suite may set to 1) and each
     ``data.num_workers`` reader gets one; without the keys: no workers and the threads computed (or the env's).
-    What was set is recorded for metrics.json."""
+    What was set is recorded for metrics.json. ``train.deterministic`` turns on deterministic algorithms."""
     cfg = task_cfg("classification", tmp_path, epochs=1, threads=threads)
     if workers is None:
-        del cfg["data"]["num_workers"], cfg["train"]["threads"]
+        del cfg["data"]["num_workers"], cfg["train"]["threads"], cfg["train"]["deterministic"]
     else:
         cfg["data"]["num_workers"] = workers
+        cfg["train"]["deterministic"] = True
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
     try:
         trainer._setup_process()
         main_threads = torch.get_num_threads()
+        deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
     finally:
         torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(False)
     assert main_threads == (threads or 1)
+    assert deterministic == ((True, True) if workers else (False, False))  # train.deterministic: warn, not fail
     assert trainer.threads["main_threads"] == main_threads and trainer.threads["worker_threads"] == (workers or 0)
+
+
+def test_the_first_log_line_names_a_torchrun_world_and_only_the_main_process_holds_the_lock(tmp_path):
+    """Under torchrun (faked here: 2 processes, no process group, so the barrier is a no-op) the run's first line
+    says so; a process other than the main one takes no lock and writes nothing."""
+    from pointclora.engine.distributed import DistInfo
+
+    run = tmp_path / "run"
+    trainer = Trainer(task_cfg("classification", tmp_path, epochs=1), output=run, quiet=True)
+    trainer._setup_process()
+    trainer.dist, trainer.main = DistInfo(rank=1, world_size=2), False
+    assert trainer._claim_run_dir() is None and not run.exists()
+    trainer.dist, trainer.main = DistInfo(rank=0, world_size=2), True
+    lock = trainer._claim_run_dir()
+    try:
+        first = (run / "log.txt").read_text().splitlines()[0]
+        assert first == f"run {run}: classification, world size 2 (torchrun), device cpu, seed 0"
+        assert (run / "checkpoints").is_dir()
+    finally:
+        lock.release()
 
 
 @pytest.mark.parametrize("val_is_test", [False, True])
