@@ -410,20 +410,25 @@ def test_each_split_is_validated_once_with_the_runs_workers_unless_turned_off(tm
     assert [(id(ds), n) for ds, n in calls] == [(id(ds), n) for ds, n in expected]
 
 
-def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp_path, monkeypatch):
-    """``data_root`` goes to ``task.build_data`` also for a task whose config has no ``dataset`` section (then the
-    Trainer records nothing and passes it as given), and the data's up-axis note is said once in log.txt."""
+@pytest.mark.parametrize("section", ["absent", "empty"])
+def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp_path, monkeypatch, section):
+    """``data_root`` goes to ``task.build_data`` also for a task whose config has no (or an empty) ``dataset``
+    section (then the Trainer records nothing and passes it as given), and the data's up-axis note is said once
+    in log.txt."""
     cfg = task_cfg("classification", tmp_path, epochs=1)
     data = Trainer(cfg, output=tmp_path / "probe").task.build_data(None)
     data.meta["up_axis_note"] = "data.up_axis: the files are y-up; turned z-up for this backbone"
-    del cfg["dataset"]
+    if section == "absent":
+        del cfg["dataset"]
+    else:
+        cfg["dataset"] = {}
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True, data_root="my/data")
     seen = []
     monkeypatch.setattr(trainer.task, "build_data", lambda data_root: seen.append(data_root) or data)
     trainer._setup_process()
     (tmp_path / "run").mkdir()
     trainer._setup_data()
-    assert seen == ["my/data"] and trainer.data is data
+    assert seen == ["my/data"] and trainer.data is data and trainer.cfg.get("dataset") == cfg.get("dataset")
     log = (tmp_path / "run" / "log.txt").read_text().splitlines()
     assert log.count("data.up_axis: the files are y-up; turned z-up for this backbone") == 1
 
