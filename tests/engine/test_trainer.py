@@ -2,6 +2,7 @@
 resumes, the run-folder lock, and a failed start that leaves nothing behind."""
 
 import json
+import os
 import re
 import sys
 import time
@@ -410,7 +411,7 @@ def test_each_split_is_validated_once_with_the_runs_workers_unless_turned_off(tm
     assert [(id(ds), n) for ds, n in calls] == [(id(ds), n) for ds, n in expected]
 
 
-@pytest.mark.parametrize("section", ["absent", "empty"])
+@pytest.mark.parametrize("section", ["absent", "empty", "relative_root"])
 def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp_path, monkeypatch, section):
     """``data_root`` goes to ``task.build_data`` also for a task whose config has no (or an empty) ``dataset``
     section (then the Trainer records nothing and passes it as given), and the data's up-axis note is said once
@@ -418,17 +419,22 @@ def test_the_data_root_reaches_the_tasks_data_and_its_up_axis_note_is_logged(tmp
     cfg = task_cfg("classification", tmp_path, epochs=1)
     data = Trainer(cfg, output=tmp_path / "probe").task.build_data(None)
     data.meta["up_axis_note"] = "data.up_axis: the files are y-up; turned z-up for this backbone"
+    given = None if section == "relative_root" else "my/data"
     if section == "absent":
         del cfg["dataset"]
-    else:
-        cfg["dataset"] = {}
-    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True, data_root="my/data")
+    else:  # a root in the config is made absolute, recorded, and is the one the data is read from
+        cfg["dataset"] = {} if section == "empty" else {"name": "synthetic", "root": "rel/dir"}
+    trainer = Trainer(cfg, output=tmp_path / "run", quiet=True, data_root=given)
     seen = []
     monkeypatch.setattr(trainer.task, "build_data", lambda data_root: seen.append(data_root) or data)
     trainer._setup_process()
     (tmp_path / "run").mkdir()
     trainer._setup_data()
-    assert seen == ["my/data"] and trainer.data is data and trainer.cfg.get("dataset") == cfg.get("dataset")
+    if section == "relative_root":
+        assert seen == [os.path.abspath("rel/dir")] and trainer.cfg["dataset"]["root"] == seen[0]
+    else:
+        assert seen == ["my/data"] and trainer.cfg.get("dataset") == cfg.get("dataset")
+    assert trainer.data is data
     log = (tmp_path / "run" / "log.txt").read_text().splitlines()
     assert log.count("data.up_axis: the files are y-up; turned z-up for this backbone") == 1
 
