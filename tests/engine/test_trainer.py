@@ -677,6 +677,15 @@ def test_a_backbone_provider_is_called_once_with_the_runs_log(tmp_path):
     log = (tmp_path / "run" / "log.txt").read_text()
     assert len(calls) == 1 and "pre-trained the backbone for this run\n" in log
     assert f" tensors from {tmp_path / 'provided.pth'}; " in log  # "loaded N tensors from <file>; ..."
+    # another process (torchrun rank > 0, faked: no process group, so the barrier is a no-op) asks once, after the
+    # main one, with a log that says nothing (the main process said it), and its fit() returns no metrics
+    other = Trainer(cfg, output=tmp_path / "run2", quiet=True, backbone=provide)
+    other._setup_process()
+    other._setup_data()
+    other.main, calls[:] = False, []
+    other._setup_model()
+    assert len(calls) == 1 and calls[0] != other.log and calls[0]("anything") is None
+    assert not (tmp_path / "run2").exists() and other._finish() == {}
 
 
 def test_config_changes_names_every_changed_key_but_a_new_key_at_its_default():
