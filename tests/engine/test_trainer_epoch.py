@@ -300,7 +300,7 @@ def test_each_log_line_is_flushed_and_log_txt_is_utf8_under_any_locale(tmp_path,
 
 def test_a_config_without_seg_double_step_takes_the_plain_step(tmp_path, monkeypatch):
     """A hand-made config may lack ``optim.seg_double_step`` and ``optim.accumulation_steps``: the plain step then,
-    one per batch."""
+    one per batch of the whole batch size (no micro-batches)."""
     from pointclora.engine import protocol
 
     cfg = task_cfg("classification", tmp_path, epochs=1, method="linear")
@@ -308,9 +308,17 @@ def test_a_config_without_seg_double_step_takes_the_plain_step(tmp_path, monkeyp
     official = []
     monkeypatch.setattr(protocol, "official_seg_step", lambda *args: official.append(args))
     trainer = Trainer(cfg, output=tmp_path / "run", quiet=True)
+    real_step, sizes = trainer.task.training_step, []
+
+    def training_step(model, batch, device):
+        sizes.append(len(batch["label"]))
+        return real_step(model, batch, device)
+
+    monkeypatch.setattr(trainer.task, "training_step", training_step)
     trainer.fit()
     steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
     assert official == [] and steps == {3} and trainer.global_step == 3  # 24 samples, batch 8
+    assert sizes == [8, 8, 8]
 
 
 @pytest.mark.parametrize("no_decay,stepping", [("ours", "before_epoch"), ("point-mae", "official")])
