@@ -323,7 +323,10 @@ def test_the_warning_of_an_allowed_mismatch_reads_whole_also_into_present_adapte
         f"adapter in {str(tmp_path)!r} was trained on different pre-trained weights than this model carries (base "
         f"fingerprint {saved[:12]} vs {theirs[:12]}); loading anyway (allow_fingerprint_mismatch=True)"
     ]
-    assert caught[0].filename == __file__  # the caller's line, not one inside pointclora
+    # the caller's line, not one inside pointclora; under mutation testing (bench/mutants.py) mutmut's trampoline is
+    # one more frame between this test and pointclora, so the line is the trampoline's there
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        assert caught[0].filename == __file__
 
 
 def test_a_file_without_base_model_loads_into_a_model_without_variant(tmp_path, points):
