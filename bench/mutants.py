@@ -315,8 +315,8 @@ def run_sample(module: str, fraction: float, seed: int = 0, workers: int = 1) ->
                    interval=[round(low, 1), round(high, 1)], complete=summary["pending"] == 0)  # fmt: skip
     (wd / "summary.sample.json").write_text(json.dumps(summary, indent=1))
     print(f"[mutants] {module}: sample of {len(sample)}/{len(names)}: {summary['killed']} killed, "
-          f"{summary['survived']} survived (95 % interval {low:.1f}-{high:.1f} %) in {summary['seconds']} s",
-          flush=True)  # fmt: skip
+          f"{summary['survived']} survived (95 % interval {low:.1f}-{high:.1f} %) in {summary['seconds']} s"
+          f"{'' if summary['complete'] else ' (INCOMPLETE: see ' + str(wd / 'run.log') + ')'}", flush=True)  # fmt: skip
     return summary
 
 
