@@ -310,7 +310,7 @@ def run_sample(module: str, fraction: float, seed: int = 0, workers: int = 1) ->
     same = (before.get("fraction"), before.get("seed")) == (fraction, seed)
     # the time that tested this sample: a resumed run adds up, a run with nothing left to test keeps the last figure
     elapsed = round(time.time() - t0, 1)
-    seconds = elapsed if not same else before["seconds"] + (elapsed if todo else 0.0)
+    seconds = elapsed if not same else round(before["seconds"] + (elapsed if todo else 0.0), 1)
     summary.update(fraction=fraction, seed=seed, population=len(names), seconds=seconds,
                    interval=[round(low, 1), round(high, 1)], complete=summary["pending"] == 0)  # fmt: skip
     (wd / "summary.sample.json").write_text(json.dumps(summary, indent=1))
