@@ -7,7 +7,8 @@
     python bench/mutants.py engine/trainer.py --functions '*_train_epoch'   # some functions of a module only
     python bench/mutants.py --sample 0.05 --workers 2   # a seeded 5 % of every module's mutants: a quick estimate
 
-Not part of CI: it takes tens of minutes. Each module gets its own mutmut project under ``.mutants/<module>/``
+Not part of CI: hours from scratch (``--sample 0.05 --workers 2``: about 25 minutes for the whole core). Each module
+gets its own mutmut project under ``.mutants/<module>/``
 (links to the tree + a pyproject.toml whose ``[tool.mutmut]`` names that one file and its test files), so
 mutmut's per-mutant results stay apart and a killed run continues where it stopped (mutmut records every verdict as
 it comes; a finished module is skipped until its source or its tests change, then only its survivors and the
