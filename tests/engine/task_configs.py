@@ -52,6 +52,11 @@ def task_cfg(task, tmp_path, method="clora", epochs=2, **train):
 TASKS = ("classification", "part_segmentation", "mae_pretraining")
 
 
+def run_folder_line(run):
+    """The last line of a run's summary (after its results table), as the Trainer writes it for the folder ``run``."""
+    return f"run folder: {run}  (weights: best/, last/; TensorBoard: tensorboard --logdir {run / 'tb'})"
+
+
 def write_tiny_backbone(path):
     """A 'pre-trained' backbone file at ``path``: a seeded random point_mae_tiny encoder with no head and no cls
     tokens, as Point-MAE's pretrain.pth has none. Returns ``path``."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from task_configs import TASKS, task_cfg, write_tiny_backbone  # noqa: E402
+from task_configs import TASKS, run_folder_line, task_cfg, write_tiny_backbone  # noqa: E402
 
 import pointclora  # noqa: E402
 from pointclora.engine import trainer as trainer_mod  # noqa: E402
@@ -295,7 +295,6 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
 def test_a_dead_writers_lock_is_taken_over_and_said_in_one_line(tmp_path, capsys):
     """#19: the lock of a process that no longer runs (here: a live pid that now belongs to another process) is taken
     over with one line in log.txt, not a raw UserWarning."""
-    import os
     import socket
     import warnings
 
@@ -762,10 +761,8 @@ def test_run_finetune_trains_a_dict_of_datasets_and_prints_its_epochs(tmp_path, 
     assert metrics["classes"] == list(data.meta["classes"]) and metrics["num_samples"] == len(data.test)
     out = capsys.readouterr().out
     assert "epoch 1/1: lr " in out and not (tmp_path / "unused").exists()
-    assert out.count("run folder: ") == 1 and out.endswith((tmp_path / "run" / "results.md").read_text().strip()
-                                                            + f"\n\nrun folder: {tmp_path / 'run'}  (weights: best/, "
-                                                            f"last/; TensorBoard: tensorboard --logdir "
-                                                            f"{tmp_path / 'run' / 'tb'})\n")  # fmt: skip
+    table = (tmp_path / "run" / "results.md").read_text().strip()
+    assert out.count("run folder: ") == 1 and out.endswith(f"{table}\n\n{run_folder_line(tmp_path / 'run')}\n")
     as_given = trainer_mod.as_task_data(data)
     assert as_given is data and trainer_mod.as_task_data({**datasets, "val": data.val}).val_source == "val split"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from task_configs import task_cfg  # noqa: E402
+from task_configs import run_folder_line, task_cfg  # noqa: E402
 
 from pointclora.engine.logging import RunLogger  # noqa: E402
 from pointclora.engine.optim import cosine_lr  # noqa: E402
@@ -228,7 +228,7 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     assert "gflops" not in metrics and json.loads((run / "metrics.json").read_text()) == metrics
     table = trainer.task.results_table(metrics)
     assert (run / "results.md").read_text() == table + "\n"
-    summary = f"{table}\n\nrun folder: {run}  (weights: best/, last/; TensorBoard: tensorboard --logdir {run / 'tb'})"
+    summary = f"{table}\n\n{run_folder_line(run)}"
     assert capsys.readouterr().out == summary + "\n"  # quiet: nothing else
     log = (run / "log.txt").read_text()
     assert "GFLOPs not counted: no counter for 64 points\n" in log and log.endswith("\n" + summary + "\n")
@@ -244,8 +244,20 @@ def test_the_end_writes_the_table_prints_it_under_quiet_and_survives_a_failed_fl
     lines, run = [], tmp_path / "run2"  # with an external log (the API's log=): the summary goes there, not to print
     metrics = Trainer(cfg, output=run, quiet=True, log=lines.append).fit()
     assert metrics["gflops"] > 0 and capsys.readouterr().out == ""
-    assert lines[-1] == (f"\n{trainer.task.results_table(metrics)}\n\nrun folder: {run}  (weights: best/, last/; "
-                         f"TensorBoard: tensorboard --logdir {run / 'tb'})")  # fmt: skip
+    assert lines[-1] == f"\n{trainer.task.results_table(metrics)}\n\n{run_folder_line(run)}"
+
+
+class _RecordingConsole:
+    """A stand-in for sys.stdout that records each write and each flush, in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def write(self, text):
+        self.events.append(("write", text))
+
+    def flush(self):
+        self.events.append(("flush",))
 
 
 @pytest.mark.parametrize("table", ["  OA 91.2 (an indented table)", "X-OA 91.2"])
@@ -256,22 +268,12 @@ def test_quiet_prints_the_tasks_table_as_it_is_and_flushes_it(tmp_path, monkeypa
     run = tmp_path / "run"
     trainer = Trainer(cfg, output=run, quiet=True)
     monkeypatch.setattr(trainer.task, "results_table", lambda metrics: table)
-
-    class Console:
-        events = []
-
-        def write(self, text):
-            self.events.append(("write", text))
-
-        def flush(self):
-            self.events.append(("flush",))
-
-    monkeypatch.setattr(sys, "stdout", Console())
+    console = _RecordingConsole()
+    monkeypatch.setattr(sys, "stdout", console)
     trainer.fit()
-    written = "".join(e[1] for e in Console.events if e[0] == "write")
-    tensorboard = f"TensorBoard: tensorboard --logdir {run / 'tb'}"
-    assert written == f"{table}\n\nrun folder: {run}  (weights: best/, last/; {tensorboard})\n"
-    assert Console.events[-1] == ("flush",)
+    written = "".join(e[1] for e in console.events if e[0] == "write")
+    assert written == f"{table}\n\n{run_folder_line(run)}\n"
+    assert console.events[-1] == ("flush",)
 
 
 def test_each_log_line_is_flushed_and_log_txt_is_utf8_under_any_locale(tmp_path, monkeypatch):
@@ -289,12 +291,10 @@ def test_each_log_line_is_flushed_and_log_txt_is_utf8_under_any_locale(tmp_path,
     trainer = Trainer(task_cfg("classification", tmp_path), output=tmp_path / "run", quiet=False)
     trainer.main = True
     (tmp_path / "run").mkdir()
-    events = []
-    console = type("Console", (), {"write": lambda self, text: events.append(text),
-                                   "flush": lambda self: events.append("<flush>")})()  # fmt: skip
+    console = _RecordingConsole()
     monkeypatch.setattr(sys, "stdout", console)
     trainer.log("OA 91.2 ± 0.4 on 32 × 32 patches")
-    assert events == ["OA 91.2 ± 0.4 on 32 × 32 patches", "\n", "<flush>"]
+    assert console.events == [("write", "OA 91.2 ± 0.4 on 32 × 32 patches"), ("write", "\n"), ("flush",)]
     assert (tmp_path / "run" / "log.txt").read_bytes() == "OA 91.2 ± 0.4 on 32 × 32 patches\n".encode()
 
 
