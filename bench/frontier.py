@@ -6,6 +6,7 @@
     python bench/frontier.py static                 # params / GFLOPs on point_mae_mn10 and point_mae_s (no training)
     python bench/frontier.py profile                # train step time + peak memory of every row (point_mae_mn10)
     python bench/frontier.py --combine [--plot docs/images/frontier.png]                # the tables and the figure
+    python bench/frontier.py run --variant point_mae_mn10_8x256 --backbone FILE --regimes 10pc   # the larger backbone
 
 Rows (:func:`specs`): CLoRA at (p, r) in ``CLORA_BUDGETS``, LoRA at ``LORA_RANKS``, every peer in ``PEERS`` at its
 official setting (widths tied to the 384-wide ViT-S scaled to the backbone, :data:`SCALED`), full, linear, scratch,
@@ -54,6 +55,8 @@ from learning import ArrayDataset, base_config, build_regime  # noqa: E402
 from pointclora.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "frontier"
+#: The backbone the frontier is drawn on by default (``--variant`` picks another registered one, e.g. the larger
+#: ``point_mae_mn10_8x256``; its records go to ``frontier_<variant>`` beside these, its runs to ``<work>_<variant>``).
 VARIANT = "point_mae_mn10"
 BACKBONE = "pointclora/assets/point_mae_mn10.pth"
 
@@ -134,6 +137,18 @@ class Spec:
 
 def _clora(p: int, r: int, **kw: Any) -> Dict[str, Any]:
     return {"num_bases": p, "r": r, "alpha": r, "sade_weight": 0.1, **kw}
+
+
+def backbone_dims(variant: str) -> Dict[str, int]:
+    """What the peers' settings scale with: the variant's ``width``, ``depth`` and token ``groups``."""
+    from pointclora.models import model_defaults
+
+    d = model_defaults(variant)
+    return {"width": int(d["trans_dim"]), "depth": int(d["depth"]), "groups": int(d["num_groups"])}
+
+
+def variant_specs(variant: str) -> List[Spec]:
+    return specs(**backbone_dims(variant))
 
 
 def specs(width: int = 128, depth: int = 4, groups: int = 32) -> List[Spec]:
@@ -234,7 +249,7 @@ def row_config(spec: Spec, regime: str, a: argparse.Namespace) -> Dict[str, Any]
     few = regime != "all"
     epochs = a.epochs_all if regime == "all" else a.epochs_few
     batch = a.batch_all if regime == "all" else a.batch_few
-    cfg = base_config("linear", a.backbone, VARIANT, epochs, max(1, epochs // a.evals), batch)
+    cfg = base_config("linear", a.backbone, a.variant, epochs, max(1, epochs // a.evals), batch)
     cfg = copy.deepcopy(cfg)
     cfg["name"] = f"frontier-{spec.name}"
     cfg["peft"] = {"method": spec.method, **spec.peft}
@@ -312,7 +327,7 @@ def run_fewshot_row(spec: Spec, regime: str, x, y, classes, a: argparse.Namespac
 
 def cmd_run(a: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    rows = [s for s in specs() if s.group in a.groups and (not a.only or s.name in a.only)]
+    rows = [s for s in variant_specs(a.variant) if s.group in a.groups and (not a.only or s.name in a.only)]
     missing = [s.name for s in rows if not registered(s)]
     if missing:
         print(f"not registered in this checkout, skipped: {', '.join(missing)}", flush=True)
@@ -349,7 +364,7 @@ def static_costs(spec: Spec, variant: str, num_classes: int, num_points: int, nu
     torch.manual_seed(0)
     kw = {"num_groups": num_groups} if num_groups else {}
     model = create_model(variant, num_classes=num_classes, **kw)
-    peft = spec.peft if variant == VARIANT else spec.peft_s
+    peft = spec.peft_s if variant == "point_mae_s" else spec.peft
     inject_adapters(model, make_peft_config(spec.method, **peft))
     # gflops: deployed (adapters merged into a copy where the method can merge); gflops_unmerged: as trained
     return {**trainable_parameter_summary(model), **classifier_gflops(model, num_points), "mergeable": can_merge(model)}
@@ -359,12 +374,12 @@ def cmd_static(a: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     table: Dict[str, Any] = {}
     floor = Spec("frozen", "none", "none", "reference", note="the frozen backbone (nothing trains): the GFLOP floor")
-    for spec in [floor, *specs()]:
+    for spec in [floor, *variant_specs(a.variant)]:
         if not registered(spec):
             print(f"{spec.name}: not registered, skipped")
             continue
         table[spec.name] = {
-            VARIANT: static_costs(spec, VARIANT, 10, 1024, None),
+            a.variant: static_costs(spec, a.variant, 10, 1024, None),
             "point_mae_s": static_costs(spec, "point_mae_s", 15, 2048, 128),
         }
         print(spec.name, json.dumps(table[spec.name]), flush=True)
@@ -373,20 +388,20 @@ def cmd_static(a: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- step profile
-def _build_for_profile(spec: Spec, num_classes: int = 10):
+def _build_for_profile(spec: Spec, variant: str, num_classes: int = 10):
     from pointclora.models import create_model
     from pointclora.peft import inject_adapters, make_peft_config
 
     torch.manual_seed(0)
-    model = create_model(VARIANT, num_classes=num_classes)
+    model = create_model(variant, num_classes=num_classes)
     return inject_adapters(model, make_peft_config(spec.method, **spec.peft))
 
 
-def profile_worker(spec_name: str, batch: int, npoints: int) -> Dict[str, Any]:
+def profile_worker(spec_name: str, batch: int, npoints: int, variant: str) -> Dict[str, Any]:
     from stepping import rss_kib, training_step
 
-    spec = next(s for s in specs() if s.name == spec_name)
-    model = _build_for_profile(spec)
+    spec = next(s for s in variant_specs(variant) if s.name == spec_name)
+    model = _build_for_profile(spec, variant)
     base = rss_kib("VmRSS") * 1024
     step = training_step(model, batch, npoints, num_classes=10, lr=1e-3)
     for _ in range(2):  # the optimizer state exists from the first step
@@ -398,20 +413,28 @@ def cmd_profile(a: argparse.Namespace) -> int:
     from stepping import interleaved, training_step
 
     torch.set_num_threads(1)
-    rows = [s for s in specs() if registered(s) and (not a.only or s.name in a.only)]
+    rows = [s for s in variant_specs(a.variant) if registered(s) and (not a.only or s.name in a.only)]
     out: Dict[str, Any] = {}
     for s in rows:  # peak memory: one child process each, so each peak is its own
-        res = subprocess.run([sys.executable, __file__, "_profile_worker", s.name, str(a.batch), str(a.points)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+        worker = [sys.executable, __file__, "_profile_worker", s.name, str(a.batch), str(a.points), a.variant]
+        res = subprocess.run(worker, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"profile worker for {s.name} failed:\n{res.stderr[-2000:]}")
         out[s.name] = json.loads(res.stdout.strip().splitlines()[-1])
-    steppers = [training_step(_build_for_profile(s), a.batch, a.points, num_classes=10, lr=1e-3) for s in rows]
+    steppers = [
+        training_step(_build_for_profile(s, a.variant), a.batch, a.points, num_classes=10, lr=1e-3) for s in rows
+    ]
     times = interleaved(steppers, a.steps)  # round-robin: load from other jobs falls on every row alike
     for s, t in zip(rows, times):
         out[s.name]["step_s"] = t
         print(f"{s.name:<20} step {t:.3f} s  peak {out[s.name]['peak_bytes'] / 2**20:.0f} MB", flush=True)
-    meta = {"batch": a.batch, "points": a.points, "steps": a.steps, "clock": "process CPU time, 1 thread, median"}
+    meta = {
+        "variant": a.variant,
+        "batch": a.batch,
+        "points": a.points,
+        "steps": a.steps,
+        "clock": "process CPU time, 1 thread, median",
+    }
     atomic_write_json({"meta": meta, "rows": out}, a.results / "profile.json")
     return 0
 
@@ -462,7 +485,7 @@ def _fmt_params(n: Optional[int]) -> str:
     return "—" if n is None else f"{n:,}"
 
 
-def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, profile) -> (str, List[Dict]):
+def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, profile, variant: str = VARIANT):
     ref_prof = profile.get("clora_p4r8", {})
     pts, lines, missing = [], [], []
     score = "query OA % (last epoch, mean ± std)" if regime in FEW_SHOT else "held-out OA % (mean ± std)"
@@ -474,7 +497,7 @@ def regime_table(regime: str, rows: List[Spec], results: Path, seeds, static, pr
     lines += [head, "|" + "---|" * 10]
     for spec in rows:
         s = summarize(results, regime, spec, seeds)
-        st = static.get(spec.name, {}).get(VARIANT)
+        st = static.get(spec.name, {}).get(variant)
         if st is None or s is None or not s.get("runs"):
             why = "not registered" if st is None else s.get("partial", "no runs") if s else "not run"
             missing.append(f"{spec.name} ({why})")
@@ -515,8 +538,9 @@ def target_check(pts: List[Dict[str, Any]]) -> str:
     return "; ".join(out)
 
 
-def static_table(rows: List[Spec], static) -> str:
-    lines = ["| row | setting on point_mae_mn10 (how scaled) | mn10 trainable (w/o head) | mn10 GFLOPs unmerged / "
+def static_table(rows: List[Spec], static, variant: str = VARIANT) -> str:
+    short = variant.replace("point_mae_", "")
+    lines = [f"| row | setting on {variant} (how scaled) | {short} trainable (w/o head) | {short} GFLOPs unmerged / "
              "merged | point_mae_s trainable (w/o head) | point_mae_s GFLOPs unmerged / merged | published params / "
              "GFLOPs |", "|" + "---|" * 7]  # fmt: skip
     for spec in [Spec("frozen", "none", "none", "reference", note="nothing trains: the GFLOP floor"), *rows]:
@@ -524,7 +548,7 @@ def static_table(rows: List[Spec], static) -> str:
         if not st:
             lines.append(f"| {spec.name} | not registered in this checkout | | | | | |")
             continue
-        m, s = st[VARIANT], st["point_mae_s"]
+        m, s = st[variant], st["point_mae_s"]
         pub = PUBLISHED.get(spec.name, (None, None))
         setting = ", ".join(f"{k} {v}" for k, v in spec.peft.items()) or "defaults"
         unmergeable = " (not mergeable)" if spec.group == "peer" and not m["mergeable"] else ""
@@ -598,20 +622,20 @@ def cmd_combine(a: argparse.Namespace) -> int:
     static = json.loads((a.results / "static.json").read_text()) if (a.results / "static.json").exists() else {}
     prof = a.results / "profile.json"
     profile = json.loads(prof.read_text())["rows"] if prof.exists() else {}
-    all_rows = specs()
+    all_rows = variant_specs(a.variant)
     panels, cpu = {}, {}
-    print("## Costs without training (point_mae_mn10: 10 classes, 1,024 points; point_mae_s: 15 classes, 2,048 "
+    print(f"## Costs without training ({a.variant}: 10 classes, 1,024 points; point_mae_s: 15 classes, 2,048 "
           "points / 128 groups)\n")  # fmt: skip
-    print(static_table(all_rows, static))
+    print(static_table(all_rows, static, a.variant))
     for regime in a.regimes:
         rows = [s for s in all_rows if s.group != "ablation"]
         if regime in FEW_SHOT:
             rows = [s for s in rows if s.default]
-        text, pts = regime_table(regime, rows, a.results, a.seeds, static, profile)
+        text, pts = regime_table(regime, rows, a.results, a.seeds, static, profile, a.variant)
         print(f"\n## {regime}\n\n{text}")
         if regime not in FEW_SHOT:
             abl = [s for s in all_rows if s.name in ("clora_p4r8", "lora_r8") or s.group == "ablation"]
-            atext, _ = regime_table(regime, abl, a.results, a.seeds, static, profile)
+            atext, _ = regime_table(regime, abl, a.results, a.seeds, static, profile, a.variant)
             print(f"\n### {regime}: ablations (rows beside the default CLoRA p4 r8)\n\n{atext}")
         check = target_check(pts)
         if check:
@@ -629,20 +653,37 @@ def cmd_combine(a: argparse.Namespace) -> int:
     return 0
 
 
+def settle_backbone(a: argparse.Namespace, error) -> None:
+    """Fill ``--backbone``, ``--results`` and ``--work`` from ``--variant``; ``error`` names what is missing."""
+    from pointclora.models import list_models, pretrained_names
+
+    if a.variant not in list_models():
+        error(f"--variant {a.variant!r} is not a registered model; known: {', '.join(list_models())}")
+    suffix = "" if a.variant == VARIANT else f"_{a.variant}"
+    a.results = a.results or RESULTS.with_name(RESULTS.name + suffix)
+    a.work = a.work or Path("/work/exp/frontier/runs" + suffix)
+    if a.backbone is None:
+        if a.variant not in pretrained_names() and a.command == "run":
+            error(f"--variant {a.variant} ships no weights: pre-train it (models/README.md) and pass --backbone FILE")
+        # the default variant's runs were recorded with the package path (a resumed run's config must not change)
+        a.backbone = BACKBONE if a.variant == VARIANT else a.variant
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_profile_worker"]:
         torch.set_num_threads(1)
-        print(json.dumps(profile_worker(argv[1], int(argv[2]), int(argv[3]))))
+        print(json.dumps(profile_worker(argv[1], int(argv[2]), int(argv[3]), argv[4])))
         return 0
     if "--combine" in argv:  # bench/learning.py's spelling
         argv = ["combine"] + [x for x in argv if x != "--combine"]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("run", "static", "profile", "combine"))
-    p.add_argument("--results", type=Path, default=RESULTS, help="the committed records")
-    p.add_argument("--work", type=Path, default=Path("/work/exp/frontier/runs"), help="run folders (weights)")
+    p.add_argument("--variant", default=VARIANT, help="the registered backbone variant the frontier is drawn on")
+    p.add_argument("--backbone", help="its pre-trained file (default: the variant's shipped weights)")
+    p.add_argument("--results", type=Path, help="the committed records (default: bench/results/frontier[_<variant>])")
+    p.add_argument("--work", type=Path, help="run folders, weights (default: /work/exp/frontier/runs[_<variant>])")
     p.add_argument("--splits", type=Path, default=Path("/work/exp/splits/mn10_heldout"))
-    p.add_argument("--backbone", default=BACKBONE)
     p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     p.add_argument("--groups", nargs="+", default=["grid", "baseline", "ablation", "peer"],
                    choices=("grid", "baseline", "ablation", "peer"))  # fmt: skip
@@ -660,8 +701,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--write", help="combine: also write the tables into this document, between its markers")
     p.add_argument("--plot", default="", help="combine: the figure's path ('' for none)")
     a = p.parse_args(argv)
+    settle_backbone(a, p.error)
     if a.only:
-        known = {s.name for s in specs()}
+        known = {s.name for s in variant_specs(a.variant)}
         unknown = sorted(set(a.only) - known)
         if unknown:
             p.error(f"--only: unknown rows {unknown}; known: {', '.join(sorted(known))}")

@@ -192,3 +192,38 @@ def test_combine_writes_its_tables_between_the_documents_markers_only(fr, tmp_pa
     with pytest.raises(SystemExit, match="bare.md has no"):
         fr.write_between_markers(bare, "## all\n")
     assert bare.read_text() == "no markers\n"
+
+
+def test_a_larger_variant_scales_the_peers_and_keeps_its_records_apart(fr):
+    assert fr.backbone_dims("point_mae_mn10_8x256") == {"width": 256, "depth": 8, "groups": 32}
+    rows = {s.name: s for s in fr.variant_specs("point_mae_mn10_8x256")}
+    assert rows["dapt"].peft["rank"] == 43 and rows["pointgst"].peft["rank"] == 24  # 64 and 36 x 256 / 384
+    assert rows["idpt"].peft["prompt_layer"] == 7 and rows["gaprompt"].peft["prompt_depth"] == 4
+    assert rows["clora_p4r8"].peft == _spec(fr, "clora_p4r8").peft  # CLoRA / LoRA budgets do not scale
+
+    a = fr.argparse.Namespace(
+        command="run", variant="point_mae_mn10_8x256", backbone="enc.pth", results=None, work=None
+    )
+    fr.settle_backbone(a, error=pytest.fail)
+    assert a.results == fr.RESULTS.with_name("frontier_point_mae_mn10_8x256") and a.backbone == "enc.pth"
+    assert str(a.work).endswith("runs_point_mae_mn10_8x256")
+    default = fr.argparse.Namespace(command="run", variant=fr.VARIANT, backbone=None, results=None, work=None)
+    fr.settle_backbone(default, error=pytest.fail)
+    assert (default.results, default.backbone) == (fr.RESULTS, fr.BACKBONE)  # the recorded runs' own settings
+
+
+def _exit(message):  # argparse's error: one line, then exit
+    raise SystemExit(message)
+
+
+@pytest.mark.parametrize(
+    "variant, backbone, command, message",
+    [
+        ("point_mae_mn10_8x256", None, "run", "ships no weights: pre-train it"),
+        ("point_mae_mn10_9x9", "enc.pth", "combine", "'point_mae_mn10_9x9' is not a registered model"),
+    ],
+)
+def test_settle_backbone_names_what_is_missing(fr, variant, backbone, command, message):
+    a = fr.argparse.Namespace(command=command, variant=variant, backbone=backbone, results=None, work=None)
+    with pytest.raises(SystemExit, match=message):
+        fr.settle_backbone(a, error=_exit)
