@@ -30,23 +30,34 @@ _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
 _PRETRAINED: Dict[str, str] = {}
 #: variant name -> what its shipped encoder was pre-trained with (num_points, up_axis): tools follow it (#19).
 _PRETRAINED_META: Dict[str, Dict[str, Any]] = {}
+#: variant name -> the pre-training config that makes its weights, for variants whose file is too large for the
+#: package: looked up in the hub cache folder, where the recipe's last step writes it.
+_BUILT_LOCALLY: Dict[str, str] = {}
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 def register_model(
-    name: str, builder: Callable[..., nn.Module] = PointTransformer, pretrained_file: Optional[str] = None,
-    pretrained_meta: Optional[Dict[str, Any]] = None, **defaults: Any,
+    name: str,
+    builder: Callable[..., nn.Module] = PointTransformer,
+    pretrained_file: Optional[str] = None,
+    pretrained_meta: Optional[Dict[str, Any]] = None,
+    pretrained_recipe: Optional[str] = None,
+    **defaults: Any,
 ) -> None:
     """Register ``name`` as ``builder(**defaults)``; overrides given to :func:`create_model` win.
 
     ``pretrained_file``: a file name in ``pointclora/assets`` holding the variant's pre-trained encoder
-    (``create_model(name, pretrained=True)`` and ``--ckpt NAME`` load it).
+    (``create_model(name, pretrained=True)`` and ``--ckpt NAME`` load it). ``pretrained_recipe``: the pre-training
+    config (in ``configs/``) of a file the package does not hold; it is then read from the hub cache folder
+    (``$POINTCLORA_CACHE/hub``), and its absence is reported with the commands that make it.
     """
     _VARIANTS[name] = dict(defaults)
     _BUILDERS[name] = builder
     if pretrained_file:
         _PRETRAINED[name] = pretrained_file
         _PRETRAINED_META[name] = dict(pretrained_meta or {})
+        if pretrained_recipe:
+            _BUILT_LOCALLY[name] = pretrained_recipe
 
 
 def pretrained_meta(name: str) -> Dict[str, Any]:
@@ -73,8 +84,23 @@ def pretrained_path(name: str) -> Path:
     if name not in _PRETRAINED:
         raise KeyError(f"no pre-trained weights named {name!r}; known: {pretrained_names()}")
     path = _ASSETS / _PRETRAINED[name]
+    if name in _BUILT_LOCALLY and not path.is_file():
+        return _built_locally(name)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the pre-trained weights of {name!r} are missing from the installed package")
+    return path
+
+
+def _built_locally(name: str) -> Path:
+    from .hub import hub_cache_dir
+
+    path = hub_cache_dir() / _PRETRAINED[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the pre-trained weights of {name!r} are not in the package (too large) and no file "
+            f"is hosted; make them with `python tools/pretrain.py --cfg {_BUILT_LOCALLY[name]} --output RUN` and "
+            f"`python bench/ship_backbone.py --run RUN --out {path}` (models/README.md), or put a copy there"
+        )
     return path
 
 
@@ -222,9 +248,12 @@ register_model("point_mae_mn10", pretrained_file="point_mae_mn10.pth",
                pretrained_meta={"num_points": 1024, "up_axis": "z"}, group_size=32, **_SMALL)  # fmt: skip
 # The larger ModelNet10 backbone (issue 20): 8 blocks, 256 wide (4 heads of 64, as ViT-S's), mini-PointNet 64-128-256,
 # the same 32 x 32 tokens and frame as point_mae_mn10, so the backbone, not the head, holds the parameters (6.5M vs
-# 0.2M). Pre-trained by configs/pretrain_mn10_8x256.yaml; model card in models/README.md.
-register_model("point_mae_mn10_8x256", trans_dim=256, depth=8, num_heads=4, encoder_dims=256,
-               encoder_hidden_dims=(64, 128, 256), num_groups=32, group_size=32, drop_path_rate=0.1)  # fmt: skip
+# 0.2M). Pre-trained by configs/pretrain_mn10_8x256.yaml; its 26 MB file is not package data: the recipe's last step
+# writes it to the hub cache, where pretrained=True reads it. Model card in models/README.md.
+register_model("point_mae_mn10_8x256", pretrained_file="point_mae_mn10_8x256.pth",
+               pretrained_meta={"num_points": 1024, "up_axis": "z"}, pretrained_recipe="pretrain_mn10_8x256.yaml",
+               trans_dim=256, depth=8, num_heads=4, encoder_dims=256, encoder_hidden_dims=(64, 128, 256),
+               num_groups=32, group_size=32, drop_path_rate=0.1)  # fmt: skip
 # Tiny variants for the test suite (same structure, every shape small).
 register_model(
     "point_mae_tiny",

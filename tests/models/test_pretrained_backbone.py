@@ -37,6 +37,30 @@ def test_shipped_backbone_loads_offline_by_name():
     assert torch.equal(other.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
+def test_a_backbone_built_locally_is_read_from_the_hub_cache(tmp_path, monkeypatch):
+    """point_mae_mn10_8x256's 26 MB file is not package data: pretrained=True reads it where its recipe writes it,
+    and says how to make it when it is not there."""
+    from pointclora.models import model_defaults
+    from pointclora.models.mae import PointMAEPretrain, export_encoder_state
+
+    big = "point_mae_mn10_8x256"
+    monkeypatch.setenv("POINTCLORA_CACHE", str(tmp_path))
+    where = tmp_path / "hub" / f"{big}.pth"
+    assert big in pretrained_names()
+    with pytest.raises(FileNotFoundError, match="--cfg pretrain_mn10_8x256.yaml") as missing:
+        create_model(big, num_classes=10, pretrained=True)
+    assert f"--out {where}" in str(missing.value) and (REPO_ROOT / "configs" / "pretrain_mn10_8x256.yaml").is_file()
+
+    torch.manual_seed(1)
+    export_encoder_state(PointMAEPretrain(decoder_depth=1, **model_defaults(big)), str(where), variant=big)
+    assert pretrained_path(big) == where
+    model = create_model(big, num_classes=10, pretrained=True)
+    saved = torch.load(where, weights_only=True)["model"]
+    assert torch.equal(model.blocks[7].mlp.fc2.weight, saved["blocks.7.mlp.fc2.weight"])
+    # 8 blocks x 256: 6,486,784 encoder parameters + 642 BatchNorm statistics (the head has 0.2M)
+    assert sum(v.numel() for v in saved.values()) == 6_487_426
+
+
 def test_unknown_pretrained_name_is_a_clear_error():
     with pytest.raises(KeyError, match="ships no pre-trained weights"):
         create_model("point_mae_tiny", pretrained=True)
