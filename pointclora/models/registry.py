@@ -74,9 +74,11 @@ def pretrained_names() -> List[str]:
 
 
 def pretrained_path(name: str) -> Path:
-    """The weights file of ``name``: shipped package data, or an official file downloaded, verified and cached by
+    """The weights file of ``name``: shipped package data, a file its recipe wrote to the hub cache folder (variants
+    registered with ``pretrained_recipe``), or an official file downloaded, verified and cached by
     :func:`pointclora.models.hub.download_pretrained`. KeyError naming the known names, FileNotFoundError when the
-    package was installed without its assets, ``DownloadError`` (one line) when a download fails."""
+    package was installed without its assets or a recipe's file was not made, ``DownloadError`` (one line) when a
+    download fails."""
     from .hub import download_pretrained, hub_names
 
     if name not in _PRETRAINED and name in hub_names():
