@@ -655,7 +655,7 @@ def cmd_combine(a: argparse.Namespace) -> int:
 
 def settle_backbone(a: argparse.Namespace, error) -> None:
     """Fill ``--backbone``, ``--results`` and ``--work`` from ``--variant``; ``error`` names what is missing."""
-    from pointclora.models import list_models, pretrained_names
+    from pointclora.models import list_models, pretrained_path
 
     if a.variant not in list_models():
         error(f"--variant {a.variant!r} is not a registered model; known: {', '.join(list_models())}")
@@ -663,8 +663,11 @@ def settle_backbone(a: argparse.Namespace, error) -> None:
     a.results = a.results or RESULTS.with_name(RESULTS.name + suffix)
     a.work = a.work or Path("/work/exp/frontier/runs" + suffix)
     if a.backbone is None:
-        if a.variant not in pretrained_names() and a.command == "run":
-            error(f"--variant {a.variant} ships no weights: pre-train it (models/README.md) and pass --backbone FILE")
+        if a.command == "run":  # its weights by name: shipped, or made by its recipe; else say so before any run
+            try:
+                pretrained_path(a.variant)
+            except (KeyError, FileNotFoundError) as e:
+                error(f"--variant {a.variant}: {e.args[0]}; or pass --backbone FILE")
         # the default variant's runs were recorded with the package path (a resumed run's config must not change)
         a.backbone = BACKBONE if a.variant == VARIANT else a.variant
 
