@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -600,15 +600,25 @@ def plot(panels: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
 MARKERS = ("<!-- frontier tables: begin (bench/frontier.py combine --write) -->", "<!-- frontier tables: end -->")
 
 
-def write_between_markers(doc: Path, text: str) -> None:
-    """Replace what lies between :data:`MARKERS` in ``doc`` with ``text``, its headings one level deeper (the
-    section's own heading is the document's ``##``)."""
+def markers(variant: str = VARIANT) -> Tuple[str, str]:
+    """The two lines around a variant's tables: :data:`MARKERS` for the default one, lines naming it otherwise."""
+    if variant == VARIANT:
+        return MARKERS
+    return (f"<!-- frontier tables ({variant}): begin (bench/frontier.py combine --variant {variant} --write) -->",
+            f"<!-- frontier tables ({variant}): end -->")  # fmt: skip
+
+
+def write_between_markers(doc: Path, text: str, variant: str = VARIANT) -> None:
+    """Replace what lies between ``markers(variant)`` in ``doc`` with ``text``, its headings one level deeper (the
+    section's own heading is the document's ``##``), two for another variant (a subsection, ``###``, of it)."""
+    begin_line, end_line = markers(variant)
     body = doc.read_text()
-    begin, end = body.find(MARKERS[0]), body.find(MARKERS[1])
+    begin, end = body.find(begin_line), body.find(end_line)
     if begin < 0 or end < begin:
-        raise SystemExit(f"error: {doc} has no '{MARKERS[0]}' ... '{MARKERS[1]}' block to write the tables into")
-    text = "\n".join("#" + line if line.startswith("#") else line for line in text.strip("\n").splitlines())
-    atomic_write_text(body[: begin + len(MARKERS[0])] + "\n\n" + text + "\n\n" + body[end:], doc)
+        raise SystemExit(f"error: {doc} has no '{begin_line}' ... '{end_line}' block to write the tables into")
+    deeper = "#" if variant == VARIANT else "##"
+    text = "\n".join(deeper + line if line.startswith("#") else line for line in text.strip("\n").splitlines())
+    atomic_write_text(body[: begin + len(begin_line)] + "\n\n" + text + "\n\n" + body[end:], doc)
 
 
 def cmd_combine(a: argparse.Namespace) -> int:
@@ -617,7 +627,7 @@ def cmd_combine(a: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(buffer):
             code = cmd_combine(argparse.Namespace(**{**vars(a), "write": None}))
         sys.stdout.write(buffer.getvalue())
-        write_between_markers(Path(a.write), buffer.getvalue())
+        write_between_markers(Path(a.write), buffer.getvalue(), a.variant)
         return code
     static = json.loads((a.results / "static.json").read_text()) if (a.results / "static.json").exists() else {}
     prof = a.results / "profile.json"

@@ -229,3 +229,13 @@ def test_settle_backbone_names_what_is_missing(fr, variant, backbone, command, m
     a = fr.argparse.Namespace(command=command, variant=variant, backbone=backbone, results=None, work=None)
     with pytest.raises(SystemExit, match=message):
         fr.settle_backbone(a, error=_exit)
+
+
+def test_another_variants_tables_have_their_own_block_a_level_deeper(fr, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    big = "point_mae_mn10_8x256"
+    (b0, e0), (b1, e1) = fr.markers(), fr.markers(big)
+    assert (b0, e0) == fr.MARKERS and big in b1 and big in e1
+    doc.write_text(f"## 5\n\n{b0}\n\nsmall\n\n{e0}\n\n### 5.1\n\n{b1}\n\n{e1}\n")
+    fr.write_between_markers(doc, "## 10pc\n\n| a |\n", big)
+    assert doc.read_text() == f"## 5\n\n{b0}\n\nsmall\n\n{e0}\n\n### 5.1\n\n{b1}\n\n#### 10pc\n\n| a |\n\n{e1}\n"
