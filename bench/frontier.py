@@ -216,8 +216,8 @@ def _record(spec: Spec, regime: str, cfg: Mapping[str, Any], metrics: Mapping[st
         "wall_time_s",
         "num_points",
     )
-    out = {"row": spec.name, "regime": regime, "method": spec.method, "peft": cfg["peft"],
-           "lr": float(cfg["optim"]["lr"]), "seed": int(cfg["train"]["seed"]),
+    out = {"row": spec.name, "regime": regime, "variant": cfg["model"]["name"], "method": spec.method,
+           "peft": cfg["peft"], "lr": float(cfg["optim"]["lr"]), "seed": int(cfg["train"]["seed"]),
            "batch_size": int(cfg["data"]["batch_size"]), **{k: metrics.get(k) for k in keep},
            **{k: v for k, v in metrics.items() if "gflops" in k and isinstance(v, (int, float))},
            "cpu_s": round(cpu_s, 1), "torch_threads": torch.get_num_threads(),

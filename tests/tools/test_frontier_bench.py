@@ -27,7 +27,8 @@ def _spec(fr, name="clora_p4r8"):
 
 
 def _cfg(lr, seed):
-    return {"optim": {"lr": lr}, "train": {"seed": seed}, "data": {"batch_size": 16}, "peft": {"method": "clora"}}
+    return {"optim": {"lr": lr}, "train": {"seed": seed}, "data": {"batch_size": 16}, "peft": {"method": "clora"},
+            "model": {"name": "point_mae_mn10"}}  # fmt: skip
 
 
 def test_rows_are_unique_and_cover_the_issue(fr):
@@ -80,6 +81,7 @@ def test_a_killed_run_leaves_no_record_and_a_recorded_run_is_never_rerun(fr, tmp
     rec = runner(_cfg(2e-3, 0), tmp_path / "work", True, True)
     path = tmp_path / "10pc" / "clora_p4r8" / "lr0.002_seed0.json"
     assert json.loads(path.read_text()) == rec and rec["acc"] == 90.0 and rec["lr"] == 2e-3 and rec["gflops"] == 0.06
+    assert rec["variant"] == "point_mae_mn10"  # records of another backbone say so
     monkeypatch.setattr(api, "run_finetune", crash)  # would raise if it ran again
     assert runner(_cfg(2e-3, 0), tmp_path / "work", False, True) == rec
     assert calls == [False, True]
