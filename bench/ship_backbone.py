@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="a finished tools/pretrain.py run folder")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--command", default="python tools/pretrain.py --cfg pretrain_mn10.yaml --output RUN")
+    p.add_argument("--command", help="how the run was made (default: tools/pretrain.py with the run's own config)")
     p.add_argument("--licence", default=LICENCE)
     a = p.parse_args(argv)
     metrics_path, encoder_path = a.run / "metrics.json", a.run / "encoder-best.pth"
@@ -40,9 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not path.is_file():
             p.error(f"{path} not found: --run must be a finished tools/pretrain.py run")
     metrics = json.loads(metrics_path.read_text())
+    command = a.command or f"python tools/pretrain.py --cfg {metrics.get('config', 'pretrain_mn10')}.yaml --output RUN"
     state = safe_torch_load(str(encoder_path))
     state.update(
-        recipe=f"{a.command} ({(a.run / 'config.yaml').read_text()})",
+        recipe=f"{command} ({(a.run / 'config.yaml').read_text()})",
         epoch=int(metrics["best_epoch"]),
         train_cpu_min=float(metrics["wall_time_s"]) / 60,
         licence=a.licence,
