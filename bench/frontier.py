@@ -587,6 +587,7 @@ def plot(panels: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
         ax.step([p["trainable_params"] for p in fp], [p["mean"] for p in fp], where="post", color="k", lw=0.8,
                 alpha=0.5)  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a range under one decade labels every minor tick: overlap
         ax.set_xlabel("trainable parameters (with head)")
         ax.set_ylabel("held-out OA % (mean ± std)")
         ax.set_title(f"{regime} (filled: Pareto frontier)", fontsize=9)
