@@ -151,8 +151,9 @@ def variant_specs(variant: str) -> List[Spec]:
     return specs(**backbone_dims(variant))
 
 
-def specs(width: int = 128, depth: int = 4, groups: int = 32) -> List[Spec]:
-    """Every row, in table order (the backbone's ``width``, ``depth`` and token ``groups`` scale the peers)."""
+def specs(width: int, depth: int, groups: int) -> List[Spec]:
+    """Every row, in table order (the backbone's ``width``, ``depth`` and token ``groups`` scale the peers; a
+    registered backbone's rows are :func:`variant_specs`)."""
     rows = []
     for p, r in CLORA_BUDGETS:
         name = f"clora_p{p}r{r}"

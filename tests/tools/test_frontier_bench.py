@@ -23,7 +23,7 @@ def fr():
 
 
 def _spec(fr, name="clora_p4r8"):
-    return next(s for s in fr.specs() if s.name == name)
+    return next(s for s in fr.variant_specs(fr.VARIANT) if s.name == name)
 
 
 def _cfg(lr, seed):
@@ -32,7 +32,7 @@ def _cfg(lr, seed):
 
 
 def test_rows_are_unique_and_cover_the_issue(fr):
-    rows = fr.specs()
+    rows = fr.variant_specs(fr.VARIANT)
     names = [s.name for s in rows]
     assert len(names) == len(set(names))
     assert {f"clora_p{p}r{r}" for p, r in [(2, 4), (4, 4), (4, 8), (8, 8), (4, 16)]} <= set(names)
@@ -160,7 +160,7 @@ def test_static_costs_merged_gflops_equal_the_frozen_backbone(fr):
 
 
 def test_point_mae_s_settings_are_the_rows_own_except_the_scaled_peers(fr):
-    for s in fr.specs():
+    for s in fr.variant_specs(fr.VARIANT):
         if s.group == "peer":
             assert s.peft_s == {}  # official defaults on the ViT-S they were published for
         else:
