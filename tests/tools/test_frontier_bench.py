@@ -45,17 +45,24 @@ def test_rows_are_unique_and_cover_the_issue(fr):
     assert s.peft["rank"] == 64
 
 
-def test_lora_r6_matches_clora_p4r8_adapter_count(fr):
+@pytest.mark.parametrize("variant, rank", [("point_mae_mn10", 6), ("point_mae_mn10_8x256", 3)])
+def test_the_no_sharing_ablation_matches_clora_p4r8_adapter_count(fr, variant, rank):
     from pointclora.models import create_model
     from pointclora.peft import inject_adapters, make_peft_config, trainable_parameter_summary
 
+    rows = fr.variant_specs(variant)
+    matched = [s for s in rows if s.group == "ablation" and s.family == "lora" and s.name != "lora_r32"]
+    assert [s.name for s in matched] == [f"lora_r{rank}"]
     counts = {}
-    for name in ("clora_p4r8", "lora_r6"):
-        spec = _spec(fr, name)
-        model = create_model("point_mae_mn10", num_classes=10)
+    for spec in (next(s for s in rows if s.name == "clora_p4r8"), matched[0]):
+        model = create_model(variant, num_classes=10)
         inject_adapters(model, make_peft_config(spec.method, **spec.peft))
-        counts[name] = trainable_parameter_summary(model)["adapter_params"]
-    assert counts["clora_p4r8"] == counts["lora_r6"] == 55_296
+        counts[spec.method] = trainable_parameter_summary(model)["adapter_params"]
+    # the closed forms the row's rank comes from are the built models' counts
+    dims = fr.backbone_dims(variant)
+    assert counts["clora"] == fr.clora_adapter_count(dims["width"], dims["depth"], 4, 8)
+    assert counts["lora"] == fr.lora_adapter_count(dims["width"], dims["depth"], rank)
+    assert counts["clora"] == counts["lora"]  # exact on both backbones
 
 
 def test_a_killed_run_leaves_no_record_and_a_recorded_run_is_never_rerun(fr, tmp_path, monkeypatch):
