@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -84,6 +84,13 @@ LRS = {
     "linear": [4e-3, 1e-2, 2e-2],
     "scratch": [5e-4, 1e-3, 2e-3],
 }
+#: Per backbone, one more point per family: on point_mae_mn10_8x256 the first sitting's rows nearly all chose their
+#: grid's lower edge (the deeper, wider backbone wants smaller steps), so each grid gains the step below it there.
+#: Appended, not prepended: a tie still goes to the earlier point, so the earlier choices stand unless beaten.
+WIDER_LRS = {
+    "point_mae_mn10_8x256": {"clora": [1e-3], "lora": [1e-3], "peer": [5e-4], "full": [2.5e-4], "linear": [2e-3],
+                             "scratch": [2.5e-4]},
+}  # fmt: skip
 
 #: Published settings that depend on the 384-wide, 12-block ViT-S with 64/128 groups, and how each scales to a
 #: backbone of ``width``, ``depth`` and ``groups`` (the point_mae_mn10 values follow bench/peers_learning.py).
@@ -125,10 +132,13 @@ class Spec:
     peft_s: Optional[Dict[str, Any]] = None  # None: the same as ``peft`` (peers pass {}: their official defaults)
     note: str = ""
     default: bool = False  # the method's default budget (few-shot rows)
+    lrs: Tuple[float, ...] = ()  # the lr grid chosen from on validation (default: the family's ``LRS``)
 
     def __post_init__(self) -> None:
         if self.peft_s is None:
             self.peft_s = dict(self.peft)
+        if not self.lrs:
+            self.lrs = tuple(LRS.get(self.family, ()))  # the frozen reference trains nothing
 
     @property
     def pretrained(self) -> bool:
@@ -169,7 +179,9 @@ def lora_rank_matching_clora(width: int, depth: int, p: int, r: int) -> int:
 
 
 def variant_specs(variant: str) -> List[Spec]:
-    return specs(**backbone_dims(variant))
+    """:func:`specs` scaled to a registered variant, each lr grid widened by ``WIDER_LRS`` for it."""
+    wider = WIDER_LRS.get(variant, {})
+    return [replace(s, lrs=s.lrs + tuple(wider.get(s.family, ()))) for s in specs(**backbone_dims(variant))]
 
 
 def specs(width: int, depth: int, groups: int) -> List[Spec]:
@@ -305,8 +317,10 @@ def fewshot_episode(x: np.ndarray, y: np.ndarray, classes: Sequence[str], way: i
         x[qry], np.array(yq), names), "classes": names, "val_source": "the supports (no selection)"}  # fmt: skip
 
 
-def chosen_lr(results: Path, regime: str, spec: Spec, lrs: Sequence[float]) -> Optional[float]:
-    """The seed-0 lr with the best validation accuracy (first of equals, grid order), or None until all ran."""
+def chosen_lr(results: Path, regime: str, spec: Spec) -> Optional[float]:
+    """The seed-0 lr of ``spec.lrs`` with the best validation accuracy (first of equals, grid order), or None until
+    all ran."""
+    lrs = spec.lrs
     recs = {(r["lr"], r["seed"]): r for r in read_records(results, regime, spec.name)}
     if not all((float(lr), 0) in recs for lr in lrs):
         return None
@@ -319,7 +333,7 @@ def run_row(spec: Spec, regime: str, data: Mapping[str, Any], a: argparse.Namesp
 
     log = lambda s: print(f"[{regime} {spec.name}] {s}", flush=True)  # noqa: E731
     cfg = row_config(spec, regime, a)
-    lrs = LRS[spec.family]
+    lrs = list(spec.lrs)
     work = a.work / regime / spec.name
     runner = recording_runner(spec, regime, data, a.results)
     sweep = run_sweep(cfg, {"optim.lr": lrs}, work / "sweep", runner=runner, log=log)
@@ -335,7 +349,7 @@ def run_fewshot_row(spec: Spec, regime: str, x, y, classes, a: argparse.Namespac
     from pointclora.config import apply_overrides
 
     way, shot = FEW_SHOT[regime]
-    lr = chosen_lr(a.results, "10pc", spec, LRS[spec.family])
+    lr = chosen_lr(a.results, "10pc", spec)
     if lr is None:
         print(f"[{regime} {spec.name}] skipped: its 10pc lr sweep has not finished (the few-shot lr comes from it)")
         return
@@ -473,7 +487,7 @@ def summarize(results: Path, regime: str, spec: Spec, seeds: Sequence[int]) -> O
         mca = "last_mean_class_acc"
         expected = EPISODES
     else:
-        lr = chosen_lr(results, regime, spec, LRS[spec.family])
+        lr = chosen_lr(results, regime, spec)
         if lr is None:
             return {"row": spec.name, "partial": "lr sweep unfinished", "runs": 0}
         runs = [r for r in recs if r["lr"] == float(lr) and r["seed"] in seeds]

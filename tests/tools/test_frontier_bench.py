@@ -1,5 +1,6 @@
 """bench/frontier.py: rows, resumable records (a killed run leaves none), lr choice, Pareto frontier, episodes."""
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -101,20 +102,38 @@ def _write(fr, root, regime, row, lr, seed, val, acc):
     (d / fr.record_name(lr, seed)).write_text(json.dumps(rec))
 
 
-def test_lr_chosen_on_validation_then_seeds_summarised(fr, tmp_path, monkeypatch):
-    spec = _spec(fr)
-    monkeypatch.setitem(fr.LRS, spec.family, [2e-3, 4e-3])  # the grid summarize() reads
+def test_lr_chosen_on_validation_then_seeds_summarised(fr, tmp_path):
+    spec = dataclasses.replace(_spec(fr), lrs=(2e-3, 4e-3))
     _write(fr, tmp_path, "all", spec.name, 2e-3, 0, val=80.0, acc=99.0)  # the best test, not the best val
-    assert fr.chosen_lr(tmp_path, "all", spec, [2e-3, 4e-3]) is None  # the sweep has not finished
+    assert fr.chosen_lr(tmp_path, "all", spec) is None  # the sweep has not finished
     _write(fr, tmp_path, "all", spec.name, 4e-3, 0, val=85.0, acc=90.0)
-    assert fr.chosen_lr(tmp_path, "all", spec, [2e-3, 4e-3]) == 4e-3
+    assert fr.chosen_lr(tmp_path, "all", spec) == 4e-3
     _write(fr, tmp_path, "all", spec.name, 4e-3, 1, val=84.0, acc=92.0)
     s = fr.summarize(tmp_path, "all", spec, [0, 1, 2])
     assert s["lr"] == 4e-3 and s["runs"] == 2 and s["expected"] == 3
     assert s["mean"] == pytest.approx(91.0) and s["std"] == pytest.approx(1.0) and s["mca"] == pytest.approx(90.0)
     assert s["cpu_s"] == 30  # every recorded run counts toward the CPU time, the unchosen lr's too
     _write(fr, tmp_path, "all", spec.name, 2e-3, 0, val=85.0, acc=99.0)  # a tie: the first lr of the grid wins
-    assert fr.chosen_lr(tmp_path, "all", spec, [2e-3, 4e-3]) == 2e-3
+    assert fr.chosen_lr(tmp_path, "all", spec) == 2e-3
+
+
+def test_a_widened_grid_appends_its_point_so_earlier_choices_stand_on_ties(fr, tmp_path):
+    small = {s.name: s for s in fr.variant_specs("point_mae_mn10")}
+    large = {s.name: s for s in fr.variant_specs("point_mae_mn10_8x256")}
+    for name, s in small.items():
+        if name not in large:  # the matched-rank ablation is lora_r6 there, lora_r3 here
+            continue
+        assert s.lrs == tuple(fr.LRS[s.family])
+        extra = fr.WIDER_LRS["point_mae_mn10_8x256"][s.family]
+        assert large[name].lrs == s.lrs + tuple(extra) and min(extra) < min(s.lrs)  # one step below the old edge
+    spec = large["clora_p4r8"]
+    for lr, val in zip(spec.lrs, (85.0, 84.0, 83.0)):
+        _write(fr, tmp_path, "10pc", spec.name, lr, 0, val=val, acc=90.0)
+    assert fr.chosen_lr(tmp_path, "10pc", spec) is None  # the new point has not run: no choice yet
+    _write(fr, tmp_path, "10pc", spec.name, spec.lrs[-1], 0, val=85.0, acc=90.0)
+    assert fr.chosen_lr(tmp_path, "10pc", spec) == spec.lrs[0]  # level with the old choice: it stands
+    _write(fr, tmp_path, "10pc", spec.name, spec.lrs[-1], 0, val=86.0, acc=90.0)
+    assert fr.chosen_lr(tmp_path, "10pc", spec) == spec.lrs[-1]
 
 
 def test_pareto_matches_the_naive_definition(fr):
