@@ -40,7 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not path.is_file():
             p.error(f"{path} not found: --run must be a finished tools/pretrain.py run")
     metrics = json.loads(metrics_path.read_text())
-    command = a.command or f"python tools/pretrain.py --cfg {metrics.get('config', 'pretrain_mn10')}.yaml --output RUN"
+    config = metrics.get("config")
+    if not (a.command or config):  # a guessed config name would write a recipe that does not make these weights
+        p.error(f"{metrics_path} names no config (its 'config' is {config!r}): pass --command, how the run was made")
+    command = a.command or f"python tools/pretrain.py --cfg {config}.yaml --output RUN"
     state = safe_torch_load(str(encoder_path))
     state.update(
         recipe=f"{command} ({(a.run / 'config.yaml').read_text()})",

@@ -54,3 +54,16 @@ def test_a_run_that_has_not_finished_is_refused(ship, tmp_path, capsys):
         ship.main(["--run", str(run), "--out", str(tmp_path / "x.pth")])
     assert exit_.value.code == 2 and "encoder-best.pth not found" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_a_run_whose_metrics_name_no_config_needs_the_command(ship, tmp_path, capsys):
+    run = _run(tmp_path, "pretrain_tiny_x")
+    (run / "metrics.json").write_text(json.dumps({"config": None, "best_epoch": 7, "wall_time_s": 120.0}))
+    with pytest.raises(SystemExit) as exit_:
+        ship.main(["--run", str(run), "--out", str(tmp_path / "x.pth")])
+    assert exit_.value.code == 2 and "names no config" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+    out = tmp_path / "y.pth"
+    command = "python tools/pretrain.py --cfg mine.yaml"
+    assert ship.main(["--run", str(run), "--out", str(out), "--command", command]) == 0
+    assert torch.load(out, weights_only=True)["recipe"].startswith("python tools/pretrain.py --cfg mine.yaml (name:")
